@@ -1,0 +1,5 @@
+import sys
+
+from hitlseg.cli import main
+
+sys.exit(main())

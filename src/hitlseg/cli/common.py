@@ -1,0 +1,55 @@
+"""Helpers shared by the CLI commands: progress bars and JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+
+import numpy as np
+
+
+@contextmanager
+def progress_bar(description: str, enabled: bool = True):
+    """Yield a progress callback ``(done, total, message)`` drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def callback(done: int, total: int, message: str = "") -> None:
+        nonlocal bar
+        if not enabled:
+            return
+        if bar is None or bar.total != total:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=total, desc=description, file=sys.stderr, leave=False, dynamic_ncols=True, disable=None)
+        bar.n = done
+        if message:
+            bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    try:
+        yield callback
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def print_json(data) -> None:
+    """Print ``data`` as indented JSON (numpy values converted; NaN as null, inf as "inf")."""
+    print(json.dumps(_jsonable(data), indent=2))

@@ -1,0 +1,28 @@
+"""Colour conversion as in the FLIM literature: RGB to CIELAB scaled to [0, 1] per channel."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.color import rgb2lab
+
+# Ranges of L*, a*, b* over the sRGB gamut, used to scale each channel to [0, 1].
+LAB_MIN = np.array([0.0, -86.183, -107.857], dtype=np.float32)
+LAB_MAX = np.array([100.0, 98.233, 94.478], dtype=np.float32)
+
+
+def rgb_to_normalized_lab(rgb: np.ndarray) -> np.ndarray:
+    """Convert an RGB image in [0, 1] of shape (3, H, W) to CIELAB scaled to [0, 1].
+
+    Parameters
+    ----------
+    rgb : ndarray, shape (3, H, W)
+        Red, green and blue in [0, 1].
+
+    Returns
+    -------
+    ndarray, float32, shape (3, H, W)
+        L*, a*, b* each mapped linearly from its sRGB-gamut range to [0, 1].
+    """
+    lab = rgb2lab(np.moveaxis(rgb, 0, -1)).astype(np.float32)
+    lab = (lab - LAB_MIN) / (LAB_MAX - LAB_MIN)
+    return np.clip(np.moveaxis(lab, -1, 0), 0.0, 1.0)
