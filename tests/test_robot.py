@@ -115,6 +115,14 @@ def test_markers_match_mask_with_parameters(name, kwargs):
     assert_valid_markers(markers_from_mask(mask, rng=3, **kwargs), mask)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint16, np.uint64])
+def test_integer_dtypes(dtype):
+    mask = disks_2d()
+    np.testing.assert_array_equal(
+        markers_from_mask(mask.astype(dtype), rng=0), markers_from_mask(mask, rng=0)
+    )
+
+
 def test_bool_mask_is_accepted():
     mask = disks_2d() > 0
     markers = markers_from_mask(mask, rng=0)
@@ -372,7 +380,8 @@ def test_robot_mark_is_order_independent_and_keyed():
     disks = masks[0]
     assert not np.array_equal(robot.mark(disks, key=0), robot.mark(disks, key=1))
     assert not np.array_equal(robot.mark(disks, key=0), Robot(seed=12).mark(disks, key=0))
-    np.testing.assert_array_equal(robot.mark(disks, key="img-7"), Robot(seed=11).mark(disks, key="img-7"))
+    again = Robot(seed=11).mark(disks, key="img-7")
+    np.testing.assert_array_equal(robot.mark(disks, key="img-7"), again)
 
 
 def test_robot_correct_and_choose():

@@ -69,6 +69,8 @@ def _as_labels(arr, name: str) -> np.ndarray:
         raise InputError(f"{name}: labels must be non-negative, found {lo}")
     if hi > 254:
         raise InputError(f"{name}: labels must be at most 254 (markers are uint8), found {hi}")
+    if a.dtype.kind == "u" and a.dtype.itemsize == 8:
+        a = a.astype(np.int64)  # np.bincount cannot take uint64
     return a
 
 
@@ -159,7 +161,6 @@ def _thicken(path: np.ndarray, allowed: np.ndarray, width: int, offset, label: i
 
     ``allowed`` must contain every path pixel; the result lies inside ``allowed``.
     """
-    ndim = allowed.ndim
     radius = (width - 1) / 2.0
     pad = int(np.ceil(radius))
     lo = np.maximum(path.min(axis=0) - pad, 0)
@@ -300,7 +301,6 @@ def _region_strokes(
     width: int,
     erosion: float,
     rng,
-    trim: bool = True,
 ) -> list[_Stroke]:
     """Strokes along the skeleton of ``region`` (a padded bool box) eroded by ``erosion``.
 
@@ -323,12 +323,7 @@ def _region_strokes(
     axis = _axis_path(core, depth)
     if paths and len(axis) > len(paths[0]):
         paths[0] = axis
-    strokes = []
-    for path in paths:
-        if trim:
-            path = _trim(path, rng)
-        strokes.append(_thicken(path, core, width, offset, label))
-    return strokes
+    return [_thicken(_trim(path, rng), core, width, offset, label) for path in paths]
 
 
 def _component_boxes(binary: np.ndarray):
@@ -348,7 +343,9 @@ def _component_boxes(binary: np.ndarray):
         yield box, offset
 
 
-def _segment_stroke(allowed: np.ndarray, length: float, width: int, label: int, rng, seed_pixel=None):
+def _segment_stroke(
+    allowed: np.ndarray, length: float, width: int, label: int, rng, seed_pixel=None
+):
     """A straight stroke through a random pixel of ``allowed``, cut where it leaves ``allowed``."""
     if seed_pixel is None:
         flat = np.flatnonzero(allowed)
@@ -472,9 +469,8 @@ def markers_from_mask(
     rng = _generator(rng)
 
     strokes: list[_Stroke] = []
-    for k in np.unique(mask):
-        if k == 0:
-            continue
+    present = np.flatnonzero(np.bincount(mask.ravel()))
+    for k in present[present > 0]:
         first = True
         for box, offset in _component_boxes(mask == k):
             n = max(n_object_strokes, 1) if first else n_object_strokes
@@ -510,7 +506,8 @@ def markers_from_mask(
             if s is not None:
                 bg_strokes.append(s)
         if not bg_strokes:
-            deepest = np.array(np.unravel_index(int(np.argmax(np.where(far, dist, -1))), mask.shape))
+            deepest = np.unravel_index(int(np.argmax(np.where(far, dist, -1))), mask.shape)
+            deepest = np.array(deepest)
             bg_strokes.append(_segment_stroke(far, length, stroke_width, 1, rng, deepest))
         bg_strokes[0].mandatory = True
         strokes = strokes + bg_strokes
@@ -714,7 +711,8 @@ class Robot:
         if self.correction_max_marked is not None:
             _check_int(self.correction_max_marked, "correction_max_marked", 1)
         if self.policy not in POLICIES:
-            raise InputError(f"policy: unknown policy {self.policy!r}; valid: {', '.join(POLICIES)}")
+            valid = ", ".join(POLICIES)
+            raise InputError(f"policy: unknown policy {self.policy!r}; valid: {valid}")
 
     def rng(self, purpose: str, key=0) -> np.random.Generator:
         """The generator for one call: a function of ``(seed, purpose, key)`` only."""

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from skimage.filters import threshold_otsu
 
 from hitlseg.errors import InputError
 
@@ -52,11 +51,28 @@ def _by_max(x: torch.Tensor, dims) -> torch.Tensor:
     return torch.where(high > 0, x / torch.where(high > 0, high, torch.ones_like(high)), torch.zeros_like(x))
 
 
-def _otsu(values: np.ndarray) -> float:
-    values = np.asarray(values, dtype=np.float64).ravel()
-    if values.size == 0 or values.max() <= values.min():
-        return float(values.max()) if values.size else 0.0
-    return float(threshold_otsu(values))
+def otsu_thresholds(values: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """Otsu threshold of each row of ``values`` (R, N), from a ``bins``-bin histogram per row.
+
+    Rows without spread get their single value as threshold.
+    """
+    low = values.amin(1, keepdim=True)
+    high = values.amax(1, keepdim=True)
+    span = (high - low).clamp(min=1e-12)
+    index = ((values - low) / span * (bins - 1)).round().long().clamp(0, bins - 1)
+    offsets = torch.arange(len(values), device=values.device)[:, None] * bins
+    hist = torch.bincount((index + offsets).ravel(), minlength=len(values) * bins).reshape(len(values), bins).double()
+    centers = torch.arange(bins, device=values.device, dtype=torch.float64)
+    weight0 = hist.cumsum(1)
+    weight1 = weight0[:, -1:] - weight0
+    sum0 = (hist * centers).cumsum(1)
+    mean0 = sum0 / weight0.clamp(min=1e-12)
+    mean1 = (sum0[:, -1:] - sum0) / weight1.clamp(min=1e-12)
+    between = weight0 * weight1 * (mean0 - mean1) ** 2
+    best = between[:, :-1].argmax(1).double() + 0.5  # threshold between bins best and best + 1
+    thresholds = low[:, 0].double() + best * (span[:, 0].double() / (bins - 1))
+    flat = (high - low)[:, 0] <= 0
+    return torch.where(flat, low[:, 0].double(), thresholds).to(values.dtype)
 
 
 def weight_rule(features: torch.Tensor) -> torch.Tensor:
@@ -66,24 +82,18 @@ def weight_rule(features: torch.Tensor) -> torch.Tensor:
     """
     flat = features.flatten(1)
     active = flat.amax(1) > 0
-    means = flat.mean(1).cpu().numpy()
+    weights = torch.zeros(len(flat), device=features.device)
     if active.sum() < 2:
         return active.float()
-    threshold = _otsu(means[active.cpu().numpy()])
-    spread = float(means[active.cpu().numpy()].var())
+    means = flat.mean(1)
+    active_means = means[active]
+    threshold = float(otsu_thresholds(active_means[None])[0])
+    spread = float(active_means.var(unbiased=False))
     low = threshold - spread if threshold > 0.1 else threshold
     high = threshold + spread
-    weights = torch.zeros(len(flat), device=features.device)
-    for c in range(len(flat)):
-        if not active[c]:
-            continue
-        band = flat[c]
-        band_threshold = _otsu(band.cpu().numpy())
-        proportion = float((band > band_threshold).float().mean())
-        if means[c] >= high and proportion > 0.2:
-            weights[c] = -1
-        elif means[c] <= low and proportion < 0.1:
-            weights[c] = 1
+    proportion = (flat > otsu_thresholds(flat)[:, None]).float().mean(1)
+    weights[active & (means >= high) & (proportion > 0.2)] = -1
+    weights[active & (means <= low) & (proportion < 0.1)] = 1
     return weights
 
 
@@ -146,7 +156,10 @@ def upsample(maps: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 def masks_from_saliency(saliency: np.ndarray) -> np.ndarray:
     """Label mask from (K, *spatial) saliency: Otsu per class map, ties to the most salient class."""
     saliency = np.asarray(saliency)
-    above = np.stack([s > _otsu(s) if s.max() > s.min() else np.zeros(s.shape, bool) for s in saliency])
+    flat = torch.from_numpy(saliency.reshape(len(saliency), -1))
+    thresholds = otsu_thresholds(flat).numpy().reshape((-1,) + (1,) * (saliency.ndim - 1))
+    spread = (saliency.reshape(len(saliency), -1).max(1) > saliency.reshape(len(saliency), -1).min(1))
+    above = (saliency > thresholds) & spread.reshape(thresholds.shape)
     scored = np.where(above, saliency, -1.0)
     best = scored.argmax(0)
     return np.where(above.any(0), best + 1, 0).astype(np.uint8)

@@ -10,7 +10,6 @@ resolution, feed the next layer. One code path serves 2D and 3D.
 
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -20,10 +19,11 @@ from scipy import ndimage
 from hitlseg.errors import InputError
 from hitlseg.flim import ops
 from hitlseg.flim.encoder import FLIMEncoder, FLIMLayer
+from hitlseg.flim.kmeans import batched_kmeans, nearest_points
 from hitlseg.flim.spec import ArchSpec, LayerSpec, default_arch
 from hitlseg.progress import Progress, report
 
-MAX_PATCHES_PER_MARKER = 2000
+MAX_PATCHES_PER_MARKER = 500
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -31,29 +31,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def kmeans_centers(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """k-means centres of ``points`` (n, d) and, per centre, the index of its nearest point.
-
-    With ``n <= k`` the points themselves are returned.
-    """
-    if len(points) <= k:
-        return points.copy(), np.arange(len(points))
-    from sklearn.cluster import KMeans
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # duplicate points give fewer distinct clusters than k
-        model = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed).fit(points)
-    centers = model.cluster_centers_.astype(np.float32)
-    distances = ((centers[:, None, :] - points[None, :, :]) ** 2).sum(-1) if len(points) * k < 5e6 else None
-    if distances is None:
-        from sklearn.metrics import pairwise_distances_argmin
-
-        nearest = pairwise_distances_argmin(centers, points)
-    else:
-        nearest = distances.argmin(1)
-    return centers, nearest
 
 
 def marker_components(markers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,33 +86,37 @@ def fit_layer(
     std = values.std(1, unbiased=False) + stdev_factor
     std = torch.where(std > 0, std, torch.ones_like(std))
     shape = (-1,) + (1,) * (images[0].dim() - 1)
-    candidates, candidate_classes = [], []
+    groups, group_classes = [], []
     rng = np.random.default_rng(seed)
     for x, m in zip(images, markers):
         if not m.any():
             continue
         coords = np.argwhere(m > 0)
         ids, classes = marker_components(m)
-        normalized = (x - mean.reshape(shape)) / std.reshape(shape)
-        patches = ops.extract_patches(normalized, coords, spec.kernel_size, spec.dilation).cpu().numpy()
         order = np.argsort(ids, kind="stable")
         bounds = np.searchsorted(ids[order], np.arange(len(classes) + 1))
+        chosen = []
         for marker_index, cls in enumerate(classes):
             members = order[bounds[marker_index] : bounds[marker_index + 1]]
             if len(members) > MAX_PATCHES_PER_MARKER:
                 members = np.sort(rng.choice(members, MAX_PATCHES_PER_MARKER, replace=False))
-            centers, _ = kmeans_centers(patches[members], spec.kernels_per_marker, seed)
-            candidates.append(centers)
-            candidate_classes.extend([cls] * len(centers))
-    candidates = np.concatenate(candidates).astype(np.float32)
-    candidate_classes = np.asarray(candidate_classes, dtype=np.int64)
-    kernels, nearest = kmeans_centers(candidates, spec.out_channels, seed)
-    kernel_classes = candidate_classes[nearest]
-    norms = np.linalg.norm(kernels, axis=1, keepdims=True)
-    kernels = np.where(norms > 1e-6, kernels / np.maximum(norms, 1e-12), kernels)
+            chosen.append(members)
+            group_classes.append(int(cls))
+        normalized = (x - mean.reshape(shape)) / std.reshape(shape)
+        patches = ops.extract_patches(normalized, coords[np.concatenate(chosen)], spec.kernel_size, spec.dilation)
+        groups.extend(torch.split(patches, [len(c) for c in chosen]))
+    if not groups:
+        raise InputError("markers: no marked pixel is left at this layer's resolution")
+    per_marker = batched_kmeans(groups, spec.kernels_per_marker, seed)
+    candidates = torch.cat(per_marker)
+    candidate_classes = np.repeat(group_classes, [len(c) for c in per_marker])
+    kernels = batched_kmeans([candidates], spec.out_channels, seed)[0]
+    kernel_classes = candidate_classes[nearest_points(kernels, candidates).cpu().numpy()]
+    norms = kernels.norm(dim=1, keepdim=True)
+    kernels = torch.where(norms > 1e-6, kernels / norms.clamp(min=1e-12), kernels)
     channels = images[0].shape[0]
-    weight = torch.from_numpy(kernels).reshape((len(kernels), channels) + (spec.kernel_size,) * (images[0].dim() - 1))
-    return FLIMLayer(spec, weight, mean.cpu(), std.cpu(), torch.from_numpy(kernel_classes)).to(images[0].device)
+    weight = kernels.reshape((len(kernels), channels) + (spec.kernel_size,) * (images[0].dim() - 1))
+    return FLIMLayer(spec, weight, mean, std, torch.from_numpy(kernel_classes)).to(images[0].device)
 
 
 def fit_encoder(

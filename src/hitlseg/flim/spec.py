@@ -134,11 +134,12 @@ def read_arch(path: str | Path) -> ArchSpec:
 
 
 def default_arch() -> ArchSpec:
-    """Three layers, 3-wide kernels, 32/32/64 channels, stride 2 pooling after layers 1 and 2."""
+    """Three layers of 3-wide kernels dilated 1, 2 and 3; 32/32/64 channels; average pooling with
+    stride 2 after layers 1 and 2 (features at 1/4 resolution)."""
     return ArchSpec(
         (
-            LayerSpec(kernel_size=3, dilation=1, kernels_per_marker=8, out_channels=32, pool="max", pool_size=3, pool_stride=2),
-            LayerSpec(kernel_size=3, dilation=1, kernels_per_marker=8, out_channels=32, pool="max", pool_size=3, pool_stride=2),
-            LayerSpec(kernel_size=3, dilation=1, kernels_per_marker=8, out_channels=64, pool="avg", pool_size=3, pool_stride=1),
+            LayerSpec(kernel_size=3, dilation=1, kernels_per_marker=8, out_channels=32, pool="avg", pool_size=3, pool_stride=2),
+            LayerSpec(kernel_size=3, dilation=2, kernels_per_marker=8, out_channels=32, pool="avg", pool_size=3, pool_stride=2),
+            LayerSpec(kernel_size=3, dilation=3, kernels_per_marker=8, out_channels=64, pool="avg", pool_size=3, pool_stride=1),
         )
     )
