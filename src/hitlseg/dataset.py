@@ -84,6 +84,31 @@ class Dataset:
         samples.sort(key=lambda s: s.id)
         return cls(root, samples, ignored, color=color, normalize=normalize)
 
+    @classmethod
+    def from_parts(cls, images_dir: str | Path, masks_dir: str | Path | None = None, markers_dir: str | Path | None = None,
+                   *, color: str = "lab", normalize: str = "percentile") -> "Dataset":
+        """A dataset over a flat folder of images, with optional folders of masks and markers matched by stem."""
+        images_dir = Path(images_dir)
+        if not images_dir.is_dir():
+            raise InputError(f"{images_dir}: images folder not found")
+        images, ignored = _index_by_stem(images_dir)
+        if not images:
+            hint = " (it looks like a dataset folder: pass the dataset instead)" if (images_dir / "images").is_dir() else ""
+            raise InputError(f"{images_dir}: no images found (looked for .png, .tif, .bmp, .jpg, .nii.gz){hint}")
+        tables = {}
+        for kind, folder in (("mask", masks_dir), ("markers", markers_dir)):
+            tables[kind] = {}
+            if folder is None:
+                continue
+            folder = Path(folder)
+            if not folder.is_dir():
+                raise InputError(f"{folder}: {kind} folder not found")
+            tables[kind], more = _index_by_stem(folder, strip_marker_suffix=kind == "markers")
+            ignored += more
+            ignored += [(path, f"{kind} without an image of stem {stem!r}") for stem, path in tables[kind].items() if stem not in images]
+        samples = [Sample(stem, (path,), tables["mask"].get(stem), tables["markers"].get(stem)) for stem, path in sorted(images.items())]
+        return cls(images_dir, samples, ignored, color=color, normalize=normalize)
+
     # -- access ------------------------------------------------------------------------------
     @property
     def ids(self) -> list[str]:
@@ -171,22 +196,12 @@ def _index_by_stem(folder: Path, strip_marker_suffix: bool = False):
 
 
 def _discover_by_role(root: Path):
-    images, ignored = _index_by_stem(root / "images")
-    masks, markers = {}, {}
-    if (root / "masks").is_dir():
-        masks, more = _index_by_stem(root / "masks")
-        ignored += more
-    if (root / "markers").is_dir():
-        markers, more = _index_by_stem(root / "markers", strip_marker_suffix=True)
-        ignored += more
-    for kind, table in (("mask", masks), ("markers", markers)):
-        for stem, path in table.items():
-            if stem not in images:
-                ignored.append((path, f"{kind} without an image of stem {stem!r}"))
-    samples = [
-        Sample(stem, (path,), masks.get(stem), markers.get(stem)) for stem, path in images.items()
-    ]
-    return samples, ignored
+    dataset = Dataset.from_parts(root / "images", _optional(root / "masks"), _optional(root / "markers"))
+    return list(dataset), dataset.ignored
+
+
+def _optional(folder: Path) -> Path | None:
+    return folder if folder.is_dir() else None
 
 
 def _case_files(folder: Path):

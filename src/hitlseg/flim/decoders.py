@@ -109,9 +109,32 @@ def _check_classes(kernel_classes: torch.Tensor, rule: str) -> list[int]:
     return objects
 
 
+def _contrast(normalized: torch.Tensor, positive: torch.Tensor, rule: str) -> torch.Tensor:
+    """Saliency of the kernels in ``positive`` against all others, by the ``labels`` or ``mean`` rule."""
+    negative = ~positive
+    if not positive.any():
+        return torch.zeros_like(normalized[0])
+    if rule == "labels":
+        combined = normalized[positive].sum(0) - normalized[negative].sum(0)
+    else:
+        pool = F.avg_pool2d if normalized.dim() == 3 else F.avg_pool3d
+
+        def local(x):
+            return pool(x.mean(0, keepdim=True)[None], 3, 1, 1, count_include_pad=False)[0, 0]
+
+        object_mean, background_mean = local(normalized[positive]), local(normalized[negative])
+        combined = (normalized[positive].sum(0) * (object_mean > background_mean)
+                    - normalized[negative].sum(0) * (object_mean < background_mean))
+    return torch.relu(combined)
+
+
 def saliency_maps(features: torch.Tensor, kernel_classes: torch.Tensor | None, rule: str = "labels",
-                  n_classes: int | None = None) -> torch.Tensor:
-    """Saliency maps (K, *spatial) in [0, 1] of one image's features (C, *spatial) at feature resolution."""
+                  n_classes: int | None = None, foreground: bool = False) -> torch.Tensor:
+    """Saliency maps (K, *spatial) in [0, 1] of one image's features (C, *spatial) at feature resolution.
+
+    With ``foreground=True`` the ``labels``/``mean`` rules give one map: all object classes against
+    the background.
+    """
     if rule not in DECODERS:
         raise InputError(f"decoder: unknown rule {rule!r} (use one of {', '.join(DECODERS)})")
     dims = tuple(range(1, features.dim()))
@@ -125,22 +148,10 @@ def saliency_maps(features: torch.Tensor, kernel_classes: torch.Tensor | None, r
     if n_classes is not None:
         objects = list(range(1, n_classes + 1))
     normalized = _by_max(features, dims)
-    maps = []
-    for cls in objects:
-        positive = kernel_classes == cls
-        negative = ~positive
-        if not positive.any():
-            maps.append(torch.zeros_like(features[0]))
-            continue
-        if rule == "labels":
-            combined = normalized[positive].sum(0) - normalized[negative].sum(0)
-        else:
-            pool = F.avg_pool2d if features.dim() == 3 else F.avg_pool3d
-            local = lambda x: pool(x.mean(0, keepdim=True)[None], 3, 1, 1, count_include_pad=False)[0, 0]
-            object_mean, background_mean = local(normalized[positive]), local(normalized[negative])
-            combined = (normalized[positive].sum(0) * (object_mean > background_mean)
-                        - normalized[negative].sum(0) * (object_mean < background_mean))
-        maps.append(torch.relu(combined))
+    if foreground:
+        maps = [_contrast(normalized, kernel_classes > 0, rule)]
+    else:
+        maps = [_contrast(normalized, kernel_classes == cls, rule) for cls in objects]
     stacked = torch.stack(maps)
     return _minmax(stacked, tuple(range(1, stacked.dim())))
 
@@ -153,22 +164,53 @@ def upsample(maps: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return F.interpolate(maps[None], size=tuple(shape), mode=mode, align_corners=False)[0].clamp(0, 1)
 
 
-def masks_from_saliency(saliency: np.ndarray) -> np.ndarray:
-    """Label mask from (K, *spatial) saliency: Otsu per class map, ties to the most salient class."""
+def foreground_from_saliency(saliency: np.ndarray) -> np.ndarray:
+    """Boolean foreground of one saliency map (*spatial) by Otsu's threshold (empty when flat)."""
     saliency = np.asarray(saliency)
-    flat = torch.from_numpy(saliency.reshape(len(saliency), -1))
-    thresholds = otsu_thresholds(flat).numpy().reshape((-1,) + (1,) * (saliency.ndim - 1))
-    spread = (saliency.reshape(len(saliency), -1).max(1) > saliency.reshape(len(saliency), -1).min(1))
-    above = (saliency > thresholds) & spread.reshape(thresholds.shape)
-    scored = np.where(above, saliency, -1.0)
-    best = scored.argmax(0)
-    return np.where(above.any(0), best + 1, 0).astype(np.uint8)
+    if saliency.max() <= saliency.min():
+        return np.zeros(saliency.shape, dtype=bool)
+    threshold = float(otsu_thresholds(torch.from_numpy(saliency.reshape(1, -1)))[0])
+    return saliency > threshold
+
+
+def masks_from_saliency(saliency: np.ndarray, foreground: np.ndarray | None = None,
+                        class_scores: np.ndarray | None = None) -> np.ndarray:
+    """Label mask from (K, *spatial) class saliency.
+
+    Foreground is ``foreground`` when given (e.g. from an all-objects map), else where any class map
+    is above its Otsu threshold; each foreground pixel takes the class of highest ``class_scores``
+    (default: of highest saliency).
+    """
+    saliency = np.asarray(saliency)
+    if foreground is None:
+        above = np.stack([foreground_from_saliency(s) for s in saliency])
+        scored = np.where(above, saliency, -1.0)
+        foreground = above.any(0)
+    else:
+        scored = saliency if class_scores is None else class_scores
+    return np.where(foreground, scored.argmax(0) + 1, 0).astype(np.uint8)
+
+
+def class_activation(features: torch.Tensor, kernel_classes: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Mean (max-normalised) activation of the kernels of each object class 1..n_classes: (K, *spatial)."""
+    normalized = _by_max(features, tuple(range(1, features.dim())))
+    return torch.stack([normalized[kernel_classes == c].mean(0) if (kernel_classes == c).any()
+                        else torch.zeros_like(normalized[0]) for c in range(1, n_classes + 1)])
 
 
 def decode(features: torch.Tensor, kernel_classes: torch.Tensor | None, shape: tuple[int, ...], rule: str = "labels",
            n_classes: int | None = None) -> Decoded:
-    """Saliency and mask at image resolution ``shape`` from one image's features (C, *spatial)."""
+    """Saliency and mask at image resolution ``shape`` from one image's features (C, *spatial).
+
+    With several object classes the foreground comes from the all-objects map and each foreground
+    pixel takes the class whose kernels respond most there (:func:`class_activation`).
+    """
     with torch.no_grad():
         maps = upsample(saliency_maps(features, kernel_classes, rule, n_classes), shape)
+        foreground = scores = None
+        if len(maps) > 1:
+            merged = upsample(saliency_maps(features, kernel_classes, rule, n_classes, foreground=True), shape)
+            foreground = foreground_from_saliency(merged[0].cpu().numpy())
+            scores = upsample(class_activation(features, kernel_classes, len(maps)), shape).cpu().numpy()
     saliency = maps.cpu().numpy().astype(np.float32)
-    return Decoded(saliency, masks_from_saliency(saliency))
+    return Decoded(saliency, masks_from_saliency(saliency, foreground, scores))

@@ -7,6 +7,7 @@ while this batched version runs them all at once, on CPU or GPU, deterministical
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -60,14 +61,26 @@ def batched_kmeans(groups: Sequence[torch.Tensor], k: int, seed: int = 0, iterat
         return (norms - 2 * cross + (center**2).sum(-1)).clamp(min=0).masked_fill(~valid, 0)
 
     nearest = squared_distance(centers)
+    trials = 2 + int(math.log(k))  # greedy k-means++: keep the best of a few sampled candidates
     for _ in range(1, k):
         weights = nearest.clone()
         empty = weights.sum(1) <= 0
         weights[empty] = valid[empty].float()  # all points equal: pick uniformly
-        chosen = torch.multinomial(weights.cpu(), 1, generator=generator).to(device)
-        new = _gather(points, chosen)
-        centers = torch.cat([centers, new], 1)
-        nearest = torch.minimum(nearest, squared_distance(new))
+        chosen = torch.multinomial(weights.cpu(), trials, replacement=True, generator=generator).to(device)
+        best, best_potential = None, None
+        for trial in range(trials):
+            candidate = _gather(points, chosen[:, trial : trial + 1])
+            updated = torch.minimum(nearest, squared_distance(candidate))
+            potential = updated.sum(1)
+            if best is None:
+                best, best_potential, best_nearest = candidate, potential, updated
+            else:
+                better = potential < best_potential
+                best = torch.where(better[:, None, None], candidate, best)
+                best_nearest = torch.where(better[:, None], updated, best_nearest)
+                best_potential = torch.minimum(potential, best_potential)
+        centers = torch.cat([centers, best], 1)
+        nearest = best_nearest
 
     mask = valid[..., None].float()
     previous = None

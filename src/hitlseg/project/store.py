@@ -900,20 +900,6 @@ class Project:
 
 def _folder_dataset(images_dir: Path, masks_dir: Path | None):
     """A :class:`Dataset` over a flat folder of images (ids = stems) and an optional masks folder."""
-    from hitlseg.dataset import Dataset, Sample, _index_by_stem
+    from hitlseg.dataset import Dataset
 
-    if not images_dir.is_dir():
-        raise InputError(f"{images_dir}: images folder not found")
-    images, ignored = _index_by_stem(images_dir)
-    if not images:
-        hint = " (it looks like a dataset folder: use --dataset)" if (images_dir / "images").is_dir() else ""
-        raise InputError(f"{images_dir}: no image files found (.png, .tif, .jpg, .bmp, .nii.gz){hint}")
-    masks: dict[str, Path] = {}
-    if masks_dir is not None:
-        if not masks_dir.is_dir():
-            raise InputError(f"{masks_dir}: masks folder not found")
-        masks, more = _index_by_stem(masks_dir)
-        ignored += more
-        ignored += [(path, f"mask without an image of stem {stem!r}") for stem, path in masks.items() if stem not in images]
-    samples = [Sample(stem, (path,), masks.get(stem)) for stem, path in sorted(images.items())]
-    return Dataset(images_dir, samples, ignored)
+    return Dataset.from_parts(images_dir, masks_dir)

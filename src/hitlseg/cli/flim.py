@@ -1,0 +1,105 @@
+"""``hitlseg flim fit`` and ``hitlseg flim predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from hitlseg.cli.common import print_json, progress_bar
+from hitlseg.errors import InputError
+
+
+def register(commands) -> None:
+    """Add ``flim fit`` and ``flim predict``."""
+    flim = commands.add_parser("flim", help="learn FLIM encoders from markers and segment with adaptive decoders")
+    sub = flim.add_subparsers(dest="flim_command", metavar="COMMAND", required=True)
+
+    fit = sub.add_parser("fit", help="learn a FLIM encoder from marked images")
+    fit.add_argument("--images", required=True, help="folder of images, or a dataset folder with images/ and markers/")
+    fit.add_argument("--markers", help="folder of marker files (NAME[-seeds].txt or label images), matched by stem")
+    fit.add_argument("--arch", help="architecture JSON (hitlseg's or the FLIM community's arch.json)")
+    fit.add_argument("--decoder", default="labels", choices=["weights", "labels", "mean"], help="default decoder rule")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    fit.add_argument("--out", required=True, help="model file to write")
+    fit.add_argument("--json", action="store_true")
+    fit.set_defaults(func=run_fit)
+
+    predict = sub.add_parser("predict", help="segment images with a FLIM model and an adaptive decoder")
+    predict.add_argument("--model", required=True)
+    predict.add_argument("--images", required=True, help="folder of images, or a dataset folder")
+    predict.add_argument("--out", required=True, help="folder for masks (same format as the inputs)")
+    predict.add_argument("--decoder", choices=["weights", "labels", "mean"], help="decoder rule (default: the model's)")
+    predict.add_argument("--saliency", action="store_true", help="also write saliency maps")
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(func=run_predict)
+
+
+def _dataset(images: str, markers: str | None = None, preprocessing: dict | None = None):
+    from hitlseg.dataset import Dataset
+
+    options = dict(preprocessing or {})
+    root = Path(images)
+    if markers is None and (root / "images").is_dir():
+        return Dataset.from_folder(root, **options)
+    return Dataset.from_parts(root, markers_dir=markers, **options)
+
+
+def run_fit(args) -> int:
+    from hitlseg.flim import FLIMModel, default_arch, read_arch
+
+    dataset = _dataset(args.images, args.markers)
+    marked = [s.id for s in dataset if s.markers_path is not None]
+    if not marked:
+        raise InputError(f"{args.markers or args.images}: no marker file matches an image (names like NAME-seeds.txt or NAME.png)")
+    arch = read_arch(args.arch) if args.arch else default_arch()
+    images, markers = [], []
+    for sample_id in marked:
+        sample = dataset.load(sample_id)
+        images.append(sample.image)
+        markers.append(sample.markers)
+    with progress_bar("fitting", enabled=not args.json) as progress:
+        model = FLIMModel.fit(images, markers, arch, seed=args.seed, device=args.device, names=marked,
+                              preprocessing={"color": dataset.color, "normalize": dataset.normalize},
+                              decoder=args.decoder, progress=progress)
+    model.save(args.out)
+    summary = {
+        "model": str(args.out),
+        "images": marked,
+        "layers": [{"kernels": l.out_channels, "from_object_markers": int((l.kernel_classes > 0).sum())}
+                   for l in model.encoder.layers],
+        "classes": model.n_classes,
+    }
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"learned {len(summary['layers'])} layers from {len(marked)} marked images -> {args.out}")
+        for index, layer in enumerate(summary["layers"], 1):
+            print(f"  layer {index}: {layer['kernels']} kernels ({layer['from_object_markers']} from object markers)")
+    return 0
+
+
+def run_predict(args) -> int:
+    from hitlseg.flim import FLIMModel
+    from hitlseg.io import output_name, write_array
+
+    model = FLIMModel.load(args.model, device=args.device)
+    dataset = _dataset(args.images, preprocessing=model.preprocessing)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with progress_bar("predicting") as progress:
+        for index, sample_id in enumerate(dataset.ids):
+            progress(index, len(dataset), sample_id)
+            image, meta = dataset.image(sample_id)
+            result = model.predict(image, args.decoder)
+            name = output_name(sample_id, meta)
+            write_array(out / name, result.mask, meta)
+            if args.saliency:
+                suffix = ".nii.gz" if meta.ndim == 3 else ".png"
+                for k, saliency in enumerate(result.saliency, 1):
+                    tag = "" if len(result.saliency) == 1 else f"_class{k}"
+                    write_array(out / f"{sample_id}_saliency{tag}{suffix}", saliency.astype(np.float32), meta)
+        progress(len(dataset), len(dataset), "")
+    print(f"wrote {len(dataset)} masks to {out}")
+    return 0
