@@ -56,31 +56,24 @@ def batched_kmeans(groups: Sequence[torch.Tensor], k: int, seed: int = 0, iterat
     centers = _gather(points, first[:, None])
     norms = (points**2).sum(-1)
 
-    def squared_distance(center: torch.Tensor) -> torch.Tensor:  # center (B, 1, d) -> (B, n)
-        cross = torch.bmm(points, center.transpose(1, 2))[..., 0]
-        return (norms - 2 * cross + (center**2).sum(-1)).clamp(min=0).masked_fill(~valid, 0)
+    def squared_distances(candidates: torch.Tensor) -> torch.Tensor:  # (B, t, d) -> (B, n, t)
+        cross = torch.bmm(points, candidates.transpose(1, 2))
+        distances = norms[..., None] - 2 * cross + (candidates**2).sum(-1)[:, None, :]
+        return distances.clamp(min=0).masked_fill(~valid[..., None], 0)
 
-    nearest = squared_distance(centers)
+    nearest = squared_distances(centers)[..., 0]
     trials = 2 + int(math.log(k))  # greedy k-means++: keep the best of a few sampled candidates
     for _ in range(1, k):
         weights = nearest.clone()
         empty = weights.sum(1) <= 0
         weights[empty] = valid[empty].float()  # all points equal: pick uniformly
         chosen = torch.multinomial(weights.cpu(), trials, replacement=True, generator=generator).to(device)
-        best, best_potential = None, None
-        for trial in range(trials):
-            candidate = _gather(points, chosen[:, trial : trial + 1])
-            updated = torch.minimum(nearest, squared_distance(candidate))
-            potential = updated.sum(1)
-            if best is None:
-                best, best_potential, best_nearest = candidate, potential, updated
-            else:
-                better = potential < best_potential
-                best = torch.where(better[:, None, None], candidate, best)
-                best_nearest = torch.where(better[:, None], updated, best_nearest)
-                best_potential = torch.minimum(potential, best_potential)
-        centers = torch.cat([centers, best], 1)
-        nearest = best_nearest
+        candidates = _gather(points, chosen)  # (B, trials, d)
+        updated = torch.minimum(nearest[..., None], squared_distances(candidates))  # (B, n, trials)
+        best = updated.sum(1).argmin(1)  # lowest potential
+        rows = torch.arange(len(todo), device=device)
+        centers = torch.cat([centers, candidates[rows, best][:, None]], 1)
+        nearest = updated[rows, :, best]
 
     mask = valid[..., None].float()
     previous = None

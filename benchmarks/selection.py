@@ -1,0 +1,128 @@
+"""Benchmark of the selection loop: one JSON line of timings.
+
+For wbc1 (300 RGB images; ../shared/datasets/wbc1, or the bundled copy when absent) and the
+hippocampus volumes (260 3D MRI crops; skipped when absent): time to load the images, to compute
+their superpixels once, to set up the session, then ``--rounds`` rounds driven by the robot, each
+broken down into fit (FLIM filters from all markers so far), features (maps and descriptors of
+the whole pool), recommend, projection (t-SNE) and total. The robot's marking time is reported
+apart: it stands in for a person and is not part of the tool's round.
+
+Usage: python benchmarks/selection.py [--rounds 3] [--only wbc1|hippocampus] [--cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+BUDGET_S = 1.5  # wbc1 round target on a 2-core machine
+
+
+def _round(x: float) -> float:
+    return round(float(x), 4)
+
+
+def bench(name: str, root: Path | None, rounds: int, seed: int, cache_dir: Path | None) -> dict:
+    import numpy as np
+
+    from hitlseg.dataset import Dataset
+    from hitlseg.datasets import demo
+    from hitlseg.robot import Robot
+    from hitlseg.selection import SelectionSession, SuperpixelCache, compute_superpixels
+
+    load_before = os.getloadavg()
+    tick = time.perf_counter()
+    dataset = Dataset.from_folder(root) if root is not None else demo()
+    images = {i: dataset.image(i)[0] for i in dataset.ids}
+    load_s = time.perf_counter() - tick
+
+    cache = SuperpixelCache(cache_dir / name if cache_dir else None)
+    tick = time.perf_counter()
+    superpixels = compute_superpixels(images, cache=cache)
+    superpixels_s = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    session = SelectionSession(images, superpixel_cache=cache, seed=seed)
+    setup_s = time.perf_counter() - tick
+
+    robot = Robot(seed, policy="alternate")
+    image_id = session.ids[int(np.random.default_rng(seed).integers(len(session.ids)))]
+    per_round = []
+    for index in range(rounds):
+        tick = time.perf_counter()
+        markers = robot.mark(dataset.mask(image_id), key=image_id)
+        robot_s = time.perf_counter() - tick
+        result = session.step(image_id, markers)
+        per_round.append({
+            "round": result.round,
+            "image_id": image_id,
+            "n_maps": result.n_maps,
+            "robot_s": _round(robot_s),
+            **{f"{k}_s": _round(v) for k, v in result.timings.items()},
+            "normalized_radius": _round(result.stopping.normalized_radius),
+            "loadavg_1min": round(os.getloadavg()[0], 2),
+        })
+        rec = result.recommendation
+        image_id = robot.choose(rec.closest_ids, rec.most_distant_ids, index, exclude=session.selected)
+    totals = [r["total_s"] for r in per_round]
+    counts = [int(l.max()) + 1 for l in superpixels.values()]
+    return {
+        "dataset": name,
+        "source": str(root) if root is not None else "bundled demo",
+        "images": len(images),
+        "shape_groups": len({im.shape for im in images.values()}),
+        "superpixels_per_image": {"min": min(counts), "median": statistics.median(counts), "max": max(counts)},
+        "descriptor_length_per_map": session.length,
+        "stride": session.stride,
+        "load_s": _round(load_s),
+        "superpixels_s": _round(superpixels_s),
+        "session_setup_s": _round(setup_s),
+        "rounds": per_round,
+        "median_round_s": _round(statistics.median(totals)),
+        "max_round_s": _round(max(totals)),
+        "loadavg_before": [round(x, 2) for x in load_before],
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=["wbc1", "hippocampus"], default=None)
+    parser.add_argument("--cache", type=Path, default=None, help="superpixel cache folder (reused between runs)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    out = {
+        "benchmark": "selection",
+        "cpu_count": os.cpu_count(),
+        "torch_threads_default": torch.get_num_threads(),
+        "round_threads": 1,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    if args.only in (None, "wbc1"):
+        root = SHARED / "wbc1"
+        out["wbc1"] = bench("wbc1", root if root.is_dir() else None, args.rounds, args.seed, args.cache)
+        out["wbc1"]["budget_s"] = BUDGET_S
+        out["wbc1"]["within_budget"] = out["wbc1"]["median_round_s"] <= BUDGET_S
+    if args.only in (None, "hippocampus"):
+        root = SHARED / "hippocampus"
+        out["hippocampus"] = (bench("hippocampus", root, args.rounds, args.seed, args.cache) if root.is_dir()
+                              else {"skipped": f"{root} not present"})
+    out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
