@@ -1,0 +1,47 @@
+"""``hitlseg experiment selection``: compare image-selection methods over data splits."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from hitlseg.cli.common import progress_bar
+
+
+def register(commands) -> None:
+    """Add ``experiment selection``."""
+    experiment = commands.add_parser("experiment", help="experiment protocols with reports")
+    sub = experiment.add_subparsers(dest="experiment_command", metavar="PROTOCOL", required=True)
+    selection = sub.add_parser("selection", help="compare image-selection methods over data splits")
+    selection.add_argument("--dataset", required=True, help="dataset folder with masks")
+    selection.add_argument("--splits", type=int, default=3)
+    selection.add_argument("--images", type=int, default=5, help="images each method selects")
+    selection.add_argument("--methods", default="gtfree,random,labeled,kcenter")
+    selection.add_argument("--policy", default="alternate", help="gtfree policy: most_distant, closest or alternate")
+    selection.add_argument("--decoder", default="labels", choices=["weights", "labels", "mean"])
+    selection.add_argument("--baseline", default="all", choices=["all", "none"],
+                           help="'all': train the all-backprop U-Net on the training split")
+    selection.add_argument("--no-sunet", action="store_true", help="skip the sU-Net decoders")
+    selection.add_argument("--epochs", type=int, default=10, help="epochs of the sU-Net decoders and the baseline")
+    selection.add_argument("--eval-limit", type=int, help="score at most this many validation/test images")
+    selection.add_argument("--seed", type=int, default=0)
+    selection.add_argument("--out", required=True, help="output folder (re-running resumes)")
+    selection.set_defaults(func=run_selection)
+
+
+def run_selection(args) -> int:
+    from hitlseg.dataset import Dataset
+    from hitlseg.experiments import ProtocolConfig, run_protocol, write_report
+    from hitlseg.experiments.protocol import compute_seconds
+
+    config = ProtocolConfig(splits=args.splits, images=args.images, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+                            policy=args.policy, decoder=args.decoder, sunet=not args.no_sunet,
+                            baseline=args.baseline == "all", epochs=args.epochs, eval_limit=args.eval_limit, seed=args.seed)
+    dataset = Dataset.from_folder(args.dataset)
+    with progress_bar("experiment") as progress:
+        results = run_protocol(dataset, args.out, config, progress=progress,
+                               log=lambda line: print(line, file=sys.stderr, flush=True))
+    command = "hitlseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("hitlseg") else None
+    report = write_report(results, args.out, command=command, wall_seconds=compute_seconds(results))
+    print(f"report: {report}")
+    return 0

@@ -1,0 +1,328 @@
+"""Comparing image-selection methods over data splits (the protocol of the GT-free selection paper).
+
+For each split (60/10/30, seeded) and each method, from the same random first image: the robot
+marks each selected image, the method picks the next one until the image budget is spent, a
+multi-layer FLIM encoder is learned from the marked images, and the segmentation is scored with
+(a) the adaptive decoder (no ground truth at all) and (b) an sU-Net decoder trained by backprop
+on the training split. An all-backprop U-Net on the training split is the baseline.
+
+Every finished part (one split x one method, a baseline, the first-image analysis) is written to
+``OUT/parts/`` as JSON and is not recomputed when the run is started again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from hitlseg.dataset import Dataset, make_split
+from hitlseg.errors import InputError
+from hitlseg.experiments.scoring import average, is_brats, score
+from hitlseg.progress import Progress, report
+
+METHODS = ("gtfree", "random", "labeled", "kcenter")
+
+
+@dataclass
+class ProtocolConfig:
+    """Settings of a selection experiment.
+
+    Attributes
+    ----------
+    splits : int
+        Data splits (each ``make_split(ids, fractions, seed=seed + s)``).
+    images : int
+        Images each method selects (the first one included).
+    methods : tuple of str
+        Selectors from :data:`hitlseg.selection.SELECTORS`.
+    policy : str
+        Policy of ``gtfree`` (``most_distant``, ``closest`` or ``alternate``).
+    decoder : str
+        Adaptive decoder rule.
+    sunet, baseline : bool
+        Train the sU-Net decoder per method, and the all-backprop U-Net per split.
+    epochs : int
+        Training epochs of the sU-Net decoder and of the baseline.
+    eval_limit : int or None
+        Score at most this many validation and test images (None: all).
+    seed : int
+    fractions : tuple of float
+        Train, validation and test fractions.
+    """
+
+    splits: int = 3
+    images: int = 5
+    methods: tuple[str, ...] = METHODS
+    policy: str = "alternate"
+    decoder: str = "labels"
+    sunet: bool = True
+    baseline: bool = True
+    epochs: int = 10
+    eval_limit: int | None = None
+    seed: int = 0
+    fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)
+
+    def __post_init__(self):
+        from hitlseg.selection import SELECTORS
+
+        self.methods = tuple(self.methods)
+        unknown = [m for m in self.methods if m not in SELECTORS]
+        if unknown:
+            raise InputError(f"methods: unknown {', '.join(unknown)} (use {', '.join(SELECTORS)})")
+        if not self.methods:
+            raise InputError("methods: name at least one selection method")
+        for name in ("splits", "images", "epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name}: must be a positive integer, got {value!r}")
+        self.fractions = tuple(float(f) for f in self.fractions)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["methods"], data["fractions"] = list(self.methods), list(self.fractions)
+        return data
+
+
+@dataclass
+class SplitData:
+    """Arrays of one split, loaded once and shared by every method."""
+
+    index: int
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    images: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    first: str
+    classes: list[int]
+    brats: bool
+    superpixels: object = field(default=None)
+
+    def pairs(self, ids) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(self.images[i], self.masks[i]) for i in ids]
+
+
+class PartStore:
+    """Finished parts of a run as JSON files under ``OUT/parts``, written atomically."""
+
+    def __init__(self, out: Path):
+        self.folder = Path(out) / "parts"
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.json"
+
+    def get(self, name: str) -> dict | None:
+        path = self.path(name)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            return None  # a damaged part is recomputed
+
+    def put(self, name: str, data: dict) -> dict:
+        path = self.path(name)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+        return data
+
+    def cached(self, name: str, compute: Callable[[], dict]) -> dict:
+        found = self.get(name)
+        return found if found is not None else self.put(name, compute())
+
+
+def _load_split(dataset: Dataset, index: int, config: ProtocolConfig, cache: dict) -> SplitData:
+    from hitlseg.selection import SuperpixelCache
+
+    ids = dataset.with_masks()
+    if len(ids) < 3:
+        raise InputError(f"{dataset.root}: the protocol needs at least 3 images with masks, found {len(ids)}")
+    split = make_split(ids, config.fractions, seed=config.seed + index)
+    if len(split.train) < config.images:
+        raise InputError(f"images: the training split has {len(split.train)} images, fewer than the budget {config.images}")
+    for sample_id in split.train + split.val + split.test:
+        if sample_id not in cache:
+            loaded = dataset.load(sample_id)
+            cache[sample_id] = (loaded.image, loaded.mask.astype(np.int64))
+    images = {i: cache[i][0] for i in ids}
+    masks = {i: cache[i][1] for i in ids}
+    classes = sorted({int(c) for i in ids for c in np.unique(masks[i]) if c > 0})
+    first = str(np.random.default_rng([config.seed, index]).choice(split.train))
+    limit = config.eval_limit
+    return SplitData(index, split.train, split.val[:limit] if limit else split.val, split.test[:limit] if limit else split.test,
+                     images, masks, first, classes, is_brats(classes), cache.setdefault("__superpixels__", SuperpixelCache()))
+
+
+def _flim_scores(data: SplitData, marked: list[str], markers: dict, decoder: str, ids: list[str], seed: int):
+    from hitlseg.flim import FLIMModel
+
+    model = FLIMModel.fit([data.images[i] for i in marked], [markers[i] for i in marked], seed=seed, decoder=decoder,
+                          names=marked)
+    scores = [score(model.predict(data.images[i]).mask, data.masks[i], data.classes, data.brats) for i in ids]
+    return model, scores
+
+
+def _train_net(model, data: SplitData, config: ProtocolConfig):
+    from hitlseg.nets import TrainConfig, train
+
+    result = train(model, data.pairs(data.train), data.pairs(data.val), TrainConfig(epochs=config.epochs, seed=config.seed))
+    evaluate = lambda ids: average([score(model.predict(data.images[i]).labels, data.masks[i], data.classes, data.brats)
+                                    for i in ids])
+    return {"val": evaluate(data.val), "test": evaluate(data.test), "train_seconds": result.seconds,
+            "best_epoch": result.best_epoch}
+
+
+def run_method(data: SplitData, method: str, config: ProtocolConfig, robot) -> dict:
+    """Selection with ``method`` up to the budget, then the scores of its FLIM encoder."""
+    from hitlseg.nets import SegModel
+    from hitlseg.selection import SelectionSession, make_selector
+
+    options = {"policy": config.policy} if method == "gtfree" else {}
+    selector = make_selector(method, seed=config.seed + data.index, **options)
+    pool = {i: data.images[i] for i in data.train}
+    session = SelectionSession(pool, superpixel_cache=data.superpixels, seed=config.seed, projection="pca", k=5)
+    markers: dict[str, np.ndarray] = {}
+    curve, rounds = [], []
+    current = data.first
+    started = time.perf_counter()
+    while True:
+        markers[current] = robot.mark(data.masks[current], key=current)
+        step = session.step(current, markers[current])
+        _, val_scores = _flim_scores(data, session.selected, markers, config.decoder, data.val, config.seed)
+        curve.append(average(val_scores)["mean"])
+        rounds.append({"image": current, "coverage_radius": step.stopping.radius, "seconds": step.timings["total"]})
+        if len(session.selected) >= config.images:
+            break
+        context = session.context(masks={i: data.masks[i] for i in data.train} if method == "labeled" else None)
+        current = selector.query(context, 1)[0]
+    selection_seconds = time.perf_counter() - started
+    model, val_scores = _flim_scores(data, session.selected, markers, config.decoder, data.val, config.seed)
+    test_scores = [score(model.predict(data.images[i]).mask, data.masks[i], data.classes, data.brats) for i in data.test]
+    result = {
+        "method": method,
+        "split": data.index,
+        "selected": list(session.selected),
+        "marked_pixels": int(sum(int((m > 0).sum()) for m in markers.values())),
+        "rounds": rounds,
+        "curve_val_dice": curve,
+        "selection_seconds": selection_seconds,
+        "adaptive": {"val": average(val_scores), "test": average(test_scores)},
+    }
+    if config.sunet:
+        net = SegModel.sunet(model.encoder, max(data.classes), preprocessing=model.preprocessing, seed=config.seed)
+        result["sunet"] = _train_net(net, data, config)
+    return result
+
+
+def run_baseline(data: SplitData, config: ProtocolConfig) -> dict:
+    """The all-backprop U-Net trained on the whole training split."""
+    from hitlseg.nets import SegModel
+
+    image = data.images[data.train[0]]
+    net = SegModel.unet(image.shape[0], max(data.classes), image.ndim - 1, seed=config.seed)
+    return {"split": data.index, **_train_net(net, data, config)}
+
+
+def first_image_analysis(data: SplitData, config: ProtocolConfig, robot) -> dict:
+    """Per training image: descriptor distance to the first marked image, 2D layout, and Dice
+    under the filters learned from the first image alone (Figures 7 and 9)."""
+    from hitlseg.selection import SelectionSession, project
+
+    pool = {i: data.images[i] for i in data.train}
+    session = SelectionSession(pool, superpixel_cache=data.superpixels, seed=config.seed, projection="pca")
+    markers = {data.first: robot.mark(data.masks[data.first], key=data.first)}
+    session.step(data.first, markers[data.first])
+    descriptors = session.descriptors
+    row = session.ids.index(data.first)
+    distance = np.linalg.norm(descriptors - descriptors[row], axis=1)
+    layout = project(descriptors, "tsne", seed=config.seed)
+    _, scores = _flim_scores(data, [data.first], markers, config.decoder, session.ids, config.seed)
+    return {
+        "split": data.index,
+        "first": data.first,
+        "ids": list(session.ids),
+        "distance": distance.tolist(),
+        "coords": np.asarray(layout.coords).tolist(),
+        "dice": [s["mean"] for s in scores],
+    }
+
+
+def _timed(compute: Callable[[], dict]) -> dict:
+    started = time.perf_counter()
+    part = compute()
+    part["part_seconds"] = time.perf_counter() - started
+    return part
+
+
+def compute_seconds(results: dict) -> float:
+    """Seconds spent computing every part of ``results``, over all (resumed) runs."""
+    total = 0.0
+    for split in results["splits"]:
+        parts = [split.get("first_image"), split.get("baseline"), *split["methods"].values()]
+        total += sum(p.get("part_seconds", 0.0) for p in parts if p)
+    return total
+
+
+def run_protocol(dataset: Dataset, out: str | Path, config: ProtocolConfig | None = None, *, progress: Progress = None,
+                 log: Callable[[str], None] | None = None) -> dict:
+    """Run (or resume) the protocol and return every number, also written to ``OUT/results.json``.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Images with masks (the robot draws markers from them).
+    out : path
+        Output folder: ``parts/`` (resumable pieces) and ``results.json``.
+    config : ProtocolConfig
+    progress : callable, optional
+        ``progress(done, total, message)`` after each part.
+    log : callable, optional
+        Receives one line per finished part.
+    """
+    from hitlseg.robot import Robot
+
+    config = config or ProtocolConfig()
+    out = Path(out)
+    store = PartStore(out)
+    robot = Robot(seed=config.seed)
+    per_split = len(config.methods) + 1 + int(config.baseline)
+    total, done = config.splits * per_split, 0
+    cache: dict = {}
+    started = time.perf_counter()
+    results = {"config": config.to_dict(), "dataset": str(dataset.root), "splits": []}
+    for index in range(config.splits):
+        data = _load_split(dataset, index, config, cache)
+        split_result = {"index": index, "first": data.first, "classes": data.classes, "brats": data.brats,
+                        "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, "methods": {}}
+        jobs = [(f"split{index}-first", lambda: first_image_analysis(data, config, robot), "figures")]
+        jobs += [(f"split{index}-{m}", (lambda m=m: run_method(data, m, config, robot)), m) for m in config.methods]
+        if config.baseline:
+            jobs.append((f"split{index}-baseline", lambda: run_baseline(data, config), "baseline"))
+        for name, compute, key in jobs:
+            report(progress, done, total, name)
+            part = store.cached(name, lambda compute=compute: _timed(compute))
+            if key == "figures":
+                split_result["first_image"] = part
+            elif key == "baseline":
+                split_result["baseline"] = part
+            else:
+                split_result["methods"][key] = part
+            done += 1
+            if log:
+                log(f"{name}: done ({time.perf_counter() - started:.0f} s elapsed)")
+        results["splits"].append(split_result)
+    report(progress, total, total, "done")
+    results["wall_seconds_this_run"] = time.perf_counter() - started
+    path = out / "results.json"
+    tmp = path.with_name(".results.json.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, path)
+    return results

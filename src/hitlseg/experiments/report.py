@@ -1,0 +1,183 @@
+"""Tables, figures and a markdown report from the numbers of :func:`run_protocol`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from hitlseg.experiments.scoring import columns
+
+
+def _models(split: dict) -> list[str]:
+    method = next(iter(split["methods"].values()))
+    return [m for m in ("adaptive", "sunet") if m in method]
+
+
+def table_one(results: dict) -> dict:
+    """Validation Dice mean and std over splits: ``{method: {model: {column: (mean, std)}}}``."""
+    table: dict = {}
+    splits = results["splits"]
+    for method in results["config"]["methods"]:
+        table[method] = {}
+        for model in _models(splits[0]):
+            values = [columns(s["methods"][method][model]["val"]) for s in splits]
+            table[method][model] = {c: (float(np.mean([v[c] for v in values])), float(np.std([v[c] for v in values])))
+                                    for c in values[0]}
+    if "baseline" in splits[0]:
+        values = [columns(s["baseline"]["val"]) for s in splits]
+        table["baseline (all backprop)"] = {"unet": {c: (float(np.mean([v[c] for v in values])),
+                                                        float(np.std([v[c] for v in values]))) for c in values[0]}}
+    return table
+
+
+def table_two(results: dict) -> dict:
+    """Test Dice of the split with the best validation Dice, per method and model, and the baseline."""
+    table: dict = {}
+    splits = results["splits"]
+    for method in results["config"]["methods"]:
+        table[method] = {}
+        for model in _models(splits[0]):
+            best = max(splits, key=lambda s: s["methods"][method][model]["val"]["mean"])
+            table[method][model] = {"split": best["index"], **columns(best["methods"][method][model]["test"])}
+    if "baseline" in splits[0]:
+        best = max(splits, key=lambda s: s["baseline"]["val"]["mean"])
+        table["baseline (all backprop)"] = {"unet": {"split": best["index"], **columns(best["baseline"]["test"])}}
+    return table
+
+
+def correlation(first: dict) -> dict:
+    """Pearson correlation of inverse descriptor distance to the first image and per-image Dice."""
+    distance = np.asarray(first["distance"], dtype=float)
+    dice = np.asarray(first["dice"], dtype=float)
+    keep = distance > 0  # the marked image itself
+    inverse = 1.0 / distance[keep]
+    if keep.sum() < 3 or np.std(inverse) == 0 or np.std(dice[keep]) == 0:
+        return {"r": float("nan"), "slope": float("nan"), "intercept": float("nan"), "n": int(keep.sum())}
+    r = float(np.corrcoef(inverse, dice[keep])[0, 1])
+    slope, intercept = np.polyfit(inverse, dice[keep], 1)
+    return {"r": r, "slope": float(slope), "intercept": float(intercept), "n": int(keep.sum())}
+
+
+def _figure_curves(results: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in results["config"]["methods"]:
+        curves = np.array([s["methods"][method]["curve_val_dice"] for s in results["splits"]], dtype=float)
+        x = np.arange(1, curves.shape[1] + 1)
+        mean, std = curves.mean(0), curves.std(0)
+        ax.plot(x, mean, marker="o", label=method)
+        ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+    ax.set_xlabel("marked images")
+    ax.set_ylabel("validation Dice (adaptive decoder)")
+    ax.set_title("Figure 6: Dice after each selected image (mean ± std over splits)")
+    ax.set_xticks(x)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _figure_projection(first: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    coords = np.asarray(first["coords"])
+    dice = np.asarray(first["dice"])
+    fig, ax = plt.subplots(figsize=(6, 5))
+    points = ax.scatter(coords[:, 0], coords[:, 1], c=dice, cmap="viridis", s=22, vmin=0, vmax=1)
+    row = first["ids"].index(first["first"])
+    ax.scatter(*coords[row], marker="*", s=300, c="red", edgecolors="black", label=f"marked: {first['first']}")
+    fig.colorbar(points, label="Dice under the first image's filters")
+    ax.set_title("Figure 7: training pool (t-SNE of descriptors)")
+    ax.legend(loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _figure_correlation(first: dict, fit: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    distance = np.asarray(first["distance"], dtype=float)
+    dice = np.asarray(first["dice"], dtype=float)
+    keep = distance > 0
+    inverse = 1.0 / distance[keep]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(inverse, dice[keep], s=14, alpha=0.7)
+    if np.isfinite(fit["slope"]):
+        xs = np.linspace(inverse.min(), inverse.max(), 50)
+        ax.plot(xs, fit["slope"] * xs + fit["intercept"], color="red", label=f"r = {fit['r']:.3f}")
+        ax.legend()
+    ax.set_xlabel("1 / descriptor distance to the marked image")
+    ax.set_ylabel("Dice under its filters")
+    ax.set_title("Figure 9: closeness to the marked image vs Dice")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _cell(value) -> str:
+    if isinstance(value, tuple):
+        return f"{value[0]:.3f} ± {value[1]:.3f}"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _markdown_table(table: dict) -> list[str]:
+    rows = [(method, model, cells) for method, models in table.items() for model, cells in models.items()]
+    headers = list(rows[0][2])
+    lines = ["| method | model | " + " | ".join(headers) + " |", "|---|---|" + "---|" * len(headers)]
+    for method, model, cells in rows:
+        lines.append(f"| {method} | {model} | " + " | ".join(_cell(cells[h]) for h in headers) + " |")
+    return lines
+
+
+def write_report(results: dict, out: str | Path, command: str | None = None, wall_seconds: float | None = None) -> Path:
+    """Write ``report.md``, the PNG figures and ``summary.json`` (tables and correlations) to ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    first = results["splits"][0]["first_image"]
+    fits = [correlation(s["first_image"]) for s in results["splits"]]
+    _figure_curves(results, out / "figure6_curves.png")
+    _figure_projection(first, out / "figure7_projection.png")
+    _figure_correlation(first, fits[0], out / "figure9_correlation.png")
+    one, two = table_one(results), table_two(results)
+    config = results["config"]
+    lines = [f"# Image-selection experiment: {Path(results['dataset']).name}", ""]
+    if command:
+        lines += ["Command:", "", f"    {command}", ""]
+    if wall_seconds is not None:
+        lines += [f"Wall time: {wall_seconds / 60:.1f} min on this machine.", ""]
+    sizes = results["splits"][0]["sizes"]
+    lines += [
+        f"{config['splits']} splits ({sizes['train']} train / {sizes['val']} validation / {sizes['test']} test images), "
+        f"{config['images']} marked images per method, robot markers, gtfree policy `{config['policy']}`, adaptive decoder "
+        f"`{config['decoder']}`, sU-Net decoder and baseline trained {config['epochs']} epochs.",
+        "",
+        "## Table I: validation Dice (mean ± std over splits)", "",
+        *_markdown_table(one), "",
+        "## Table II: test Dice of the best split (by validation Dice)", "",
+        *_markdown_table(two), "",
+        "## Figure 6: Dice after each newly selected image", "", "![Figure 6](figure6_curves.png)", "",
+        "## Figure 7: projection coloured by Dice under the first image's filters", "",
+        "![Figure 7](figure7_projection.png)", "",
+        "## Figure 9: inverse descriptor distance vs Dice", "", "![Figure 9](figure9_correlation.png)", "",
+        "Pearson r per split: " + ", ".join(f"{f['r']:.3f}" for f in fits), "",
+        "## Selected images", "",
+    ]
+    for split in results["splits"]:
+        for method, part in split["methods"].items():
+            lines.append(f"- split {split['index']}, {method}: {', '.join(part['selected'])}")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    summary = {"table_one": {m: {k: {c: list(v) for c, v in cells.items()} for k, cells in models.items()} for m, models in one.items()},
+               "table_two": two, "correlation": fits}
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, out / "summary.json")
+    return out / "report.md"

@@ -1,0 +1,126 @@
+"""The selection experiment protocol on a tiny configuration: complete, consistent and resumable."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from hitlseg.dataset import Dataset
+from hitlseg.datasets import DEMO_ROOT
+from hitlseg.errors import InputError
+from hitlseg.experiments import ProtocolConfig, correlation, run_protocol, table_one, table_two, write_report
+from hitlseg.experiments import protocol as protocol_module
+from hitlseg.experiments.scoring import is_brats, score
+
+METHODS = ("gtfree", "random", "labeled", "kcenter")
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    names = sorted(p.name for p in (DEMO_ROOT / "images").iterdir())[:12]
+    for folder in ("images", "masks"):
+        (root / folder).mkdir()
+        for name in names:
+            shutil.copy(DEMO_ROOT / folder / name, root / folder / name)
+    return Dataset.from_folder(root)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("experiment")
+    config = ProtocolConfig(splits=2, images=3, methods=METHODS, epochs=1)
+    lines = []
+    results = run_protocol(tiny_dataset, out, config, log=lines.append)
+    return out, config, results, lines
+
+
+def test_every_split_and_method_is_complete(run):
+    out, config, results, lines = run
+    assert len(results["splits"]) == 2 and len(lines) == 2 * (len(METHODS) + 2)
+    for split in results["splits"]:
+        assert set(split["methods"]) == set(METHODS)
+        firsts = {part["selected"][0] for part in split["methods"].values()}
+        assert firsts == {split["first"]}  # the same first image for every method
+        for part in split["methods"].values():
+            assert len(part["selected"]) == config.images == len(set(part["selected"]))
+            assert len(part["curve_val_dice"]) == config.images
+            for model in ("adaptive", "sunet"):
+                for subset in ("val", "test"):
+                    summary = part[model][subset]
+                    assert 0 <= summary["mean"] <= 1
+                    assert set(summary["class"]) == {"1", "2"}
+                    assert summary["mean"] == pytest.approx(np.mean(list(summary["class"].values())))
+        assert 0 <= split["baseline"]["test"]["mean"] <= 1
+        first = split["first_image"]
+        assert len(first["ids"]) == len(first["distance"]) == len(first["dice"]) == len(first["coords"])
+        assert first["distance"][first["ids"].index(first["first"])] == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["methods"] == list(METHODS)
+
+
+def test_tables_agree_with_the_numbers(run):
+    _, _, results, _ = run
+    one, two = table_one(results), table_two(results)
+    assert set(one) == set(METHODS) | {"baseline (all backprop)"}
+    for method in METHODS:
+        for model in ("adaptive", "sunet"):
+            values = [s["methods"][method][model]["val"]["mean"] for s in results["splits"]]
+            assert one[method][model]["mean"][0] == pytest.approx(np.mean(values))
+            assert one[method][model]["mean"][1] == pytest.approx(np.std(values))
+            best = int(np.argmax(values))
+            assert two[method][model]["split"] == best
+            assert two[method][model]["mean"] == pytest.approx(results["splits"][best]["methods"][method][model]["test"]["mean"])
+
+
+def test_report_files(run):
+    out, _, results, _ = run
+    report = write_report(results, out, command="hitlseg experiment selection ...", wall_seconds=12.0)
+    text = report.read_text()
+    for heading in ("Table I", "Table II", "Figure 6", "Figure 7", "Figure 9"):
+        assert heading in text
+    for method in METHODS:
+        assert f"| {method} | adaptive |" in text and f"| {method} | sunet |" in text
+    for figure in ("figure6_curves.png", "figure7_projection.png", "figure9_correlation.png"):
+        assert (out / figure).stat().st_size > 1000
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["correlation"]) == 2
+
+
+def test_resume_recomputes_nothing(run, tiny_dataset, monkeypatch):
+    out, config, results, _ = run
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished part was recomputed")
+
+    monkeypatch.setattr(protocol_module, "run_method", fail)
+    monkeypatch.setattr(protocol_module, "run_baseline", fail)
+    monkeypatch.setattr(protocol_module, "first_image_analysis", fail)
+    again = run_protocol(tiny_dataset, out, config)
+    assert again["splits"][1]["methods"]["gtfree"]["selected"] == results["splits"][1]["methods"]["gtfree"]["selected"]
+
+
+def test_correlation_matches_numpy():
+    first = {"distance": [0.0, 1.0, 2.0, 4.0, 5.0], "dice": [1.0, 0.9, 0.7, 0.5, 0.45]}
+    fit = correlation(first)
+    inverse = 1 / np.array([1.0, 2.0, 4.0, 5.0])
+    assert fit["r"] == pytest.approx(np.corrcoef(inverse, [0.9, 0.7, 0.5, 0.45])[0, 1])
+    assert fit["n"] == 4
+
+
+def test_brats_regions_are_scored():
+    assert is_brats([1, 2, 4]) and not is_brats([1, 2])
+    truth = np.zeros((4, 4), int)
+    truth[0, :2], truth[1, :2] = 4, 2
+    result = score(truth.copy(), truth, [1, 2, 3, 4], brats=True)
+    assert result["regions"] == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+
+
+def test_bad_configuration(tiny_dataset, tmp_path):
+    with pytest.raises(InputError, match="unknown"):
+        ProtocolConfig(methods=("oracle",))
+    with pytest.raises(InputError, match="budget"):
+        run_protocol(tiny_dataset, tmp_path, ProtocolConfig(splits=1, images=50, epochs=1))
