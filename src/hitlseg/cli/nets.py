@@ -1,0 +1,146 @@
+"""``hitlseg train`` and ``hitlseg predict``: segmentation networks (sU-Net and U-Net baseline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hitlseg.cli.common import print_json, progress_bar
+
+
+def register(commands) -> None:
+    """Add the network commands to the sub-parser ``commands``."""
+    train = commands.add_parser("train", help="train an sU-Net (frozen FLIM encoder) or a U-Net on a dataset")
+    train.add_argument("--dataset", required=True, help="dataset folder (images/ and masks/, or one folder per case)")
+    train.add_argument("--split", help="split JSON (train/val/test ids); default: the dataset's train/validation/test "
+                                       "folders, else a seeded split saved next to the model")
+    train.add_argument("--encoder", default=None,
+                       help="flim:MODEL (a FLIM model file), flim:markers (learn from the training images' markers), "
+                            "flim:robot (learn from simulated markers on 5 training images) or backprop (U-Net "
+                            "baseline); default: flim:markers when training images have markers, else flim:robot")
+    train.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
+    train.add_argument("--batch-size", type=int, default=1, help="images per step (default 1)")
+    train.add_argument("--lr", type=float, default=2.5e-3, help="initial learning rate, decayed linearly (default 2.5e-3)")
+    train.add_argument("--crop-size", type=int, help="training crop per axis for larger images (default 256 in 2D, "
+                                                       "96 in 3D); prediction slides a window of at least that default")
+    train.add_argument("--seed", type=int, default=0, help="seed of the split, markers, initialisation and sampling")
+    train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    train.add_argument("--checkpoint", help="checkpoint file written every epoch; resumes from it when it exists")
+    train.add_argument("--out", help="model file to write (default: DATASET_NAME-sunet.pt or -unet.pt)")
+    train.add_argument("--json", action="store_true", help="print a JSON summary")
+    train.set_defaults(func=run_train)
+
+    predict = commands.add_parser("predict", help="segment images with a trained model")
+    predict.add_argument("--model", required=True, help="model file written by 'hitlseg train'")
+    predict.add_argument("--images", required=True, help="folder of images, or a dataset folder")
+    predict.add_argument("--out", required=True, help="folder for the label masks (same format and geometry as the inputs)")
+    predict.add_argument("--split", help="split JSON: predict only the ids of --part")
+    predict.add_argument("--part", choices=("train", "val", "test"), default="test", help="part of --split to predict")
+    predict.add_argument("--probabilities", action="store_true", help="also write per-class probability maps to OUT/probabilities")
+    predict.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when present)")
+    predict.add_argument("--json", action="store_true", help="print JSON")
+    predict.set_defaults(func=run_predict)
+
+
+def run_train(args) -> int:
+    import time
+
+    from hitlseg.dataset import Dataset
+    from hitlseg.errors import InputError
+    from hitlseg.flim.model import FLIMModel
+    from hitlseg.nets import SegModel, TrainConfig, train
+    from hitlseg.nets import workflow
+
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop_size=args.crop_size,
+                         seed=args.seed, device=args.device)
+    root = Path(args.dataset)
+    peek = Dataset.from_folder(root)
+    encoder_spec = args.encoder
+    if encoder_spec is None:
+        encoder_spec = "flim:markers" if any(s.markers_path is not None for s in peek) else "flim:robot"
+    kind, source = workflow.parse_encoder(encoder_spec)
+    flim = None
+    preprocessing = {"color": "lab", "normalize": "percentile"}
+    if kind == "flim" and source not in ("robot", "markers"):
+        flim = FLIMModel.load(source)
+        preprocessing = dict(flim.preprocessing)
+    dataset = Dataset.from_folder(root, color=preprocessing["color"], normalize=preprocessing["normalize"])
+    split, split_source = workflow.resolve_split(dataset, args.split, args.seed)
+    if not split.train:
+        raise InputError(f"{args.split or root}: the training set is empty")
+    out = Path(args.out) if args.out else Path(f"{root.resolve().name}-{'unet' if kind == 'backprop' else 'sunet'}.pt")
+    quiet = args.json
+    with progress_bar("loading", enabled=not quiet) as progress:
+        train_pairs = workflow.load_pairs(dataset, split.train, "training", progress)
+        val_pairs = workflow.load_pairs(dataset, split.val, "validation", progress)
+    n_classes = workflow.n_classes_of(train_pairs + val_pairs)
+    channels = train_pairs[0][0].shape[0]
+    ndim = train_pairs[0][0].ndim - 1
+    info = {"dataset": str(root.resolve()), "split": split.to_dict(), "split_source": split_source, "encoder": encoder_spec}
+    started = time.perf_counter()
+    if kind == "flim":
+        if flim is not None:
+            encoder = flim.encoder
+            if encoder.in_channels != channels or encoder.ndim != ndim:
+                raise InputError(f"{source}: the FLIM encoder takes {encoder.in_channels}-channel {encoder.ndim}D images, "
+                                 f"but {root} has {channels}-channel {ndim}D images")
+        else:
+            with progress_bar("FLIM encoder", enabled=not quiet) as progress:
+                if source == "robot":
+                    encoder, chosen = workflow.robot_encoder(train_pairs, seed=args.seed, device=args.device, progress=progress)
+                    info["flim_images"] = [split.train[i] for i in chosen]
+                else:
+                    encoder, info["flim_images"] = workflow.markers_encoder(dataset, split.train, seed=args.seed,
+                                                                            device=args.device, progress=progress)
+        model = SegModel.sunet(encoder, n_classes, preprocessing=preprocessing, seed=args.seed)
+    else:
+        model = SegModel.unet(channels, n_classes, ndim, preprocessing=preprocessing, seed=args.seed)
+    names = {"train": list(split.train), "val": list(split.val)}
+    with progress_bar("training", enabled=not quiet) as progress:
+        result = train(model, train_pairs, val_pairs, config, progress=progress, checkpoint=args.checkpoint, names=names)
+    info["train"] = result.to_dict()
+    info["seconds"] = time.perf_counter() - started
+    model.info = info
+    model.save(out)
+    split_file = None
+    if args.split is None and split_source != "predefined":
+        split_file = split.save(out.with_name(out.name.split(".")[0] + ".split.json"))
+    summary = {"model": str(out), "kind": model.kind, "encoder": encoder_spec, "n_classes": n_classes,
+               "train": len(split.train), "val": len(split.val), "test": len(split.test), "epochs": config.epochs,
+               "best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice, "seconds": info["seconds"],
+               "split_file": str(split_file) if split_file else None}
+    if args.json:
+        print_json(summary)
+        return 0
+    dice = "n/a (no validation images)" if result.best_val_dice is None else f"{result.best_val_dice:.4f}"
+    print(f"model:     {out} ({model.kind}, encoder {encoder_spec}, {n_classes} classes)")
+    print(f"images:    {len(split.train)} train, {len(split.val)} val, {len(split.test)} test ({split_source})")
+    print(f"val dice:  {dice} (best of {config.epochs} epochs: epoch {result.best_epoch})")
+    print(f"time:      {info['seconds']:.1f} s")
+    if split_file:
+        print(f"split:     {split_file}")
+    return 0
+
+
+def run_predict(args) -> int:
+    import time
+
+    from hitlseg.dataset import Split
+    from hitlseg.nets import SegModel
+    from hitlseg.nets import workflow
+
+    model = SegModel.load(args.model, device=args.device)
+    dataset = workflow.open_images(args.images, model.preprocessing)
+    ids = None
+    if args.split:
+        ids = getattr(Split.load(args.split, dataset), args.part)
+    started = time.perf_counter()
+    with progress_bar("predicting", enabled=not args.json) as progress:
+        written = workflow.predict_dataset(model, dataset, args.out, ids, probabilities=args.probabilities, progress=progress)
+    seconds = time.perf_counter() - started
+    summary = {"model": args.model, "images": len(written), "out": str(args.out), "seconds": seconds,
+               "seconds_per_image": seconds / max(1, len(written))}
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"wrote {len(written)} masks to {args.out} ({summary['seconds_per_image']:.3f} s per image)")
+    return 0

@@ -1,0 +1,197 @@
+"""A segmentation model on disk: architecture, weights, FLIM encoder and preprocessing in one file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from hitlseg import __version__
+from hitlseg.errors import InputError
+from hitlseg.flim.encoder import FLIMEncoder
+from hitlseg.flim.fit import resolve_device
+from hitlseg.flim.model import load_state, save_state
+from hitlseg.flim.spec import ArchSpec, default_arch
+from hitlseg.nets.infer import Prediction, predict
+from hitlseg.nets.unet import BackpropEncoder, SegNet
+
+FORMAT = "hitlseg-seg-model"
+KINDS = ("sunet", "unet")
+DEFAULT_PREPROCESSING = {"color": "lab", "normalize": "percentile"}
+
+
+def _plain(value):
+    """Python numbers, lists and dicts only (for ``weights_only`` loading)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@dataclass
+class SegModel:
+    """A U-Net-family segmentation network with what is needed to use it on new images.
+
+    Attributes
+    ----------
+    kind : {"sunet", "unet"}
+        ``sunet``: frozen FLIM encoder + trained decoder; ``unet``: encoder trained too.
+    net : SegNet
+        The network; logits ``(N, n_classes + 1, *spatial)``.
+    preprocessing : dict
+        How images are read (``color``, ``normalize``), passed to :func:`hitlseg.io.read_image`.
+    window : tuple of int or None
+        Sliding-window size for images larger than it (the training crop size).
+    info : dict
+        Free-form provenance (training history, split, encoder source), plain values only.
+    """
+
+    kind: str
+    net: SegNet
+    preprocessing: dict = field(default_factory=lambda: dict(DEFAULT_PREPROCESSING))
+    window: tuple[int, ...] | None = None
+    info: dict = field(default_factory=dict)
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def sunet(cls, encoder: FLIMEncoder, n_classes: int, *, preprocessing: dict | None = None, norm: str = "instance",
+              widths: Sequence[int] | None = None, seed: int = 0) -> "SegModel":
+        """sU-Net: ``encoder`` (a fitted FLIM encoder, kept frozen) and a symmetric decoder initialised with ``seed``."""
+        if not isinstance(encoder, FLIMEncoder):
+            raise InputError(f"encoder: need a fitted FLIMEncoder, got {type(encoder).__name__}")
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG left as it was
+            torch.manual_seed(seed)
+            net = SegNet(encoder.eval(), n_classes, frozen=True, norm=norm, widths=widths)
+        return cls("sunet", net, dict(preprocessing or DEFAULT_PREPROCESSING))
+
+    @classmethod
+    def unet(cls, in_channels: int, n_classes: int, ndim: int = 2, *, arch: ArchSpec | None = None,
+             preprocessing: dict | None = None, norm: str = "instance", widths: Sequence[int] | None = None,
+             convs_per_layer: int = 1, seed: int = 0) -> "SegModel":
+        """Baseline U-Net: a trainable encoder laid out like ``arch`` (the FLIM default) and the same decoder."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            encoder = BackpropEncoder(arch or default_arch(), in_channels, ndim, norm=norm, convs_per_layer=convs_per_layer)
+            net = SegNet(encoder, n_classes, frozen=False, norm=norm, widths=widths)
+        return cls("unet", net, dict(preprocessing or DEFAULT_PREPROCESSING))
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def n_classes(self) -> int:
+        return self.net.n_classes
+
+    @property
+    def in_channels(self) -> int:
+        return self.net.in_channels
+
+    @property
+    def ndim(self) -> int:
+        return self.net.ndim
+
+    @property
+    def arch(self) -> ArchSpec:
+        return self.net.encoder.arch
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.net.decoder.parameters())).device
+
+    def to(self, device=None) -> "SegModel":
+        self.net.to(resolve_device(device))
+        return self
+
+    # -- inference -------------------------------------------------------------------------------
+    def check_image(self, image: np.ndarray, name: str = "image") -> np.ndarray:
+        """Return ``image`` as float32, or raise :class:`InputError` naming it if it does not fit the model."""
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != self.ndim + 1:
+            raise InputError(f"{name}: the model is {self.ndim}D and needs (C, *spatial) images, got shape {image.shape}")
+        if image.shape[0] != self.in_channels:
+            raise InputError(f"{name}: has {image.shape[0]} channels, but the model was trained on "
+                             f"{self.in_channels}-channel images")
+        return image
+
+    def predict(self, image: np.ndarray, *, name: str = "image", window="auto", overlap: float = 0.5,
+                blend: str = "gaussian") -> Prediction:
+        """Probabilities ``(K + 1, *spatial)`` and labels of one image ``(C, *spatial)``.
+
+        ``window="auto"`` uses a sliding window of :attr:`window` for images larger than it and
+        the whole image otherwise; ``None`` always runs the whole image.
+        """
+        image = self.check_image(image, name)
+        window = self.window if window == "auto" else window
+        return predict(self.net, image, window=window, overlap=overlap, blend=blend)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def to_state(self) -> dict:
+        """Plain dictionary of tensors and values (see :meth:`save`)."""
+        encoder = self.net.encoder
+        return {
+            "format": FORMAT,
+            "hitlseg_version": __version__,
+            "kind": self.kind,
+            "ndim": self.ndim,
+            "in_channels": self.in_channels,
+            "n_classes": self.n_classes,
+            "arch": encoder.arch.to_dict(),
+            "norm": self.net.norm,
+            "decoder_widths": list(self.net.decoder.widths),
+            "convs_per_layer": _convs_per_layer(encoder),
+            "flim_encoder": encoder.to_state() if isinstance(encoder, FLIMEncoder) else None,
+            "weights": {k: v.detach().cpu() for k, v in self.net.trainable_state().items()},
+            "preprocessing": dict(self.preprocessing),
+            "window": list(self.window) if self.window is not None else None,
+            "info": _plain(self.info),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict, source: str = "model") -> "SegModel":
+        """Inverse of :meth:`to_state`."""
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise InputError(f"{source}: not a hitlseg segmentation model file")
+        try:
+            kind = state["kind"]
+            arch = ArchSpec.from_dict(state["arch"], source)
+            if kind == "sunet":
+                model = cls.sunet(FLIMEncoder.from_state(state["flim_encoder"]), int(state["n_classes"]),
+                                  preprocessing=state["preprocessing"], norm=state["norm"], widths=state["decoder_widths"])
+            elif kind == "unet":
+                model = cls.unet(int(state["in_channels"]), int(state["n_classes"]), int(state["ndim"]), arch=arch,
+                                 preprocessing=state["preprocessing"], norm=state["norm"], widths=state["decoder_widths"],
+                                 convs_per_layer=int(state.get("convs_per_layer", 1)))
+            else:
+                raise InputError(f"{source}: unknown model kind {kind!r}")
+            model.net.load_trainable_state(state["weights"])
+        except InputError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"{source}: corrupt segmentation model ({type(exc).__name__}: {exc})") from None
+        model.window = tuple(state["window"]) if state.get("window") is not None else None
+        model.info = dict(state.get("info") or {})
+        model.net.eval()
+        return model
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model (architecture, weights, FLIM encoder, preprocessing) to one file, atomically."""
+        return save_state(self.to_state(), path)
+
+    @classmethod
+    def load(cls, path: str | Path, device=None) -> "SegModel":
+        """Read a model written by :meth:`save`."""
+        return cls.from_state(load_state(path), str(path)).to(device)
+
+
+def _convs_per_layer(encoder) -> int:
+    if isinstance(encoder, BackpropEncoder):
+        return sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) for m in encoder.blocks[0])
+    return 1

@@ -1,0 +1,164 @@
+"""From a dataset folder to a trained model and predicted masks: the steps the CLI and benchmarks share.
+
+These functions read datasets and write predictions (through :mod:`hitlseg.io`); the training
+and inference they call stay pure.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from hitlseg.dataset import Dataset, Sample, Split, make_split
+from hitlseg.errors import InputError
+from hitlseg.flim.encoder import FLIMEncoder
+from hitlseg.flim.spec import ArchSpec
+from hitlseg.progress import Progress, report
+
+ROBOT_IMAGES = 5
+
+
+def parse_encoder(spec: str) -> tuple[str, str | None]:
+    """``"backprop"`` -> ``("backprop", None)``; ``"flim:robot"``, ``"flim:markers"``, ``"flim:PATH"`` -> ``("flim", ...)``."""
+    spec = (spec or "").strip()
+    if spec == "backprop":
+        return "backprop", None
+    if spec.startswith("flim:") and len(spec) > len("flim:"):
+        return "flim", spec[len("flim:"):]
+    raise InputError(f"--encoder: expected 'backprop', 'flim:robot', 'flim:markers' or 'flim:MODEL_FILE', got {spec!r}")
+
+
+def resolve_split(dataset: Dataset, split_path: str | Path | None = None, seed: int = 0) -> tuple[Split, str]:
+    """The split to train with and where it came from.
+
+    A split file (every id must be a sample of ``dataset``), else the dataset's predefined
+    train/validation/test folders, else :func:`hitlseg.dataset.make_split` over the samples that
+    have masks.
+    """
+    if split_path is not None:
+        return Split.load(split_path, dataset), str(split_path)
+    split = dataset.predefined_split()
+    if split is not None:
+        return split, "predefined"
+    ids = dataset.with_masks()
+    if not ids:
+        raise InputError(f"{dataset.root}: no sample has a mask, so there is nothing to train on")
+    return make_split(ids, seed=seed), f"make_split(seed={seed})"
+
+
+def load_pairs(dataset: Dataset, ids: Sequence[str], role: str = "training", progress: Progress = None
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, mask) arrays of ``ids``; a sample without a mask raises :class:`InputError` naming it."""
+    missing = [i for i in ids if dataset.sample(i).mask_path is None]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise InputError(f"{dataset.root}: {len(missing)} {role} samples have no mask: {shown}")
+    pairs = []
+    for done, sample_id in enumerate(ids):
+        report(progress, done, len(ids), f"loading {sample_id}")
+        loaded = dataset.load(sample_id)
+        pairs.append((loaded.image, loaded.mask))
+    report(progress, len(ids), len(ids), "loaded")
+    return pairs
+
+
+def n_classes_of(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> int:
+    """Largest label over the masks (at least 1)."""
+    return max([1] + [int(np.max(mask)) for _, mask in pairs if np.size(mask)])
+
+
+def robot_encoder(pairs: Sequence[tuple[np.ndarray, np.ndarray]], *, n_images: int = ROBOT_IMAGES, seed: int = 0,
+                  arch: ArchSpec | None = None, device=None, progress: Progress = None) -> tuple[FLIMEncoder, list[int]]:
+    """A FLIM encoder learned from robot markers (:func:`hitlseg.robot.markers_from_mask`) on ``n_images`` of ``pairs``.
+
+    The images are drawn with ``seed``; returns the encoder and their indices in ``pairs``.
+    """
+    from hitlseg.flim.fit import fit_encoder
+    from hitlseg.robot import markers_from_mask
+
+    if not pairs:
+        raise InputError("training set: empty, no image to draw markers on")
+    chosen = sorted(int(i) for i in np.random.default_rng(seed).choice(len(pairs), min(n_images, len(pairs)), replace=False))
+    markers = [markers_from_mask(pairs[i][1], rng=np.random.default_rng([seed, i])) for i in chosen]
+    encoder = fit_encoder([pairs[i][0] for i in chosen], markers, arch, seed=seed, device=device, progress=progress)
+    return encoder, chosen
+
+
+def markers_encoder(dataset: Dataset, ids: Sequence[str], *, seed: int = 0, arch: ArchSpec | None = None, device=None,
+                    progress: Progress = None) -> tuple[FLIMEncoder, list[str]]:
+    """A FLIM encoder learned from the marker files of the samples ``ids`` that have them."""
+    from hitlseg.flim.fit import fit_encoder
+
+    marked = [i for i in ids if dataset.sample(i).markers_path is not None]
+    if not marked:
+        raise InputError(f"{dataset.root}: no training sample has markers (use --encoder flim:robot or backprop)")
+    images, markers = [], []
+    for sample_id in marked:
+        loaded = dataset.load(sample_id)
+        images.append(loaded.image)
+        markers.append(loaded.markers)
+    return fit_encoder(images, markers, arch, seed=seed, device=device, names=marked, progress=progress), marked
+
+
+def evaluate_model(model, pairs: Sequence[tuple[np.ndarray, np.ndarray]], names: Sequence[str] | None = None) -> dict:
+    """Dice per class (1..K) averaged over images, their mean, and inference seconds per image."""
+    from hitlseg.metrics import dice_per_class
+
+    labels = list(range(1, model.n_classes + 1))
+    scores, seconds = [], 0.0
+    for index, (image, mask) in enumerate(pairs):
+        started = time.perf_counter()
+        prediction = model.predict(image, name=names[index] if names is not None else f"image {index}")
+        seconds += time.perf_counter() - started
+        scores.append(dice_per_class(prediction.labels, mask, labels=labels))
+    per_class = {c: float(np.mean([s[c] for s in scores])) if scores else float("nan") for c in labels}
+    return {"dice": per_class, "mean_dice": float(np.mean(list(per_class.values()))) if scores else float("nan"),
+            "images": len(pairs), "seconds_per_image": seconds / max(1, len(pairs))}
+
+
+def open_images(folder: str | Path, preprocessing: dict) -> Dataset:
+    """A folder of images (``DIR/*.png|nii.gz``) or a dataset folder, read with the model's ``preprocessing``."""
+    from hitlseg.io import is_image_file, stem_of
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: images folder not found")
+    color, normalize = preprocessing.get("color", "lab"), preprocessing.get("normalize", "percentile")
+    files = sorted(p for p in folder.iterdir() if is_image_file(p))
+    if files and not (folder / "images").is_dir():
+        stems: dict[str, Path] = {}
+        for path in files:
+            stem = stem_of(path)
+            if stem in stems:
+                raise InputError(f"{folder}: two files have the stem {stem!r}: {stems[stem].name} and {path.name}")
+            stems[stem] = path
+        return Dataset(folder, [Sample(stem, (path,)) for stem, path in stems.items()], color=color, normalize=normalize)
+    return Dataset.from_folder(folder, color=color, normalize=normalize)
+
+
+def predict_dataset(model, dataset: Dataset, out: str | Path, ids: Sequence[str] | None = None, *,
+                    probabilities: bool = False, progress: Progress = None) -> list[Path]:
+    """Predict every sample (or ``ids``) and write label masks to ``out`` in each input's format and geometry.
+
+    With ``probabilities``, also writes ``out/probabilities/ID_classK`` (K = 1..n_classes) as
+    float32 TIFF for 2D inputs and NIfTI (same geometry) for volumes.
+    """
+    from hitlseg.io import output_name, write_array
+
+    out = Path(out)
+    ids = list(dataset.ids if ids is None else ids)
+    written = []
+    for done, sample_id in enumerate(ids):
+        report(progress, done, len(ids), sample_id)
+        image, meta = dataset.image(sample_id)
+        prediction = model.predict(image, name=str(dataset.sample(sample_id).image_paths[0]))
+        written.append(write_array(out / output_name(sample_id, meta), prediction.labels, meta))
+        if probabilities:
+            suffix = meta.format if meta.format in (".nii", ".nii.gz") else ".tif"
+            for k in range(1, prediction.probabilities.shape[0]):
+                write_array(out / "probabilities" / f"{sample_id}_class{k}{suffix}", prediction.probabilities[k], meta)
+    report(progress, len(ids), len(ids), "done")
+    return written
