@@ -6,7 +6,7 @@ import json
 import sys
 from contextlib import contextmanager
 
-import numpy as np
+from hitlseg.plain import to_plain
 
 
 @contextmanager
@@ -36,20 +36,6 @@ def progress_bar(description: str, enabled: bool = True):
             bar.close()
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None if np.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
-
-
 def print_json(data) -> None:
     """Print ``data`` as indented JSON (numpy values converted; NaN as null, inf as "inf")."""
-    print(json.dumps(_jsonable(data), indent=2))
+    print(json.dumps(to_plain(data, json_floats=True), indent=2))

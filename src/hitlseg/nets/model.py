@@ -11,6 +11,7 @@ import torch
 
 from hitlseg import __version__
 from hitlseg.errors import InputError
+from hitlseg.plain import to_plain
 from hitlseg.flim.encoder import FLIMEncoder
 from hitlseg.flim.fit import resolve_device
 from hitlseg.flim.model import load_state, save_state
@@ -21,21 +22,6 @@ from hitlseg.nets.unet import BackpropEncoder, SegNet
 FORMAT = "hitlseg-seg-model"
 KINDS = ("sunet", "unet")
 DEFAULT_PREPROCESSING = {"color": "lab", "normalize": "percentile"}
-
-
-def _plain(value):
-    """Python numbers, lists and dicts only (for ``weights_only`` loading)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 @dataclass
@@ -151,7 +137,7 @@ class SegModel:
             "weights": {k: v.detach().cpu() for k, v in self.net.trainable_state().items()},
             "preprocessing": dict(self.preprocessing),
             "window": list(self.window) if self.window is not None else None,
-            "info": _plain(self.info),
+            "info": to_plain(self.info),
         }
 
     @classmethod

@@ -44,6 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from hitlseg.plain import to_plain
 from hitlseg.errors import ConflictError, InputError
 from hitlseg.progress import Progress, report
 from hitlseg.project.files import (
@@ -71,21 +72,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _dumps(value, what: str) -> str:
     try:
-        return json.dumps({} if value is None else value, default=_json_default, sort_keys=True)
+        return json.dumps(to_plain({} if value is None else value), sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{what}: cannot be stored as JSON ({exc})") from exc
 
