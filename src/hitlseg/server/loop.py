@@ -1,0 +1,211 @@
+"""The selection loop of a project, kept by the server: one :class:`~hitlseg.selection.SelectionSession`
+rebuilt from what the project stores.
+
+"Learn filters" runs one round (:meth:`SelectionSession.step`) for every image whose latest markers
+the filters have not seen yet (a newly marked image, or new strokes on one already learned), in
+order of selection. Each round is recorded as a project event ``selection_round`` holding the
+image, the marker *version* it used and the round's result (projection, recommendations,
+stopping signal). That log is the loop's state:
+
+* the page's selection view is answered from the last event, without any computation, even right
+  after a restart;
+* after a restart the session is rebuilt by replaying the logged rounds with the same marker
+  versions (same seed, so the same filters and the same layout), in the background at startup
+  (which also computes the superpixels of a new project) and in any case before the next round
+  or heatmap;
+* an image marked without being chosen in the selection view is recorded as selected (by
+  ``"person"``) when its round runs.
+
+Superpixels are computed once per project: the session's cache is the project's array store
+(kind ``superpixels``).
+"""
+
+from __future__ import annotations
+
+import threading
+import numpy as np
+
+from hitlseg.errors import InputError
+from hitlseg.progress import Progress, report
+from hitlseg.server.security import NotFoundError
+
+ROUND_EVENT = "selection_round"
+
+
+class ProjectSuperpixels:
+    """:class:`hitlseg.selection.SuperpixelStore` over the project's arrays (kind ``superpixels``)."""
+
+    KIND = "superpixels"
+
+    def __init__(self, project):
+        self.project = project
+
+    @staticmethod
+    def _key(key: str) -> str:
+        from hitlseg.project.files import safe_name
+
+        return safe_name(key)
+
+    def get(self, key: str):
+        try:
+            if not self.project.has_array(self.KIND, self._key(key)):
+                return None
+            return self.project.get_array(self.KIND, self._key(key))
+        except InputError:  # unreadable: recomputed
+            return None
+
+    def put(self, key: str, labels) -> None:
+        self.project.put_array(self.KIND, self._key(key), np.asarray(labels, dtype=np.int32))
+
+
+class SelectionLoop:
+    """Server-side state of the selection loop (see the module docstring).
+
+    Parameters
+    ----------
+    project : Project
+    seed, k, projection : passed to :class:`~hitlseg.selection.SelectionSession`.
+    session_options : dict, optional
+        Further keyword arguments of the session.
+    """
+
+    def __init__(self, project, *, seed: int = 0, k: int = 5, projection: str = "tsne",
+                 session_options: dict | None = None):
+        self.project = project
+        self.seed, self.k, self.projection = int(seed), int(k), projection
+        self.session_options = dict(session_options or {})
+        self.session = None
+        self._lock = threading.RLock()
+        self._replayed = 0  # rounds of the log replayed into self.session
+        self._log: list[dict] = []  # payloads of the round events read so far (the log only grows)
+        self._log_after = 0
+        self._log_lock = threading.Lock()
+
+    # -- the log -------------------------------------------------------------------------------
+    def logged_rounds(self) -> list[dict]:
+        """Payloads of the ``selection_round`` events, oldest first (read incrementally)."""
+        with self._log_lock:
+            for event in self.project.events(after=self._log_after, kind=ROUND_EVENT):
+                self._log.append(event["payload"])
+                self._log_after = event["id"]
+            return list(self._log)
+
+    def learned_versions(self, rounds: list[dict] | None = None) -> dict[str, int]:
+        """``{image_id: marker version}`` that the current filters were learned from."""
+        learned: dict[str, int] = {}
+        for payload in self.logged_rounds() if rounds is None else rounds:
+            learned[payload["image_id"]] = int(payload["version"])
+        return learned
+
+    def marked_versions(self) -> dict[str, int]:
+        """``{image_id: latest version}`` of images whose latest markers hold at least one marked pixel."""
+        marked = {}
+        for image_id, version in self.project.latest_versions().items():
+            history = self.project.marker_history(image_id)
+            if history and history[-1]["n_marked"] > 0:
+                marked[image_id] = version
+        return marked
+
+    def pending(self, rounds: list[dict] | None = None) -> list[str]:
+        """Marked images whose latest markers the filters have not learned, in the order they will be learned."""
+        learned = self.learned_versions(rounds)
+        marked = self.marked_versions()
+        todo = [i for i, v in marked.items() if learned.get(i) != v]
+        order = {image_id: position for position, image_id in enumerate(self.project.selected_ids())}
+        return sorted(todo, key=lambda i: (order.get(i, len(order)), list(marked).index(i)))
+
+    def proposal(self) -> str | None:
+        """The first image to mark when nothing is learned yet: a seeded random pool image."""
+        from hitlseg.selection import SelectionContext, make_selector
+
+        ids = self.project.image_ids()
+        if not ids:
+            return None
+        return make_selector("random", seed=self.seed).query(SelectionContext(pool=ids), 1)[0]
+
+    def summary(self) -> dict:
+        """What the selection view shows (no computation: answered from the project's log)."""
+        rounds = self.logged_rounds()
+        current = rounds[-1]["result"] if rounds else None
+        return {
+            "rounds": [{k: v for k, v in r["result"].items() if k not in ("projection", "recommendation")}
+                       | {"version": r["version"]} for r in rounds],
+            "current": current,
+            "selected": self.project.selections(),
+            "marked": self.marked_versions(),
+            "learned": self.learned_versions(rounds),
+            "pending": self.pending(rounds),
+            "proposal": None if rounds else self.proposal(),
+            "session_ready": self.session is not None and self._replayed == len(rounds),
+        }
+
+    # -- the session ---------------------------------------------------------------------------
+    def _build(self, progress: Progress):
+        from hitlseg.selection import SelectionSession
+
+        dataset = self.project.dataset()
+        return SelectionSession(dataset, superpixel_cache=ProjectSuperpixels(self.project), seed=self.seed, k=self.k,
+                                projection=self.projection, progress=progress, **self.session_options)
+
+    def ensure_session(self, progress: Progress = None):
+        """The session, built and brought up to date with the logged rounds (blocking)."""
+        with self._lock:
+            rounds = self.logged_rounds()
+            if self.session is None or self._replayed > len(rounds):
+                self.session, self._replayed = self._build(progress), 0
+            for index in range(self._replayed, len(rounds)):
+                payload = rounds[index]
+                report(progress, index, len(rounds), f"replaying round {index + 1} of {len(rounds)}")
+                markers, _ = self.project.load_markers(payload["image_id"], payload["version"])
+                self.session.step(payload["image_id"], markers)
+                self._replayed = index + 1
+            return self.session
+
+    def restore(self, progress: Progress = None) -> dict:
+        """Build the session and replay the logged rounds (the startup job)."""
+        self.ensure_session(progress)
+        return {"rounds": self._replayed}
+
+    def learn(self, progress: Progress = None) -> dict:
+        """Run a round for every pending image; returns the last round's result (the ``learn`` job)."""
+        with self._lock:
+            todo = self.pending()
+            if not todo:
+                if not self.marked_versions():
+                    raise InputError("learn filters: no image has markers yet; draw strokes of the background and of "
+                                     "at least one object class on an image and save them first")
+                rounds = self.logged_rounds()
+                return {"rounds": [], "current": rounds[-1]["result"] if rounds else None,
+                        "message": "the filters already know every saved marker version"}
+
+            def building(done, total, message):
+                report(progress, done, total, f"preparing: {message}")
+
+            session = self.ensure_session(building)
+            selected = set(self.project.selected_ids())
+            learned = []
+            result = None
+            for index, image_id in enumerate(todo):
+                report(progress, index, len(todo), f"learning filters from {image_id} ({index + 1} of {len(todo)})")
+                markers, version = self.project.load_markers(image_id)
+                round_result = session.step(image_id, markers)
+                if image_id not in selected:
+                    self.project.add_selection(image_id, "person")
+                    selected.add(image_id)
+                result = round_result.to_dict()
+                self.project.record_event(ROUND_EVENT, {"image_id": image_id, "version": version,
+                                                        "round": round_result.round, "result": result})
+                self._replayed += 1
+                learned.append({"image_id": image_id, "version": version, "round": round_result.round})
+            report(progress, len(todo), len(todo), "done")
+            return {"rounds": learned, "current": result}
+
+    def heatmap(self, image_id: str, slice_index: int | None, axis: int) -> bytes:
+        """PNG of the filters' attention over ``image_id`` (3D: one slice)."""
+        if not self.logged_rounds():
+            raise NotFoundError("heatmap: no filters yet; mark an image and learn filters first")
+        with self._lock:
+            session = self.ensure_session()
+            options = {} if slice_index is None else {"slice_index": slice_index, "axis": axis}
+            return session.heatmap(image_id, **options)
+

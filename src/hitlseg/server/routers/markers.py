@@ -1,0 +1,70 @@
+"""Versioned markers of an image: read (any version), save (refused when based on a stale version), history.
+
+Markers travel as ``{"shape": [...], "encoding": "uint8-zlib-base64", "data": "..."}``: the uint8
+label array (0 unmarked, c+1 for class c) zlib-compressed and base64-encoded (see
+:mod:`hitlseg.server.imaging`).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from hitlseg.errors import InputError
+from hitlseg.server.app import ServerState, state
+from hitlseg.server.imaging import MARKER_ENCODING, decode_labels, encode_labels
+from hitlseg.server.security import NotFoundError
+
+router = APIRouter(prefix="/api/images", tags=["markers"])
+
+
+class MarkerSave(BaseModel):
+    """A marker save: the edited labels and the version they were edited from."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    base_version: int = Field(ge=0, description="Version the edit started from (0: the image had none)")
+    shape: list[int] = Field(min_length=2, max_length=3, description="Spatial shape of the label array")
+    encoding: str = Field(MARKER_ENCODING, description=f"Always {MARKER_ENCODING!r}")
+    data: str = Field(min_length=1, description="base64 of the zlib-compressed uint8 labels, C order")
+    author: str | None = Field(None, max_length=100, description="Who saved (default 'web')")
+
+
+def _markers_payload(image_id: str, array, version: int) -> dict:
+    return {"image_id": image_id, "version": version, "shape": list(array.shape), "encoding": MARKER_ENCODING,
+            "data": encode_labels(array), "n_marked": int((array > 0).sum())}
+
+
+@router.get("/{image_id}/markers", summary="Markers of an image: the latest version, or ?version=N")
+def get_markers(image_id: str, version: int | None = Query(None, ge=0), s: ServerState = Depends(state)):
+    s.require_image(image_id)
+    if version is not None and version > s.project.latest_version(image_id):
+        raise NotFoundError(f"markers of image {image_id!r}: no version {version} "
+                            f"(latest is {s.project.latest_version(image_id)})")
+    array, got = s.project.load_markers(image_id, version)
+    return _markers_payload(image_id, array, got)
+
+
+@router.put("/{image_id}/markers", summary="Save markers as a new version (409 when base_version is stale)")
+def put_markers(image_id: str, body: MarkerSave, s: ServerState = Depends(state)):
+    info = s.require_image(image_id)
+    if body.encoding != MARKER_ENCODING:
+        raise InputError(f"encoding: only {MARKER_ENCODING!r} is accepted, got {body.encoding!r}")
+    shape = tuple(info["shape"])
+    if tuple(body.shape) != shape:
+        raise InputError(f"shape: {tuple(body.shape)} differs from the shape {shape} of image {image_id!r}")
+    array = decode_labels(body.data, shape)
+    top = int(array.max()) if array.size else 0
+    if top > s.classes + 1:
+        raise InputError(f"markers: label {top} is not a class of this project (labels are 0 unmarked, 1 background, "
+                         f"2..{s.classes + 1} for classes 1..{s.classes})")
+    version = s.project.save_markers(image_id, array, body.base_version, author=body.author or "web")
+    return {"image_id": image_id, "version": version, "n_marked": int((array > 0).sum()),
+            "class_counts": {str(c): int((array == c).sum()) for c in range(1, top + 1) if (array == c).any()}}
+
+
+@router.get("/{image_id}/markers/history", summary="Every saved version of an image's markers, oldest first")
+def marker_history(image_id: str, s: ServerState = Depends(state)):
+    s.require_image(image_id)
+    history = [{k: v for k, v in entry.items() if k != "file"} for entry in s.project.marker_history(image_id)]
+    return {"image_id": image_id, "versions": history}

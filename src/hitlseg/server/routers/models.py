@@ -1,0 +1,78 @@
+"""Models of the project: train (a job), list, metrics, predictions overlaid on any image, mask download."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from hitlseg.errors import InputError
+from hitlseg.server.app import ServerState, state
+from hitlseg.server.imaging import check_view, label_overlay, png_bytes, take
+from hitlseg.server.training import DEFAULT_EPOCHS, MAX_EPOCHS
+
+router = APIRouter(prefix="/api/models", tags=["models"])
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    kind: Literal["sunet", "adaptive"] = Field(description="sU-Net (frozen FLIM encoder + trained decoder) or "
+                                                           "FLIM with an adaptive decoder (no training)")
+    epochs: int = Field(DEFAULT_EPOCHS, ge=1, le=MAX_EPOCHS, description="sU-Net training epochs")
+    decoder: Literal["labels", "weights", "mean"] = Field("labels", description="Adaptive decoder rule")
+
+
+def _model_row(record: dict) -> dict:
+    return {k: record[k] for k in ("id", "kind", "created_at", "params", "metrics")}
+
+
+@router.get("", summary="Every model, oldest first")
+def list_models(s: ServerState = Depends(state)):
+    return {"models": [_model_row(m) for m in s.project.list_models()]}
+
+
+@router.post("/train", status_code=202, summary="Train a model on the marked images (a job)")
+def train(body: TrainRequest, s: ServerState = Depends(state)):
+    if not s.project.latest_versions():
+        raise InputError("train: no image has markers yet; mark the background and at least one object class on an "
+                         "image, save, then train")
+    job = s.jobs.submit(f"train-{body.kind}", lambda progress: s.models.train(body.kind, body.epochs, body.decoder, progress),
+                        body.model_dump(), dedupe=False, summary=lambda r: {"model_id": (r or {}).get("id")})
+    return job.to_dict()
+
+
+@router.get("/{model_id}", summary="One model")
+def get_model(model_id: int, s: ServerState = Depends(state)):
+    return _model_row(s.models.record(model_id))
+
+
+@router.get("/{model_id}/metrics", summary="Stored metrics (held-out Dice) and, with ?image_id=, that image's Dice")
+def metrics(model_id: int, image_id: str | None = Query(None), s: ServerState = Depends(state)):
+    if image_id is not None:
+        s.require_image(image_id)
+    return s.models.metrics(model_id, image_id)
+
+
+@router.get("/{model_id}/predictions/{image_id}.png", summary="Prediction overlaid on the image (PNG; 3D: one slice)",
+            response_class=Response, responses={200: {"content": {"image/png": {}}}})
+def prediction_png(model_id: int, image_id: str, slice: int | None = Query(None), axis: int = Query(0),
+                   alpha: float = Query(0.45, ge=0.0, le=1.0), s: ServerState = Depends(state)):
+    info = s.require_image(image_id)
+    s.models.record(model_id)
+    index, axis = check_view(info["ndim"], info["shape"], slice, axis)
+    labels = take(s.models.labels(model_id, image_id), info["ndim"], index, axis)
+    rgb = s.renderer.view(image_id, index, axis)
+    return Response(png_bytes(label_overlay(rgb, labels, alpha)), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/{model_id}/predictions/{image_id}/mask", summary="Download the predicted mask in the input's format",
+            response_class=Response)
+def prediction_mask(model_id: int, image_id: str, s: ServerState = Depends(state)):
+    s.require_image(image_id)
+    s.models.record(model_id)
+    data, name, media = s.models.mask_file(model_id, image_id)
+    return Response(data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})

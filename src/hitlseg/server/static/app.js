@@ -1,0 +1,977 @@
+/* hitlseg web interface: selection view, marker editor, model view. Plain JS, no build step.
+ *
+ * Talks to the JSON API under /api (see /docs). Markers travel as the uint8 label array
+ * (0 unmarked, c+1 for class c), zlib-compressed (CompressionStream "deflate") and base64-encoded.
+ */
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const enc = encodeURIComponent;
+
+const app = {
+  project: null,      // GET /api/project
+  images: [],         // GET /api/images
+  byId: new Map(),
+  selection: null,    // GET /api/selection
+  focusId: null,      // image shown in the selection detail panel
+  models: [],
+  modelId: null,
+  view: "selection",
+};
+
+/* ------------------------------------------------------------------ helpers */
+
+class ApiError extends Error {
+  constructor(status, message, body) { super(message); this.status = status; this.body = body; }
+}
+
+async function api(path, options = {}) {
+  const init = { credentials: "same-origin", ...options };
+  if (options.json !== undefined) {
+    init.body = JSON.stringify(options.json);
+    init.headers = { "Content-Type": "application/json", ...(options.headers || {}) };
+    delete init.json;
+  }
+  const response = await fetch(path, init);
+  const text = await response.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch (e) { body = { error: text }; }
+  if (!response.ok) {
+    throw new ApiError(response.status, (body && body.error) || `${response.status} ${response.statusText}`, body);
+  }
+  return body;
+}
+
+let toastTimer = null;
+function toast(message, isError = false) {
+  const box = $("toast");
+  box.textContent = message;
+  box.className = isError ? "error" : "";
+  box.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { box.hidden = true; }, isError ? 9000 : 3500);
+}
+
+function fail(error) {
+  console.error(error);
+  toast(error.message || String(error), true);
+}
+
+function fmt(value, digits = 3) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "–";
+  return Number(value).toFixed(digits);
+}
+
+function pct(value) {
+  if (value === null || value === undefined) return "–";
+  return `${(100 * value).toFixed(1)}%`;
+}
+
+function el(tag, attrs = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "text") node.textContent = value;
+    else if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function b64FromBytes(bytes) {
+  let binary = "";
+  const chunk = 0x8000;
+  for (let i = 0; i < bytes.length; i += chunk) binary += String.fromCharCode.apply(null, bytes.subarray(i, i + chunk));
+  return btoa(binary);
+}
+
+function bytesFromB64(text) {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+async function pipeBytes(bytes, transform) {
+  const stream = new Blob([bytes]).stream().pipeThrough(transform);
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+async function encodeLabels(labels) {
+  return b64FromBytes(await pipeBytes(labels, new CompressionStream("deflate")));
+}
+
+async function decodeLabels(data) {
+  return pipeBytes(bytesFromB64(data), new DecompressionStream("deflate"));
+}
+
+function loadImage(src) {
+  return new Promise((resolve, reject) => {
+    const image = new Image();
+    image.onload = () => resolve(image);
+    image.onerror = () => reject(new Error(`could not load ${src}`));
+    image.src = src;
+  });
+}
+
+function hexToRgb(hex) {
+  return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+}
+
+/* ------------------------------------------------------------------ jobs */
+
+const jobs = { current: null };
+
+async function followJob(job, label) {
+  const box = $("job-status");
+  jobs.current = job;
+  $("job-label").textContent = label;
+  box.hidden = false;
+  $("job-cancel").onclick = () => api(`/api/jobs/${job.id}/cancel`, { method: "POST" }).catch(fail);
+  try {
+    while (true) {
+      const progress = job.progress || {};
+      $("job-progress").value = progress.total ? progress.done / progress.total : 0;
+      if (!progress.total) $("job-progress").removeAttribute("value");
+      $("job-message").textContent = progress.message || job.state;
+      if (["done", "failed", "cancelled"].includes(job.state)) break;
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      job = await api(`/api/jobs/${job.id}`);
+    }
+  } finally {
+    box.hidden = true;
+    jobs.current = null;
+  }
+  if (job.state !== "done") throw new Error(`${label}: ${job.error || job.state}`);
+  return job;
+}
+
+/* ------------------------------------------------------------------ views */
+
+function showView(name, updateHash = true) {
+  app.view = name;
+  for (const view of ["selection", "editor", "model"]) {
+    $(`view-${view}`).hidden = view !== name;
+    $(`tab-${view}`).classList.toggle("active", view === name);
+  }
+  if (updateHash) {
+    const hash = name === "editor" && editor.imageId ? `#editor/${enc(editor.imageId)}` : `#${name}`;
+    history.replaceState(null, "", hash);
+  }
+  if (name === "editor") { editor.resize(); }
+  if (name === "selection" && window.Plotly && $("projection-plot").data) Plotly.Plots.resize("projection-plot");
+  if (name === "model") refreshModels().catch(fail);
+}
+
+async function refreshImages() {
+  const data = await api("/api/images");
+  app.images = data.images;
+  app.byId = new Map(app.images.map((info) => [info.id, info]));
+  fillImageSelect($("image-select"), editor.imageId, true);
+  fillImageSelect($("pred-image-select"), $("pred-image-select").value || null, false);
+}
+
+function fillImageSelect(select, current, withMarks) {
+  const keep = current || select.value;
+  select.replaceChildren(...app.images.map((info) => {
+    let label = info.id;
+    if (withMarks && info.marker_version) label += `  ✎ v${info.marker_version}`;
+    if (withMarks && info.selected_round) label += `  ★${info.selected_round}`;
+    return el("option", { value: info.id, text: label });
+  }));
+  if (keep && app.byId.has(keep)) select.value = keep;
+}
+
+/* ------------------------------------------------------------------ selection view */
+
+const TRACE = {
+  other: { name: "other images", color: "#b8b8bd", symbol: "circle", size: 7 },
+  closest: { name: "closest", color: "#0a84ff", symbol: "circle", size: 11 },
+  distant: { name: "most distant", color: "#ff8a00", symbol: "circle", size: 11 },
+  chosen: { name: "chosen, not learned yet", color: "#7d3cff", symbol: "diamond", size: 12 },
+  selected: { name: "selected (learned)", color: "#e3b505", symbol: "star", size: 18 },
+};
+
+async function refreshSelection() {
+  app.selection = await api("/api/selection");
+  renderSelection();
+}
+
+function renderSelection() {
+  const sel = app.selection;
+  const current = sel.current;
+  const marked = Object.keys(sel.marked).length;
+  const parts = current
+    ? [el("b", { text: `Round ${current.round}` }), ` · ${current.selected.length} image(s) learned · ${current.n_maps} feature maps`]
+    : [el("b", { text: "No round yet" }), " · proposed first image: ", el("b", { text: sel.proposal || "–" })];
+  parts.push(` · ${marked} marked`);
+  if (sel.pending.length) parts.push(" · ", el("span", { class: "pending", text: `to learn: ${sel.pending.join(", ")}` }));
+  $("sel-status").replaceChildren(...parts);
+  $("projection-empty").hidden = Boolean(current);
+  $("mark-proposal").textContent = sel.proposal ? `Mark the proposed image ${sel.proposal}` : "Open the marker editor";
+  renderPlot();
+  renderLists();
+  renderStopping();
+  if (app.focusId && app.byId.has(app.focusId)) showDetail(app.focusId, false);
+}
+
+function groups() {
+  const sel = app.selection;
+  const current = sel.current;
+  if (!current) return null;
+  const learned = new Set(current.selected);
+  const closest = current.recommendation.closest.map((r) => r.id);
+  const distant = current.recommendation.most_distant.map((r) => r.id);
+  const chosen = sel.selected.map((row) => row.image_id).filter((id) => !learned.has(id));
+  return { learned, closest, distant, chosen };
+}
+
+function roleOf(id) {
+  const g = groups();
+  if (!g) return null;
+  if (g.learned.has(id)) return { kind: "selected", text: `selected in round ${app.selection.current.selected.indexOf(id) + 1}` };
+  if (g.chosen.includes(id)) return { kind: "chosen", text: "chosen for marking (filters not learned from it yet)" };
+  const rec = app.selection.current.recommendation;
+  let index = g.distant.indexOf(id);
+  if (index >= 0) return { kind: "distant", text: `most distant #${index + 1} (distance ${fmt(rec.most_distant[index].distance)})` };
+  index = g.closest.indexOf(id);
+  if (index >= 0) return { kind: "closest", text: `closest #${index + 1} (distance ${fmt(rec.closest[index].distance)})` };
+  return { kind: "other", text: "not recommended this round" };
+}
+
+function renderPlot() {
+  const div = $("projection-plot");
+  const current = app.selection.current;
+  if (!window.Plotly) { div.textContent = "Plotly.js did not load."; return; }
+  if (!current) { Plotly.purge(div); return; }
+  const g = groups();
+  const coords = current.projection.coords;
+  const buckets = { other: [], closest: [], distant: [], chosen: [], selected: [] };
+  for (const id of Object.keys(coords)) {
+    let kind = "other";
+    if (g.learned.has(id)) kind = "selected";
+    else if (g.chosen.includes(id)) kind = "chosen";
+    else if (g.distant.includes(id)) kind = "distant";
+    else if (g.closest.includes(id)) kind = "closest";
+    buckets[kind].push(id);
+  }
+  const traces = Object.entries(buckets).map(([kind, ids]) => ({
+    type: "scatter", mode: "markers", name: `${TRACE[kind].name} (${ids.length})`,
+    x: ids.map((id) => coords[id][0]), y: ids.map((id) => coords[id][1]), customdata: ids,
+    hovertemplate: "%{customdata}<extra>" + TRACE[kind].name + "</extra>",
+    marker: { color: TRACE[kind].color, symbol: TRACE[kind].symbol, size: TRACE[kind].size,
+              line: { color: kind === "other" ? "#fff" : "#333", width: kind === "other" ? 0.5 : 1 } },
+  }));
+  if (app.focusId && coords[app.focusId]) {
+    traces.push({ type: "scatter", mode: "markers", name: "shown", x: [coords[app.focusId][0]], y: [coords[app.focusId][1]],
+                  customdata: [app.focusId], hoverinfo: "skip", showlegend: false,
+                  marker: { size: 24, color: "rgba(0,0,0,0)", line: { color: "#d0021b", width: 2.5 } } });
+  }
+  const layout = {
+    margin: { l: 30, r: 10, t: 30, b: 30 }, hovermode: "closest", dragmode: "pan",
+    title: { text: `${current.projection.method === "tsne" ? "t-SNE" : "PCA"} projection of the descriptors — round ${current.round}`, font: { size: 13 } },
+    legend: { orientation: "h", y: -0.08 }, xaxis: { zeroline: false, showticklabels: false },
+    yaxis: { zeroline: false, showticklabels: false }, uirevision: "keep",
+  };
+  Plotly.react(div, traces, layout, { displaylogo: false, responsive: true, scrollZoom: true,
+                                       modeBarButtonsToRemove: ["select2d", "lasso2d"] });
+  if (!div.dataset.bound) {
+    div.on("plotly_click", (event) => {
+      const point = event.points && event.points[0];
+      if (point && point.customdata) showDetail(point.customdata);
+    });
+    div.dataset.bound = "1";
+  }
+}
+
+function renderLists() {
+  const current = app.selection.current;
+  for (const [listId, key] of [["distant-list", "most_distant"], ["closest-list", "closest"]]) {
+    const list = $(listId);
+    const items = current ? current.recommendation[key] : [];
+    list.replaceChildren(...items.map((rec, index) => {
+      const item = el("li", { "data-id": rec.id, "data-testid": `${listId}-${index}`, title: rec.id,
+                              onclick: () => showDetail(rec.id) }, [
+        el("img", { src: `/api/images/${enc(rec.id)}/thumbnail`, alt: rec.id }),
+        el("div", {}, [el("span", { class: "rank", text: `${index + 1}.` }), rec.id]),
+        el("div", { class: "muted", text: `d = ${fmt(rec.distance, 2)}`, title: "distance to the selected images" }),
+        el("button", { class: "small", text: "Mark", onclick: (event) => { event.stopPropagation(); markImage(rec.id); } }),
+      ]);
+      item.classList.toggle("focus", rec.id === app.focusId);
+      return item;
+    }));
+    if (!items.length) list.append(el("li", { class: "muted", text: current ? "none left" : "after the first round" }));
+  }
+}
+
+function renderStopping() {
+  const rounds = app.selection.rounds;
+  const body = $("stopping-table").querySelector("tbody");
+  body.replaceChildren(...rounds.map((r, index) => el("tr", { class: index === rounds.length - 1 ? "last" : "" }, [
+    el("td", { text: String(r.round) }),
+    el("td", { text: `${r.image_id} (v${r.version})` }),
+    el("td", { text: String(r.n_maps) }),
+    el("td", { text: `${fmt(r.stopping.radius, 2)} (${fmt(r.stopping.normalized_radius)})` }),
+    el("td", { text: pct(r.stopping.relative_change) }),
+    el("td", { text: r.stopping.stop ? "yes" : "no" }),
+    el("td", { text: r.stopping.reason }),
+  ])));
+  const advice = $("stop-advice");
+  if (!rounds.length) {
+    advice.className = "";
+    advice.textContent = "The coverage radius (how far the farthest image lies from the selected ones) is tracked after every round.";
+    return;
+  }
+  const last = rounds[rounds.length - 1].stopping;
+  advice.className = last.stop ? "stop" : "go";
+  advice.textContent = last.stop ? `Stopping suggested: ${last.reason}. More images add little; train a model.`
+                                 : `Keep selecting: ${last.reason}.`;
+}
+
+function showDetail(id, redraw = true) {
+  app.focusId = id;
+  const round = app.selection && app.selection.current ? app.selection.current.round : 0;
+  $("detail-title").textContent = `Image ${id}`;
+  const role = roleOf(id);
+  const info = app.byId.get(id);
+  $("detail-info").textContent = [role ? role.text : "", info && info.marker_version ? `markers v${info.marker_version}` : ""]
+    .filter(Boolean).join(" · ");
+  const heat = $("heatmap-img");
+  if (round) {
+    heat.hidden = false;
+    heat.dataset.id = id;
+    heat.src = `/api/selection/heatmap/${enc(id)}.png?round=${round}`;
+  } else {
+    heat.hidden = true;
+  }
+  $("detail-image").src = `/api/images/${enc(id)}/png`;
+  $("mark-this").disabled = false;
+  $("mark-this").dataset.id = id;
+  for (const item of document.querySelectorAll(".rec-list li")) item.classList.toggle("focus", item.dataset.id === id);
+  if (redraw && app.selection && app.selection.current) renderPlot();
+}
+
+async function markImage(id) {
+  try {
+    const result = await api("/api/selection/select", { method: "POST", json: { image_id: id, source: "person" } });
+    if (!result.already_selected) toast(`Selected ${id} (round ${result.round}): mark it, save, learn filters`);
+    await refreshImages();
+    await openInEditor(id);
+    refreshSelection().catch(fail);
+  } catch (error) { fail(error); }
+}
+
+async function openInEditor(id) {
+  const opened = await editor.open(id);
+  if (opened) showView("editor");
+}
+
+async function learnFilters() {
+  try {
+    if (editor.dirty) {
+      const saved = await editor.save();
+      if (!saved) return;
+    }
+    $("learn-filters").disabled = $("sel-learn").disabled = true;
+    const job = await api("/api/selection/learn", { method: "POST" });
+    const finished = await followJob(job, "Learning filters");
+    await refreshSelection();
+    await refreshImages();
+    const learned = (finished.result && finished.result.rounds) || [];
+    toast(learned.length ? `Learned filters from ${learned.map((r) => r.image_id).join(", ")}` : "Nothing new to learn");
+    const g = groups();
+    if (g && g.distant.length) showDetail(g.distant[0]);
+    showView("selection");
+  } catch (error) {
+    fail(error);
+  } finally {
+    $("learn-filters").disabled = $("sel-learn").disabled = false;
+  }
+}
+
+/* ------------------------------------------------------------------ marker editor */
+
+const editor = {
+  imageId: null, info: null, shape: null, ndim: 2, labels: null, version: 0, dirty: false,
+  axis: 0, slice: 0, rows: 0, cols: 0, picture: null, pictures: new Map(),
+  overlay: document.createElement("canvas"), overlayData: null,
+  scale: 1, ox: 0, oy: 0, tool: "brush", cls: 1, size: 3, opacity: 0.7,
+  undoStack: [], redoStack: [], stroke: null, pan: null, pointer: null, spaceDown: false,
+  canvas: null, ctx: null, frame: 0, palette: [],
+
+  init() {
+    this.canvas = $("editor-canvas");
+    this.ctx = this.canvas.getContext("2d");
+    new ResizeObserver(() => this.resize()).observe($("canvas-wrap"));
+    const c = this.canvas;
+    c.addEventListener("pointerdown", (e) => this.down(e));
+    c.addEventListener("pointermove", (e) => this.move(e));
+    c.addEventListener("pointerup", (e) => this.up(e));
+    c.addEventListener("pointercancel", (e) => this.up(e));
+    c.addEventListener("pointerleave", () => { this.pointer = null; this.draw(); });
+    c.addEventListener("wheel", (e) => { e.preventDefault(); this.zoomAt(e.offsetX, e.offsetY, Math.pow(1.0015, -e.deltaY)); }, { passive: false });
+    c.addEventListener("contextmenu", (e) => e.preventDefault());
+    c.addEventListener("auxclick", (e) => e.preventDefault());
+  },
+
+  setClasses(names, palette) {
+    this.palette = palette.map(hexToRgb);
+    const box = $("class-buttons");
+    box.replaceChildren(...names.map((name, index) => el("button", {
+      class: "cls" + (index === this.cls ? " active" : ""), id: `class-${index}`, "data-testid": `class-${index}`,
+      title: `${name} (key ${index})`, onclick: () => this.setClass(index),
+    }, [el("span", { class: "swatch", style: `background:${palette[index]}` }), name])));
+  },
+
+  setClass(index) {
+    if (index < 0 || index >= this.palette.length) return;
+    this.cls = index;
+    if (this.tool === "eraser" || this.tool === "pan") this.setTool("brush");
+    document.querySelectorAll("#class-buttons .cls").forEach((b, i) => b.classList.toggle("active", i === index));
+  },
+
+  setTool(tool) {
+    this.tool = tool;
+    for (const name of ["brush", "eraser", "pan"]) $(`tool-${name}`).classList.toggle("active", name === tool);
+    this.canvas.classList.toggle("panning", tool === "pan");
+  },
+
+  setSize(size) {
+    this.size = Math.max(1, Math.min(40, Math.round(size)));
+    $("brush-size").value = this.size;
+    $("brush-size-value").textContent = this.size;
+    this.draw();
+  },
+
+  /* -- loading -- */
+  async open(id, force = false) {
+    if (!force && this.dirty && id !== this.imageId &&
+        !window.confirm(`Markers of ${this.imageId} are not saved. Discard them?`)) {
+      $("image-select").value = this.imageId;
+      return false;
+    }
+    const info = app.byId.get(id) || await api(`/api/images/${enc(id)}`);
+    const markers = await api(`/api/images/${enc(id)}/markers`);
+    const labels = await decodeLabels(markers.data);
+    const size = markers.shape.reduce((a, b) => a * b, 1);
+    if (labels.length !== size) throw new Error(`markers of ${id}: got ${labels.length} bytes for shape ${markers.shape}`);
+    this.imageId = id;
+    this.info = info;
+    this.shape = markers.shape;
+    this.ndim = markers.shape.length;
+    this.labels = labels;
+    this.version = markers.version;
+    this.dirty = false;
+    this.undoStack = [];
+    this.redoStack = [];
+    this.pictures = new Map();
+    $("conflict-banner").hidden = true;
+    $("image-select").value = id;
+    $("slice-controls").hidden = this.ndim !== 3;
+    if (this.ndim === 3) {
+      this.axis = Math.min(this.axis, 2);
+      $("axis-select").value = String(this.axis);
+      this.slice = Math.floor(this.shape[this.axis] / 2);
+    } else {
+      this.axis = 0;
+      this.slice = 0;
+    }
+    await this.showSlice();
+    this.fit();
+    this.updateStatus();
+    if (app.view === "editor") history.replaceState(null, "", `#editor/${enc(id)}`);
+    return true;
+  },
+
+  viewShape() {
+    if (this.ndim === 2) return [this.shape[0], this.shape[1]];
+    const [d, h, w] = this.shape;
+    return [[h, w], [d, w], [d, h]][this.axis];
+  },
+
+  /* index in the label array of view pixel (r, c) */
+  index(r, c) {
+    if (this.ndim === 2) return r * this.shape[1] + c;
+    const [, h, w] = this.shape;
+    const s = this.slice;
+    if (this.axis === 0) return s * h * w + r * w + c;
+    if (this.axis === 1) return r * h * w + s * w + c;
+    return r * h * w + c * w + s;
+  },
+
+  async showSlice() {
+    [this.rows, this.cols] = this.viewShape();
+    if (this.ndim === 3) {
+      const slider = $("slice-slider");
+      slider.max = this.shape[this.axis] - 1;
+      slider.value = this.slice;
+      $("slice-label").textContent = `${this.slice + 1} / ${this.shape[this.axis]}`;
+    }
+    const key = `${this.axis}:${this.slice}`;
+    let picture = this.pictures.get(key);
+    if (!picture) {
+      const query = this.ndim === 3 ? `?slice=${this.slice}&axis=${this.axis}` : "";
+      const id = this.imageId;
+      picture = await loadImage(`/api/images/${enc(id)}/png${query}`);
+      if (id !== this.imageId) return;
+      this.pictures.set(key, picture);
+    }
+    this.picture = picture;
+    this.overlay.width = this.cols;
+    this.overlay.height = this.rows;
+    this.overlayData = this.overlay.getContext("2d").createImageData(this.cols, this.rows);
+    this.paintOverlay();
+    this.draw();
+  },
+
+  paintOverlay() {
+    const data = this.overlayData.data;
+    for (let r = 0; r < this.rows; r++) {
+      for (let c = 0; c < this.cols; c++) this.setOverlayPixel(r, c, this.labels[this.index(r, c)], data);
+    }
+    this.overlay.getContext("2d").putImageData(this.overlayData, 0, 0);
+  },
+
+  setOverlayPixel(r, c, label, data) {
+    const o = 4 * (r * this.cols + c);
+    if (label === 0) { data[o + 3] = 0; return; }
+    const rgb = this.palette[(label - 1) % this.palette.length] || [255, 255, 255];
+    data[o] = rgb[0]; data[o + 1] = rgb[1]; data[o + 2] = rgb[2]; data[o + 3] = 255;
+  },
+
+  /* -- view transform -- */
+  resize() {
+    const wrap = $("canvas-wrap");
+    const dpr = window.devicePixelRatio || 1;
+    const width = wrap.clientWidth, height = wrap.clientHeight;
+    if (!width || !height) return;
+    const first = !this.cssWidth;
+    this.cssWidth = width; this.cssHeight = height;
+    this.canvas.width = Math.round(width * dpr);
+    this.canvas.height = Math.round(height * dpr);
+    if (first) this.fit(); else this.draw();
+  },
+
+  fit() {
+    if (!this.cssWidth || !this.rows) return;
+    const scale = Math.min(this.cssWidth / this.cols, this.cssHeight / this.rows) * 0.94;
+    this.scale = scale;
+    this.ox = (this.cssWidth - this.cols * scale) / 2;
+    this.oy = (this.cssHeight - this.rows * scale) / 2;
+    this.draw();
+  },
+
+  zoomAt(x, y, factor) {
+    const scale = Math.max(0.05, Math.min(80, this.scale * factor));
+    factor = scale / this.scale;
+    this.ox = x - (x - this.ox) * factor;
+    this.oy = y - (y - this.oy) * factor;
+    this.scale = scale;
+    this.draw();
+  },
+
+  toImage(x, y) { return [(x - this.ox) / this.scale, (y - this.oy) / this.scale]; },
+
+  /* client (viewport) coordinates of image point (x, y) of the current view; used by tests */
+  imageToClient(x, y) {
+    const rect = this.canvas.getBoundingClientRect();
+    return [rect.left + this.ox + x * this.scale, rect.top + this.oy + y * this.scale];
+  },
+
+  draw() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => { this.frame = 0; this.render(); });
+  },
+
+  render() {
+    const ctx = this.ctx;
+    const dpr = window.devicePixelRatio || 1;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.fillStyle = "#202124";
+    ctx.fillRect(0, 0, this.cssWidth || 0, this.cssHeight || 0);
+    if (!this.picture) return;
+    ctx.imageSmoothingEnabled = false;
+    const w = this.cols * this.scale, h = this.rows * this.scale;
+    ctx.drawImage(this.picture, this.ox, this.oy, w, h);
+    ctx.globalAlpha = this.opacity;
+    ctx.drawImage(this.overlay, this.ox, this.oy, w, h);
+    ctx.globalAlpha = 1;
+    if (this.pointer && this.tool !== "pan" && !this.pan) {
+      const [x, y] = this.pointer;
+      ctx.beginPath();
+      ctx.arc(x, y, Math.max(1.5, (this.size / 2) * this.scale), 0, 2 * Math.PI);
+      ctx.strokeStyle = this.tool === "eraser" ? "#fff" : `rgb(${this.palette[this.cls].join(",")})`;
+      ctx.lineWidth = 1.5;
+      ctx.stroke();
+    }
+  },
+
+  /* -- painting -- */
+  offsets() {
+    if (this._offsets && this._offsets.size === this.size) return this._offsets.list;
+    const r = this.size / 2, list = [];
+    const reach = Math.ceil(r);
+    for (let dy = -reach; dy <= reach; dy++) {
+      for (let dx = -reach; dx <= reach; dx++) if (dx * dx + dy * dy <= r * r || (dx === 0 && dy === 0)) list.push([dy, dx]);
+    }
+    this._offsets = { size: this.size, list };
+    return list;
+  },
+
+  dab(x, y) {
+    const value = this.tool === "eraser" ? 0 : this.cls + 1;
+    const cr = Math.floor(y), cc = Math.floor(x);
+    const data = this.overlayData.data;
+    let changed = false;
+    for (const [dy, dx] of this.offsets()) {
+      const r = cr + dy, c = cc + dx;
+      if (r < 0 || c < 0 || r >= this.rows || c >= this.cols) continue;
+      const i = this.index(r, c);
+      const old = this.labels[i];
+      if (old === value) continue;
+      if (!this.stroke.before.has(i)) this.stroke.before.set(i, old);
+      this.labels[i] = value;
+      this.setOverlayPixel(r, c, value, data);
+      changed = true;
+    }
+    return changed;
+  },
+
+  strokeTo(x, y) {
+    const [px, py] = this.stroke.last;
+    const distance = Math.hypot(x - px, y - py);
+    const steps = Math.max(1, Math.ceil(distance / Math.max(0.5, this.size / 4)));
+    let changed = false;
+    for (let k = 1; k <= steps; k++) changed = this.dab(px + ((x - px) * k) / steps, py + ((y - py) * k) / steps) || changed;
+    this.stroke.last = [x, y];
+    if (changed) this.overlay.getContext("2d").putImageData(this.overlayData, 0, 0);
+  },
+
+  down(event) {
+    if (!this.labels) return;
+    this.canvas.setPointerCapture(event.pointerId);
+    const panning = event.button === 1 || (event.button === 0 && (this.tool === "pan" || this.spaceDown));
+    if (panning) {
+      this.pan = { x: event.offsetX, y: event.offsetY, ox: this.ox, oy: this.oy };
+      this.canvas.classList.add("panning");
+      return;
+    }
+    if (event.button !== 0) return;
+    const [x, y] = this.toImage(event.offsetX, event.offsetY);
+    this.stroke = { before: new Map(), last: [x, y] };
+    if (this.dab(x, y)) this.overlay.getContext("2d").putImageData(this.overlayData, 0, 0);
+    this.draw();
+  },
+
+  move(event) {
+    this.pointer = [event.offsetX, event.offsetY];
+    if (this.pan) {
+      this.ox = this.pan.ox + event.offsetX - this.pan.x;
+      this.oy = this.pan.oy + event.offsetY - this.pan.y;
+    } else if (this.stroke) {
+      const [x, y] = this.toImage(event.offsetX, event.offsetY);
+      this.strokeTo(x, y);
+    }
+    const [x, y] = this.toImage(event.offsetX, event.offsetY);
+    const inside = x >= 0 && y >= 0 && x < this.cols && y < this.rows;
+    $("editor-status").textContent = inside ? `x ${Math.floor(x)}  y ${Math.floor(y)}` + this.statusSuffix() : this.statusSuffix();
+    this.draw();
+  },
+
+  up(event) {
+    if (this.pan) {
+      this.pan = null;
+      this.canvas.classList.toggle("panning", this.tool === "pan");
+    }
+    if (this.stroke) {
+      const before = this.stroke.before;
+      this.stroke = null;
+      if (before.size) {
+        const indices = Int32Array.from(before.keys());
+        const entry = { indices, before: Uint8Array.from(before.values()), after: Uint8Array.from(indices, (i) => this.labels[i]) };
+        this.undoStack.push(entry);
+        if (this.undoStack.length > 200) this.undoStack.shift();
+        this.redoStack = [];
+        this.setDirty(true);
+      }
+    }
+    this.draw();
+  },
+
+  apply(entry, values) {
+    for (let k = 0; k < entry.indices.length; k++) this.labels[entry.indices[k]] = values[k];
+    this.paintOverlay();
+    this.draw();
+  },
+
+  undo() {
+    const entry = this.undoStack.pop();
+    if (!entry) return;
+    this.apply(entry, entry.before);
+    this.redoStack.push(entry);
+    this.setDirty(true);
+  },
+
+  redo() {
+    const entry = this.redoStack.pop();
+    if (!entry) return;
+    this.apply(entry, entry.after);
+    this.undoStack.push(entry);
+    this.setDirty(true);
+  },
+
+  setDirty(dirty) {
+    this.dirty = dirty;
+    this.updateStatus();
+  },
+
+  statusSuffix() {
+    return this.imageId ? `   ·   ${this.imageId}  ${this.shape.join("×")}` : "";
+  },
+
+  updateStatus() {
+    const label = this.version ? `version ${this.version}` : "no markers saved";
+    $("marker-version").textContent = this.dirty ? `${label} · unsaved changes` : label;
+    $("save-markers").disabled = !this.dirty;
+    $("undo").disabled = !this.undoStack.length;
+    $("redo").disabled = !this.redoStack.length;
+    $("editor-status").textContent = this.statusSuffix();
+  },
+
+  async save() {
+    if (!this.labels) return false;
+    const body = { base_version: this.version, shape: this.shape, encoding: app.project.marker_encoding,
+                   data: await encodeLabels(this.labels) };
+    try {
+      const result = await api(`/api/images/${enc(this.imageId)}/markers`, { method: "PUT", json: body });
+      this.version = result.version;
+      this.setDirty(false);
+      toast(`Saved markers of ${this.imageId}: version ${result.version} (${result.n_marked} marked pixels)`);
+      refreshImages().catch(fail);
+      if (app.selection) refreshSelection().catch(fail);
+      return true;
+    } catch (error) {
+      if (error.status === 409) {
+        const latest = error.body && error.body.latest_version;
+        $("conflict-text").textContent = `Version ${latest} of these markers was saved elsewhere after you opened ` +
+          `version ${this.version}. Reload it (your unsaved strokes are dropped), or keep your strokes and copy them over.`;
+        $("conflict-banner").hidden = false;
+        return false;
+      }
+      fail(error);
+      return false;
+    }
+  },
+};
+
+function bindEditorControls() {
+  $("image-select").addEventListener("change", (e) => editor.open(e.target.value).catch(fail));
+  const step = (delta) => {
+    const ids = app.images.map((i) => i.id);
+    const index = ids.indexOf(editor.imageId);
+    const next = ids[(index + delta + ids.length) % ids.length];
+    if (next) editor.open(next).catch(fail);
+  };
+  $("prev-image").onclick = () => step(-1);
+  $("next-image").onclick = () => step(1);
+  $("tool-brush").onclick = () => editor.setTool("brush");
+  $("tool-eraser").onclick = () => editor.setTool("eraser");
+  $("tool-pan").onclick = () => editor.setTool("pan");
+  $("brush-size").addEventListener("input", (e) => editor.setSize(Number(e.target.value)));
+  $("undo").onclick = () => editor.undo();
+  $("redo").onclick = () => editor.redo();
+  $("zoom-in").onclick = () => editor.zoomAt(editor.cssWidth / 2, editor.cssHeight / 2, 1.25);
+  $("zoom-out").onclick = () => editor.zoomAt(editor.cssWidth / 2, editor.cssHeight / 2, 0.8);
+  $("zoom-fit").onclick = () => editor.fit();
+  $("marker-opacity").addEventListener("input", (e) => { editor.opacity = Number(e.target.value) / 100; editor.draw(); });
+  $("axis-select").addEventListener("change", (e) => {
+    editor.axis = Number(e.target.value);
+    editor.slice = Math.floor(editor.shape[editor.axis] / 2);
+    editor.showSlice().then(() => editor.fit()).catch(fail);
+  });
+  $("slice-slider").addEventListener("input", (e) => { editor.slice = Number(e.target.value); editor.showSlice().catch(fail); });
+  $("save-markers").onclick = () => editor.save();
+  $("learn-filters").onclick = () => learnFilters();
+  $("conflict-reload").onclick = () => editor.open(editor.imageId, true).catch(fail);
+  $("conflict-dismiss").onclick = () => { $("conflict-banner").hidden = true; };
+
+  document.addEventListener("keydown", (event) => {
+    if (app.view !== "editor") return;
+    const tag = (event.target.tagName || "").toLowerCase();
+    if (tag === "input" || tag === "textarea" || (tag === "select" && !event.ctrlKey)) return;
+    const key = event.key.toLowerCase();
+    if ((event.ctrlKey || event.metaKey) && key === "z") { event.preventDefault(); event.shiftKey ? editor.redo() : editor.undo(); return; }
+    if ((event.ctrlKey || event.metaKey) && key === "y") { event.preventDefault(); editor.redo(); return; }
+    if ((event.ctrlKey || event.metaKey) && key === "s") { event.preventDefault(); editor.save(); return; }
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (key === " ") { editor.spaceDown = true; event.preventDefault(); return; }
+    if (/^[0-9]$/.test(key)) { editor.setClass(Number(key)); return; }
+    if (key === "b") editor.setTool("brush");
+    else if (key === "e") editor.setTool("eraser");
+    else if (key === "p") editor.setTool("pan");
+    else if (key === "[") editor.setSize(editor.size - 1);
+    else if (key === "]") editor.setSize(editor.size + 1);
+    else if (key === "f") editor.fit();
+    else if (key === "+" || key === "=") $("zoom-in").click();
+    else if (key === "-") $("zoom-out").click();
+  });
+  document.addEventListener("keyup", (event) => { if (event.key === " ") editor.spaceDown = false; });
+  window.addEventListener("beforeunload", (event) => {
+    if (editor.dirty) { event.preventDefault(); event.returnValue = ""; }
+  });
+}
+
+/* ------------------------------------------------------------------ model view */
+
+function kindName(kind) {
+  return { sunet: "sU-Net", flim: "FLIM + adaptive decoder", unet: "U-Net" }[kind] || kind;
+}
+
+async function refreshModels() {
+  const data = await api("/api/models");
+  app.models = data.models;
+  if (app.modelId === null && app.models.length) app.modelId = app.models[app.models.length - 1].id;
+  const body = $("models-table").querySelector("tbody");
+  body.replaceChildren(...app.models.slice().reverse().map((m) => {
+    const metrics = m.metrics || {};
+    const dice = metrics.dice ? Object.entries(metrics.dice).map(([c, v]) => `${app.project.class_names[c] || c}: ${fmt(v)}`).join(", ") : "no ground truth";
+    const row = el("tr", { class: m.id === app.modelId ? "active" : "", "data-testid": `model-row-${m.id}`,
+                           onclick: () => { app.modelId = m.id; refreshModels().catch(fail); } }, [
+      el("td", {}, [el("input", { type: "radio", name: "model-pick", ...(m.id === app.modelId ? { checked: "" } : {}) })]),
+      el("td", { text: String(m.id) }),
+      el("td", { text: kindName(m.kind) + (m.kind === "flim" ? ` (${m.params.decoder})` : "") }),
+      el("td", { text: Object.keys(m.params.images || {}).join(", ") }),
+      el("td", { text: m.params.epochs ? String(m.params.epochs) : "–" }),
+      el("td", { text: dice }),
+      el("td", { text: metrics.mean_dice !== undefined ? fmt(metrics.mean_dice) : "–" }),
+      el("td", { text: (m.created_at || "").replace("T", " ").slice(0, 19) }),
+    ]);
+    return row;
+  }));
+  if (!app.models.length) body.append(el("tr", {}, [el("td", { colspan: "8", class: "muted", text: "No model yet: mark images, then train." })]));
+  await showPrediction();
+}
+
+async function showPrediction() {
+  const image = $("prediction-img");
+  const id = $("pred-image-select").value;
+  const info = app.byId.get(id);
+  const link = $("download-mask");
+  if (app.modelId === null || !id || !info) {
+    image.removeAttribute("src");
+    link.removeAttribute("href");
+    $("pred-metrics").textContent = "";
+    $("pred-caption").textContent = "prediction";
+    return;
+  }
+  let query = `?alpha=${Number($("pred-alpha").value) / 100}`;
+  $("pred-slice-controls").hidden = info.ndim !== 3;
+  if (info.ndim === 3) {
+    const axis = Number($("pred-axis").value);
+    const slider = $("pred-slice");
+    slider.max = info.shape[axis] - 1;
+    if (Number(slider.value) > Number(slider.max)) slider.value = Math.floor(info.shape[axis] / 2);
+    query += `&axis=${axis}&slice=${slider.value}`;
+  }
+  const model = app.models.find((m) => m.id === app.modelId);
+  $("pred-caption").textContent = `prediction of model ${app.modelId} (${model ? kindName(model.kind) : ""})`;
+  image.src = `/api/models/${app.modelId}/predictions/${enc(id)}.png${query}`;
+  $("pred-original").src = `/api/images/${enc(id)}/png${info.ndim === 3 ? query.replace(/^\?alpha=[^&]*&/, "?") : ""}`;
+  $("truth-figure").hidden = !info.has_mask;
+  if (info.has_mask) $("truth-img").src = `/api/images/${enc(id)}/truth.png${query}`;
+  link.href = `/api/models/${app.modelId}/predictions/${enc(id)}/mask`;
+  const metrics = await api(`/api/models/${app.modelId}/metrics?image_id=${enc(id)}`);
+  const box = $("pred-metrics");
+  const rows = [];
+  if (metrics.image && metrics.image.has_mask) {
+    rows.push(el("tr", {}, [el("th", { text: "This image" }), el("th", { text: "Dice" })]));
+    for (const [c, v] of Object.entries(metrics.image.dice)) rows.push(el("tr", {}, [el("td", { text: app.project.class_names[c] || c }), el("td", { text: fmt(v) })]));
+    rows.push(el("tr", {}, [el("td", { text: "mean" }), el("td", { text: fmt(metrics.image.mean_dice) })]));
+  } else {
+    rows.push(el("tr", {}, [el("td", { class: "muted", text: "No ground truth for this image." })]));
+  }
+  const stored = metrics.metrics || {};
+  if (stored.dice) {
+    rows.push(el("tr", {}, [el("th", { text: `Held-out (${stored.images} images)` }), el("th", { text: "Dice" })]));
+    for (const [c, v] of Object.entries(stored.dice)) rows.push(el("tr", {}, [el("td", { text: app.project.class_names[c] || c }), el("td", { text: fmt(v) })]));
+    rows.push(el("tr", {}, [el("td", { text: "mean" }), el("td", { text: fmt(stored.mean_dice) })]));
+  }
+  box.replaceChildren(el("table", {}, rows));
+}
+
+async function train() {
+  const kind = document.querySelector("input[name=train-kind]:checked").value;
+  const body = { kind, epochs: Number($("train-epochs").value), decoder: $("train-decoder").value };
+  $("train-btn").disabled = true;
+  try {
+    const job = await api("/api/models/train", { method: "POST", json: body });
+    const finished = await followJob(job, kind === "sunet" ? "Training the sU-Net" : "Fitting FLIM");
+    app.modelId = finished.result.id;
+    toast(`Model ${finished.result.id} is ready`);
+    await refreshModels();
+  } catch (error) {
+    fail(error);
+  } finally {
+    $("train-btn").disabled = false;
+  }
+}
+
+function bindModelControls() {
+  $("train-btn").onclick = () => train();
+  $("pred-image-select").addEventListener("change", () => showPrediction().catch(fail));
+  const step = (delta) => {
+    const select = $("pred-image-select");
+    select.selectedIndex = (select.selectedIndex + delta + select.options.length) % select.options.length;
+    showPrediction().catch(fail);
+  };
+  $("pred-prev").onclick = () => step(-1);
+  $("pred-next").onclick = () => step(1);
+  $("pred-alpha").addEventListener("change", () => showPrediction().catch(fail));
+  $("pred-axis").addEventListener("change", () => { $("pred-slice").value = 1e9; showPrediction().catch(fail); });
+  $("pred-slice").addEventListener("change", () => showPrediction().catch(fail));
+}
+
+/* ------------------------------------------------------------------ start */
+
+async function start() {
+  const params = new URLSearchParams(location.search);
+  if (params.has("token")) {  // the cookie is set now: keep the token out of the address bar
+    params.delete("token");
+    history.replaceState(null, "", location.pathname + (params.toString() ? `?${params}` : "") + location.hash);
+  }
+  editor.init();
+  bindEditorControls();
+  bindModelControls();
+  for (const view of ["selection", "editor", "model"]) $(`tab-${view}`).onclick = () => showView(view);
+  $("sel-learn").onclick = () => learnFilters();
+  $("mark-this").onclick = () => markImage($("mark-this").dataset.id);
+  $("mark-proposal").onclick = () => {
+    const id = app.selection && app.selection.proposal;
+    if (id) markImage(id); else showView("editor");
+  };
+
+  try {
+    app.project = await api("/api/project");
+  } catch (error) {
+    document.body.replaceChildren(el("p", { class: "panel", text: `Cannot reach the project: ${error.message}` }));
+    return;
+  }
+  document.title = `hitlseg · ${app.project.name}`;
+  $("project-name").textContent = `${app.project.name} · ${app.project.images} images`;
+  editor.setClasses(app.project.class_names, app.project.palette);
+  await refreshImages();
+  await refreshSelection();
+
+  const hash = decodeURIComponent(location.hash.slice(1));
+  let first = app.selection.proposal || app.selection.pending[0] ||
+              (app.selection.current && app.selection.current.recommendation.most_distant[0]?.id) || app.images[0]?.id;
+  if (hash.startsWith("editor/") && app.byId.has(hash.slice(7))) first = hash.slice(7);
+  if (first) await editor.open(first).catch(fail);
+  const active = app.selection.job;
+  showView(hash.startsWith("editor") ? "editor" : hash === "model" ? "model" : "selection");
+  if (active) followJob(active, "Learning filters").then(() => refreshSelection()).catch(fail);
+  document.body.dataset.ready = "1";
+}
+
+document.addEventListener("DOMContentLoaded", () => start().catch(fail));

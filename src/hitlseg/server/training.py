@@ -1,0 +1,232 @@
+"""Models of a project, as the model view trains and uses them.
+
+Two kinds, both learned from the project's marked images (latest marker versions) only:
+
+``adaptive``
+    A multi-layer FLIM encoder (the default architecture) fitted on the markers, decoded by an
+    adaptive decoder (``labels`` by default): no backpropagation, ready in seconds. Stored as
+    model kind ``flim``.
+``sunet``
+    The same FLIM encoder, frozen, with a decoder trained by backpropagation. There is no ground
+    truth to train on, so the training masks are *pseudo-labels*: the adaptive decoder's mask of
+    each marked image, with every marked pixel overwritten by its marker's class (the person's
+    strokes always win). Few epochs by default, so that five small images train in well under a
+    minute on two cores. Stored as model kind ``sunet``.
+
+When the project has ground-truth masks, each new model is evaluated on held-out images (images
+with a mask that were not marked; at most ``eval_limit`` of them, evenly spread over the project)
+and the mean Dice per class is stored with the model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hitlseg.errors import InputError
+from hitlseg.progress import Progress, report
+from hitlseg.server.imaging import LRU
+from hitlseg.server.security import NotFoundError
+
+#: Page name -> project model kind.
+KINDS = {"adaptive": "flim", "sunet": "sunet"}
+DEFAULT_EPOCHS = 25
+MAX_EPOCHS = 1000
+PSEUDO_LABELS = "adaptive-decoder masks of the marked images, marked pixels overwritten by their marker class"
+
+
+class ModelService:
+    """Training, prediction and evaluation of the project's models.
+
+    Parameters
+    ----------
+    project : Project
+    classes : int
+        Object classes of the project (the labels evaluated are 1..max(classes, the model's)).
+    seed : int
+        Seed of FLIM fitting and training.
+    eval_limit : int
+        Largest number of held-out images evaluated after training.
+    device : str, optional
+        Torch device (default: CUDA when present).
+    """
+
+    def __init__(self, project, classes: int, *, seed: int = 0, eval_limit: int = 50, device=None):
+        self.project = project
+        self.classes = int(classes)
+        self.seed = int(seed)
+        self.eval_limit = int(eval_limit)
+        self.device = device
+        self._models = LRU(4)
+        self._labels = LRU(256, max_bytes=256 * 2**20)
+
+    # -- training ------------------------------------------------------------------------------
+    def training_set(self) -> tuple[list[str], dict[str, int], list[np.ndarray], list[np.ndarray]]:
+        """Marked images: ids, their marker versions, images and markers."""
+        ids, versions, images, markers = [], {}, [], []
+        for image_id, version in self.project.latest_versions().items():
+            array, _ = self.project.load_markers(image_id, version)
+            if not array.any():
+                continue
+            ids.append(image_id)
+            versions[image_id] = version
+            images.append(self.project.image(image_id))
+            markers.append(array)
+        if not ids:
+            raise InputError("train: no image has markers yet; mark the background and at least one object class "
+                             "on an image, save, then train")
+        if not any(int(m.max()) >= 2 for m in markers) or not any((m == 1).any() for m in markers):
+            raise InputError("train: the markers need strokes of the background (class 0) and of at least one "
+                             "object class")
+        return ids, versions, images, markers
+
+    def train(self, kind: str, epochs: int = DEFAULT_EPOCHS, decoder: str = "labels", progress: Progress = None) -> dict:
+        """Train a model of ``kind`` (``"adaptive"`` or ``"sunet"``), store it, evaluate it; returns its record."""
+        from hitlseg.flim import FLIMModel
+        from hitlseg.flim.decoders import DECODERS
+
+        if kind not in KINDS:
+            raise InputError(f"kind: unknown model kind {kind!r} (use 'sunet' or 'adaptive')")
+        if decoder not in DECODERS:
+            raise InputError(f"decoder: unknown adaptive decoder {decoder!r} (use one of {', '.join(DECODERS)})")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= MAX_EPOCHS:
+            raise InputError(f"epochs: must be an integer in 1..{MAX_EPOCHS}, got {epochs!r}")
+        started = time.perf_counter()
+        meta = self.project.meta
+        preprocessing = {"color": meta.get("color", "lab"), "normalize": meta.get("normalize", "percentile")}
+        report(progress, 0, 1, "loading marked images")
+        ids, versions, images, markers = self.training_set()
+        params = {"kind": kind, "images": versions, "seed": self.seed, "decoder": decoder}
+
+        def step(name):
+            return lambda done, total, message="": report(progress, done, total, f"{name}: {message}".rstrip(": "))
+
+        flim = FLIMModel.fit(images, markers, seed=self.seed, device=self.device, names=ids,
+                             preprocessing=preprocessing, decoder=decoder, progress=step("learning FLIM filters"))
+        params["n_classes"] = flim.n_classes
+        with tempfile.TemporaryDirectory(prefix="hitlseg-model-") as folder:
+            if kind == "adaptive":
+                path = flim.save(Path(folder) / "model.pt")
+                predictor = lambda image: flim.predict(image).mask  # noqa: E731
+            else:
+                from hitlseg.nets import SegModel, TrainConfig, train
+
+                pseudo = []
+                for index, (image, marks) in enumerate(zip(images, markers, strict=True)):
+                    report(progress, index, len(images), "pseudo-labels from the adaptive decoder")
+                    mask = flim.predict(image).mask.astype(np.int64)
+                    mask[marks > 0] = marks[marks > 0].astype(np.int64) - 1
+                    pseudo.append((image, mask))
+                model = SegModel.sunet(flim.encoder, flim.n_classes, preprocessing=preprocessing, seed=self.seed)
+                config = TrainConfig(epochs=epochs, seed=self.seed, device=self.device)
+                result = train(model, pseudo, [], config, progress=step("training the sU-Net decoder"),
+                               names={"train": ids})
+                model.window = config.window(model.ndim)
+                model.info = {"project": str(self.project.root), "images": versions, "pseudo_labels": PSEUDO_LABELS,
+                              "train": result.to_dict()}
+                path = model.save(Path(folder) / "model.pt")
+                params.update(epochs=epochs, pseudo_labels=PSEUDO_LABELS,
+                              loss=[round(h["loss"], 5) for h in result.history])
+                predictor = lambda image: model.predict(image).labels  # noqa: E731
+            metrics = self._evaluate(predictor, flim.n_classes, set(ids), progress)
+            params["seconds"] = round(time.perf_counter() - started, 2)
+            model_id = self.project.add_model(KINDS[kind], path, params, metrics)
+        report(progress, 1, 1, "done")
+        return self.record(model_id)
+
+    def _evaluate(self, predictor, n_classes: int, exclude: set[str], progress: Progress) -> dict:
+        from hitlseg.metrics import dice_per_class
+
+        held_out = [info["id"] for info in self.project.images() if info["has_mask"] and info["id"] not in exclude]
+        if not held_out:
+            return {}
+        if len(held_out) > self.eval_limit:
+            picks = np.linspace(0, len(held_out) - 1, self.eval_limit).round().astype(int)
+            held_out = [held_out[i] for i in sorted(set(picks.tolist()))]
+        labels = list(range(1, max(n_classes, self.classes) + 1))
+        scores = []
+        for index, image_id in enumerate(held_out):
+            report(progress, index, len(held_out), "evaluating on held-out images with ground truth")
+            scores.append(dice_per_class(predictor(self.project.image(image_id)), self.project.mask(image_id), labels=labels))
+        per_class = {str(c): float(np.mean([s[c] for s in scores])) for c in labels}
+        return {"dice": per_class, "mean_dice": float(np.mean(list(per_class.values()))), "images": len(held_out),
+                "evaluated_on": "held-out images with ground truth (not marked)"}
+
+    # -- using models --------------------------------------------------------------------------
+    def record(self, model_id) -> dict:
+        """The project's record of a model (404 for an unknown id)."""
+        try:
+            return self.project.model(model_id)
+        except InputError:
+            raise NotFoundError(f"model {model_id!r} not found in this project") from None
+
+    def load(self, model_id: int):
+        """The model object (FLIMModel or SegModel), cached."""
+        record = self.record(model_id)
+        cached = self._models.get(model_id)
+        if cached is None:
+            path = self.project.model_path(model_id)
+            if record["kind"] == "flim":
+                from hitlseg.flim import FLIMModel
+
+                cached = FLIMModel.load(path, device=self.device)
+            elif record["kind"] in ("sunet", "unet"):
+                from hitlseg.nets import SegModel
+
+                cached = SegModel.load(path, device=self.device)
+            else:
+                raise InputError(f"model {model_id}: kind {record['kind']!r} cannot predict in the web interface")
+            self._models.put(model_id, cached)
+        return cached
+
+    def labels(self, model_id: int, image_id: str) -> np.ndarray:
+        """Predicted label mask of ``image_id`` by model ``model_id`` (cached)."""
+        key = (model_id, image_id)
+        cached = self._labels.get(key)
+        if cached is None:
+            model = self.load(model_id)
+            image = self.project.image(image_id)
+            if hasattr(model, "encoder") and not hasattr(model, "net"):
+                cached = np.asarray(model.predict(image).mask, dtype=np.uint8)
+            else:
+                cached = np.asarray(model.predict(image, name=image_id).labels, dtype=np.uint8)
+            self._labels.put(key, cached)
+        return cached
+
+    def metrics(self, model_id: int, image_id: str | None = None) -> dict:
+        """Stored metrics of a model; with ``image_id``, also that image's Dice when it has a mask."""
+        record = self.record(model_id)
+        data = {"model_id": record["id"], "kind": record["kind"], "metrics": record["metrics"]}
+        if image_id is not None:
+            from hitlseg.metrics import dice_per_class
+
+            mask = self.project.mask(image_id)
+            if mask is None:
+                data["image"] = {"image_id": image_id, "has_mask": False}
+            else:
+                n = max(int(record["params"].get("n_classes", 1)), self.classes)
+                dice = dice_per_class(self.labels(model_id, image_id), mask, labels=range(1, n + 1))
+                data["image"] = {"image_id": image_id, "has_mask": True, "dice": {str(k): v for k, v in dice.items()},
+                                 "mean_dice": float(np.mean(list(dice.values())))}
+        return data
+
+    def mask_file(self, model_id: int, image_id: str) -> tuple[bytes, str, str]:
+        """The predicted mask written in the input's format: (bytes, file name, media type)."""
+        from hitlseg.io import output_name, read_image, write_array
+        from hitlseg.project.files import safe_name
+
+        labels = self.labels(model_id, image_id)
+        info = self.project.image_info(image_id)
+        meta = self.project.meta
+        _, image_meta = read_image(info["paths"], color=meta.get("color", "lab"), normalize=meta.get("normalize", "percentile"))
+        name = output_name(f"{safe_name(image_id)}_model{int(model_id)}", image_meta)
+        with tempfile.TemporaryDirectory(prefix="hitlseg-mask-") as folder:
+            path = write_array(Path(folder) / name, labels, image_meta)
+            data = path.read_bytes()
+        media = {".png": "image/png", ".tif": "image/tiff", ".tiff": "image/tiff", ".nii": "application/octet-stream",
+                 ".nii.gz": "application/gzip"}.get(image_meta.format if image_meta.format not in (".jpg", ".jpeg", ".bmp")
+                                                    else ".png", "application/octet-stream")
+        return data, name, media

@@ -1,0 +1,334 @@
+"""The page in Debian's Chromium (Playwright): ``hitlseg demo`` serves the WBC demo project; a person
+draws strokes of several classes with the mouse, saves, learns filters, sees the projection and the
+recommendations, clicks a point to see its heatmap, selects the next image, resolves a stale-version
+conflict, and trains a model. Screenshots go to ``test-artifacts/browser/``; with
+``HITLSEG_UPDATE_SCREENSHOTS=1`` the selection view and the marker editor are also copied (as
+compact PNGs) to ``docs/screenshots/`` for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from hitlseg.project import Project
+from hitlseg.server.testing import marker_body, markers_of
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+DOCS = REPO / "docs" / "screenshots"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 180_000
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """``hitlseg demo`` on a free loopback port, in a fresh data folder: (url, project folder)."""
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian's Chromium (/usr/bin/chromium) is not installed")
+    pytest.importorskip("playwright.sync_api")
+    folder = tmp_path_factory.mktemp("browser") / "demo"
+    process = subprocess.Popen([sys.executable, "-m", "hitlseg", "demo", "--dir", str(folder), "--port", "0", "--no-browser"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        while True:
+            line = process.stdout.readline()
+            assert line, "hitlseg demo stopped:\n" + "".join(lines)
+            lines.append(line)
+            if " at http://127.0.0.1:" in line:
+                url = line.split(" at ")[1].strip()
+                break
+        assert "created the demo project" in lines[0]
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        yield url, folder
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def page(demo):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        tab = context.new_page()
+        tab.set_default_timeout(TIMEOUT_MS)
+        errors = []
+        tab.on("pageerror", lambda error: errors.append(str(error)))
+        expected = "the server responded with a status of 409"  # the stale save below, on purpose
+
+        def console(message):
+            if message.type == "error" and expected not in message.text:
+                errors.append(message.text)
+
+        tab.on("console", console)
+        tab.errors = errors
+        yield tab
+        context.close()
+        browser.close()
+
+
+# A point of the projection with no other point within 16 px (so that a click picks it), preferring the
+# closest recommendations, then the most distant, then the others; not the one already shown.
+ISOLATED_POINT = """() => {
+  const plot = document.getElementById('projection-plot');
+  const traces = Array.from(plot.querySelectorAll('.scatterlayer .trace'));
+  const centres = traces.map((t) => Array.from(t.querySelectorAll('path.point')).map((p) => {
+    const r = p.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }));
+  const all = centres.flat();
+  const shown = document.getElementById('detail-title').textContent.replace('Image ', '');
+  for (const trace of [1, 2, 0]) {
+    for (let i = 0; i < (centres[trace] || []).length; i++) {
+      const [x, y] = centres[trace][i];
+      const id = plot.data[trace].customdata[i];
+      const near = all.filter(([a, b]) => Math.hypot(a - x, b - y) < 16).length;
+      if (near === 1 && id !== shown) return [id, x, y];
+    }
+  }
+  return [null, 0, 0];
+}"""
+
+
+def shoot(page, name: str, full_page: bool = False) -> Path:
+    """Save a screenshot once every picture on the page has loaded (without the notification)."""
+    page.wait_for_function("Array.from(document.images).every((i) => !i.getAttribute('src') || i.complete)")
+    page.evaluate("document.getElementById('toast').hidden = true")
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def publish(path: Path, name: str) -> None:
+    """Copy a screenshot to docs/screenshots (when asked to), as a palette PNG if it is large."""
+    if os.environ.get("HITLSEG_UPDATE_SCREENSHOTS") != "1":
+        return
+    from PIL import Image
+
+    DOCS.mkdir(parents=True, exist_ok=True)
+    image = Image.open(path).convert("RGB")
+    image.save(DOCS / name, optimize=True)
+    if (DOCS / name).stat().st_size > 280_000:
+        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(DOCS / name, optimize=True)
+
+
+def strokes(mask: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(class, points (row, col)): per class, a stroke along the outline of its region shrunk by a margin,
+    so that the brush stays inside the class (as a careful person draws)."""
+    from skimage.measure import find_contours
+
+    found = []
+    for label, margin in ((0, 7), (1, 3), (2, 3)):
+        region = ndimage.binary_erosion(mask == label, iterations=margin)
+        if region.sum() < 10:
+            continue
+        contours = find_contours(np.pad(region, 1).astype(float), 0.5)
+        points = max(contours, key=len) - 1.0
+        step = max(1, len(points) // 40)
+        found.append((label, points[::step]))
+    return found
+
+
+def draw(page, label: int, points) -> None:
+    """One mouse stroke of class ``label`` through ``points`` (row, col) of the image."""
+    page.click(f"#class-{label}")
+    path = page.evaluate("(points) => points.map(([r, c]) => editor.imageToClient(c + 0.5, r + 0.5))",
+                         [[float(r), float(c)] for r, c in points])
+    page.mouse.move(*path[0])
+    page.mouse.down()
+    for x, y in path[1:]:
+        page.mouse.move(x, y, steps=2)
+    page.mouse.up()
+
+
+def page_labels(page) -> np.ndarray:
+    return np.asarray(page.evaluate("Array.from(editor.labels)"), dtype=np.uint8)
+
+
+def mark_in_editor(page, folder: Path, image_id: str) -> np.ndarray:
+    """Draw one stroke per class from the ground truth; check the strokes; return the page's labels."""
+    with Project.open(folder, collect_garbage=False) as project:
+        mask = project.mask(image_id)
+    lines = strokes(mask)
+    assert len(lines) >= 2
+    for line in lines:
+        draw(page, *line)
+    labels = page_labels(page).reshape(mask.shape)
+    for label, *_ in lines:
+        assert (labels == label + 1).sum() > 5, f"no stroke of class {label}"
+    marked = labels > 0
+    assert (labels[marked] - 1 == mask[marked]).all()  # every stroke fell on its class
+    return labels
+
+
+def wait_image(page, selector: str, contains: str) -> None:
+    page.wait_for_function(
+        "([selector, part]) => { const i = document.querySelector(selector);"
+        " return i && i.complete && i.naturalWidth > 0 && decodeURIComponent(i.src).includes(part); }",
+        arg=[selector, contains])
+
+
+def test_marking_and_selection_loop_in_chromium(demo, page):
+    url, folder = demo
+    api = httpx.Client(base_url=url.rstrip("/"), timeout=30)
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.is_visible("#projection-empty")  # no filters yet: mark the proposed image
+    proposal = api.get("/api/selection").json()["proposal"]
+    assert proposal in page.inner_text("#mark-proposal")
+
+    # ---- marker editor: strokes of three classes with the mouse, undo/redo, save
+    page.click("#tab-editor")
+    page.wait_for_function(f"editor.imageId === {proposal!r} && editor.picture !== null")
+    assert page.input_value("#image-select") == proposal
+    labels = mark_in_editor(page, folder, proposal)
+    before_undo = page_labels(page)
+    page.keyboard.press("Control+z")
+    after_undo = page_labels(page)
+    assert (after_undo > 0).sum() < (before_undo > 0).sum()  # the last stroke is gone
+    page.keyboard.press("Control+y")
+    np.testing.assert_array_equal(page_labels(page), before_undo)
+    assert "unsaved" in page.inner_text("#marker-version")
+    shoot(page, "01-marker-editor-first-image")
+    page.click("#save-markers")
+    page.wait_for_function("document.getElementById('marker-version').textContent === 'version 1'")
+    saved = api.get(f"/api/images/{proposal}/markers").json()
+    assert saved["version"] == 1
+    np.testing.assert_array_equal(markers_of(saved), labels)  # what was drawn is what was stored
+
+    # ---- learn filters: the projection and the recommendations appear
+    page.click("#learn-filters")
+    page.wait_for_selector("#view-selection:not([hidden])")
+    page.wait_for_function("document.querySelectorAll('#distant-list li[data-id]').length === 5"
+                           " && document.querySelectorAll('#closest-list li[data-id]').length === 5")
+    assert page.locator("#projection-plot .scatterlayer path.point").count() >= 300
+    state = api.get("/api/selection").json()
+    assert state["current"]["selected"] == [proposal]
+    distant = [r["id"] for r in state["current"]["recommendation"]["most_distant"]]
+    closest = [r["id"] for r in state["current"]["recommendation"]["closest"]]
+    assert [page.get_attribute(f"#distant-list li:nth-child({i + 1})", "data-id") for i in range(5)] == distant
+    assert [page.get_attribute(f"#closest-list li:nth-child({i + 1})", "data-id") for i in range(5)] == closest
+    assert page.locator("#stopping-table tbody tr").count() == 1
+
+    # ---- click a point of the projection: its heatmap is shown
+    target, x, y = page.evaluate(ISOLATED_POINT)
+    assert target and target != page.inner_text("#detail-title").replace("Image ", "")
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+    page.wait_for_function(f"document.getElementById('detail-title').textContent === 'Image {target}'")
+    wait_image(page, "#heatmap-img", f"/api/selection/heatmap/{target}.png")
+    wait_image(page, "#detail-image", f"/api/images/{target}/png")
+    shoot(page, "02-selection-round-1")
+
+    # ---- select the next image (the most distant one) from its recommendation card
+    page.click(f"#distant-list li[data-id='{distant[0]}']")
+    wait_image(page, "#heatmap-img", f"/api/selection/heatmap/{distant[0]}.png")
+    page.click("#mark-this")
+    page.wait_for_selector("#view-editor:not([hidden])")
+    page.wait_for_function(f"editor.imageId === {distant[0]!r} && editor.picture !== null")
+    assert page.input_value("#image-select") == distant[0]
+    assert [s["image_id"] for s in api.get("/api/selection").json()["selected"]] == [proposal, distant[0]]
+
+    # ---- second image: strokes, save; someone else saves meanwhile: conflict, reload, save again
+    second = mark_in_editor(page, folder, distant[0])
+    editor_shot = shoot(page, "03-marker-editor-second-image")
+    page.click("#save-markers")
+    page.wait_for_function("document.getElementById('marker-version').textContent === 'version 1'")
+    other = second.copy()
+    other[:3, :3] = 1
+    assert api.put(f"/api/images/{distant[0]}/markers", json=marker_body(other, 1, author="colleague")).status_code == 200
+    draw(page, 0, [(1, 0), (1, 6)])
+    page.click("#save-markers")
+    page.wait_for_selector("#conflict-banner:not([hidden])")
+    assert "Version 2" in page.inner_text("#conflict-text")
+    page.click("#conflict-reload")
+    page.wait_for_function("document.getElementById('marker-version').textContent === 'version 2'")
+    np.testing.assert_array_equal(page_labels(page).reshape(other.shape), other)
+    assert page.is_hidden("#conflict-banner")
+
+    # ---- second round
+    page.click("#learn-filters")
+    page.wait_for_function("document.querySelectorAll('#stopping-table tbody tr').length === 2")
+    page.wait_for_function("document.querySelectorAll('#distant-list li[data-id]').length === 5")
+    assert api.get("/api/selection").json()["current"]["selected"] == [proposal, distant[0]]
+    stars = page.evaluate("document.getElementById('projection-plot').data[4].customdata")
+    assert sorted(stars) == sorted([proposal, distant[0]])
+    wait_image(page, "#heatmap-img", "/api/selection/heatmap/")
+    selection_shot = shoot(page, "04-selection-round-2", full_page=True)
+
+    # ---- model view: the adaptive decoder, its prediction over an image, the download link
+    page.click("#tab-model")
+    page.check("input[name=train-kind][value=adaptive]")
+    page.click("#train-btn")
+    page.wait_for_selector("#models-table tr[data-testid='model-row-1']")
+    image_id = page.input_value("#pred-image-select")
+    wait_image(page, "#prediction-img", f"/api/models/1/predictions/{image_id}.png")
+    assert page.get_attribute("#download-mask", "href").endswith(f"/api/models/1/predictions/{image_id}/mask")
+    page.wait_for_function("document.querySelector('#pred-metrics table') !== null")
+    assert "Held-out" in page.inner_text("#pred-metrics")
+    shoot(page, "05-model-view")
+
+    assert not page.errors, page.errors
+    publish(selection_shot, "selection-view.png")
+    publish(editor_shot, "marker-editor.png")
+
+
+def test_volume_editor_slices_and_axes(tmp_path, page):
+    """3D: the slice slider and the axis choice address the right voxels of the saved markers."""
+    from hitlseg.server import create_app
+    from hitlseg.server.testing import serve_in_thread
+    from tests.helpers import write_nifti
+
+    rng = np.random.default_rng(0)
+    for case in ("case1", "case2"):
+        write_nifti(tmp_path / "data" / case / "flair.nii.gz", rng.integers(0, 500, (8, 30, 40)).astype(np.int16))
+    with Project.init(tmp_path / "project", dataset=tmp_path / "data") as project, \
+            serve_in_thread(create_app(project, classes=1)) as url:
+        page.goto(f"{url}/#editor/case1")
+        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_function("editor.imageId === 'case1' && editor.picture !== null")
+        assert page.is_visible("#slice-controls") and page.is_visible("#slice-slider")
+        assert page.evaluate("[editor.rows, editor.cols, editor.slice]") == [30, 40, 4]  # middle axial slice
+        page.select_option("#axis-select", "1")
+        page.wait_for_function("editor.axis === 1 && editor.rows === 8 && editor.cols === 40")
+        page.evaluate("(() => { const s = document.getElementById('slice-slider'); s.value = 11;"
+                      " s.dispatchEvent(new Event('input')); })()")
+        page.wait_for_function("editor.slice === 11 && editor.pictures.has('1:11')")
+        assert page.inner_text("#slice-label") == "12 / 30"
+        page.click("#zoom-fit")
+        page.click("#brush-size")  # focus elsewhere, then a 1-pixel brush
+        page.evaluate("editor.setSize(1)")
+        draw(page, 1, [(5, 10), (5, 30)])  # class 1 along row 5 (depth) of coronal slice 11
+        page.click("#save-markers")
+        page.wait_for_function("document.getElementById('marker-version').textContent === 'version 1'")
+        with httpx.Client(base_url=url) as api:
+            markers = markers_of(api.get("/api/images/case1/markers").json())
+        assert markers.shape == (8, 30, 40)
+        marked = np.argwhere(markers > 0)
+        assert set(markers[markers > 0].tolist()) == {2}  # class 1 is label 2
+        assert set(marked[:, 0]) == {5} and set(marked[:, 1]) == {11}  # depth 5, row 11: that coronal slice
+        assert marked[:, 2].min() == 10 and marked[:, 2].max() == 30
+        page.select_option("#axis-select", "2")  # the sagittal view through column 20 crosses the stroke
+        page.evaluate("(() => { const s = document.getElementById('slice-slider'); s.value = 20;"
+                      " s.dispatchEvent(new Event('input')); })()")
+        page.wait_for_function("editor.axis === 2 && editor.slice === 20 && editor.pictures.has('2:20')")
+        alpha = page.evaluate("Array.from(editor.overlayData.data).filter((v, i) => i % 4 === 3 && v > 0).length")
+        assert alpha == 1  # one voxel of the stroke in this slice

@@ -1,0 +1,170 @@
+"""Server: the models router — training (adaptive decoder and sU-Net on pseudo-labels) as jobs,
+predictions overlaid on images, mask download in the input format, metrics against ground truth."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hitlseg.project import Project
+from hitlseg.robot import Robot
+from hitlseg.server import create_app
+from hitlseg.server.testing import client, demo_project, marker_body, wait_job
+from hitlseg.server.training import PSEUDO_LABELS
+
+N = 8
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """An 8-image demo project with two images marked by the robot."""
+    folder = tmp_path_factory.mktemp("models") / "project"
+    with demo_project(folder, n=N) as project:
+        for image_id in project.image_ids()[:2]:
+            project.save_markers(image_id, Robot(0).mark(project.mask(image_id), key=image_id), 0, author="robot")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def http(root):
+    with Project.open(root) as project, client(create_app(project, eval_limit=4, prepare=False)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def trained(http):
+    """Model ids of one adaptive model and one sU-Net, trained through the API."""
+    ids = {}
+    for kind, extra in (("adaptive", {}), ("sunet", {"epochs": 2})):
+        job = http.post("/api/models/train", json={"kind": kind, **extra})
+        assert job.status_code == 202, job.text
+        done = wait_job(http, job.json()["id"], timeout=240)
+        assert done["state"] == "done", done["error"]
+        ids[kind] = done["result"]["id"]
+    return ids
+
+
+def test_training_records_models(http, trained, root):
+    models = {m["id"]: m for m in http.get("/api/models").json()["models"]}
+    adaptive, sunet = models[trained["adaptive"]], models[trained["sunet"]]
+    assert adaptive["kind"] == "flim" and sunet["kind"] == "sunet"
+    project = Project.open(root)
+    marked = {i: 1 for i in project.image_ids()[:2]}
+    for model in (adaptive, sunet):
+        assert model["params"]["images"] == marked
+        assert model["params"]["n_classes"] == 2
+        metrics = model["metrics"]
+        assert metrics["images"] == 4  # eval_limit held-out images, none of them marked
+        assert set(metrics["dice"]) == {"1", "2"} and 0 <= metrics["mean_dice"] <= 1
+    assert adaptive["params"]["decoder"] == "labels"
+    assert sunet["params"]["epochs"] == 2 and len(sunet["params"]["loss"]) == 2
+    assert sunet["params"]["pseudo_labels"] == PSEUDO_LABELS and "pseudo_labels" not in adaptive["params"]
+    assert project.model_path(sunet["id"]).is_file()
+    assert [r["status"] for r in project.runs(kind="server:train-sunet")] == ["done"]
+    assert http.get(f"/api/models/{sunet['id']}").json()["id"] == sunet["id"]
+
+
+def test_adaptive_decoder_choice(http):
+    job = http.post("/api/models/train", json={"kind": "adaptive", "decoder": "weights"}).json()
+    done = wait_job(http, job["id"], timeout=120)
+    assert done["state"] == "done", done["error"]
+    assert done["result"]["params"]["decoder"] == "weights"
+
+
+def test_prediction_overlay_and_mask_download(http, trained, root):
+    project = Project.open(root)
+    image_id = project.image_ids()[5]
+    shape = tuple(project.image_info(image_id)["shape"])
+    for model_id in trained.values():
+        png = http.get(f"/api/models/{model_id}/predictions/{image_id}.png")
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        overlay = np.asarray(Image.open(io.BytesIO(png.content)))
+        assert overlay.shape == shape + (3,)
+        plain = np.asarray(Image.open(io.BytesIO(http.get(f"/api/images/{image_id}/png").content)))
+        download = http.get(f"/api/models/{model_id}/predictions/{image_id}/mask")
+        assert download.status_code == 200 and download.headers["content-type"] == "image/png"
+        name = re.search(r'filename="([^"]+)"', download.headers["content-disposition"]).group(1)
+        assert name == f"{image_id}_model{model_id}.png"  # the input's format (PNG)
+        mask = np.asarray(Image.open(io.BytesIO(download.content)))
+        assert mask.shape == shape and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1, 2}
+        assert (mask > 0).any()
+        # the overlay differs from the plain image exactly where something was predicted (or outlined)
+        changed = np.any(overlay != plain, axis=-1)
+        assert changed[mask > 0].mean() > 0.95 and not changed[mask == 0].any()
+
+
+def test_metrics_per_image(http, trained, root):
+    project = Project.open(root)
+    image_id = project.image_ids()[6]
+    data = http.get(f"/api/models/{trained['sunet']}/metrics", params={"image_id": image_id}).json()
+    assert data["metrics"]["images"] == 4
+    assert data["image"]["has_mask"] is True
+    from hitlseg.metrics import dice_per_class
+
+    mask = np.asarray(Image.open(io.BytesIO(http.get(f"/api/models/{trained['sunet']}/predictions/{image_id}/mask").content)))
+    expected = dice_per_class(mask, project.mask(image_id), labels=[1, 2])
+    assert data["image"]["dice"] == pytest.approx({str(k): v for k, v in expected.items()})
+    assert "image" not in http.get(f"/api/models/{trained['sunet']}/metrics").json()
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/api/models/999", 404), ("/api/models/999/metrics", 404), ("/api/models/abc", 422),
+    ("/api/models/999/predictions/{image}.png", 404), ("/api/models/{model}/predictions/nope.png", 404),
+    ("/api/models/{model}/predictions/nope/mask", 404), ("/api/models/{model}/metrics?image_id=nope", 404),
+])
+def test_bad_ids(http, trained, root, path, status):
+    image_id = Project.open(root).image_ids()[0]
+    response = http.get(path.format(image=image_id, model=trained["adaptive"]))
+    assert response.status_code == status and "error" in response.json()
+
+
+@pytest.mark.parametrize("body", [{"kind": "random-forest"}, {"kind": "sunet", "epochs": 0}, {"kind": "sunet", "epochs": "5"},
+                                  {"kind": "adaptive", "decoder": "magic"}, {}, {"kind": "sunet", "lr": 1}])
+def test_bad_training_requests(http, body):
+    response = http.post("/api/models/train", json=body)
+    assert response.status_code == 422 and "error" in response.json()
+
+
+def test_training_needs_markers(tmp_path):
+    with demo_project(tmp_path / "p", n=3) as project, client(create_app(project, prepare=False)) as http:
+        response = http.post("/api/models/train", json={"kind": "adaptive"})
+        assert response.status_code == 400 and "no image has markers" in response.json()["error"]
+        only_background = np.zeros(project.image_info(project.image_ids()[0])["shape"], np.uint8)
+        only_background[5:8, 5:40] = 1
+        http.put(f"/api/images/{project.image_ids()[0]}/markers", json=marker_body(only_background, 0))
+        job = http.post("/api/models/train", json={"kind": "adaptive"}).json()
+        failed = wait_job(http, job["id"])
+        assert failed["state"] == "failed" and "at least one object class" in failed["error"]
+        assert project.runs(kind="server:train-adaptive")[0]["status"] == "failed"
+
+
+def test_sunet_learns_from_pseudo_labels(root, monkeypatch):
+    """The sU-Net's training masks: the adaptive decoder's masks, marked pixels set to their marker's class."""
+    import hitlseg.nets
+    from hitlseg.flim import FLIMModel
+    from hitlseg.server.training import ModelService
+
+    captured = {}
+    real_train = hitlseg.nets.train
+
+    def spy(model, samples, val, config, **options):
+        captured["samples"] = [(image.copy(), mask.copy()) for image, mask in samples]
+        return real_train(model, samples[:1], val, config, **options)
+
+    monkeypatch.setattr(hitlseg.nets, "train", spy)
+    with Project.open(root) as project:
+        service = ModelService(project, 2, eval_limit=1)
+        service.train("sunet", epochs=1)
+        adaptive = FLIMModel.load(project.model_path(service.train("adaptive")["id"]))
+        marked = list(project.latest_versions())
+        assert len(captured["samples"]) == len(marked)
+        for image_id, (image, mask) in zip(marked, captured["samples"], strict=True):
+            markers, _ = project.load_markers(image_id)
+            np.testing.assert_array_equal(image, project.image(image_id))
+            on = markers > 0
+            np.testing.assert_array_equal(mask[on], markers[on].astype(int) - 1)
+            np.testing.assert_array_equal(mask[~on], adaptive.predict(image).mask[~on])
