@@ -21,10 +21,12 @@ demo: $(STAMP)
 	$(BIN)/hitlseg demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/flim.py
+	$(BIN)/python benchmarks/selection.py
+	$(BIN)/python benchmarks/nets.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

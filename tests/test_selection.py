@@ -666,3 +666,10 @@ def test_shared_hippocampus_round_and_slice(shared):
     assert len(result.recommendation.closest) == 5 and result.projection.coords.shape == (6, 2)
     volume = session.images[session.ids[1]]
     assert session.heatmap_array(session.ids[1]).shape == volume.shape[2:] + (3,)
+
+
+def test_cli_choices_match_the_library():
+    from hitlseg.cli.select import POLICY_NAMES, SELECTOR_NAMES
+    from hitlseg.selection.selectors import GTFREE_POLICIES, SELECTORS
+
+    assert tuple(SELECTORS) == SELECTOR_NAMES and tuple(GTFREE_POLICIES) == POLICY_NAMES

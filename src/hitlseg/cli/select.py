@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 
+# Names of hitlseg.selection.SELECTORS and GTFREE_POLICIES, spelled out so that building the
+# parser does not import torch (every command would pay for it); a test keeps them in step.
+SELECTOR_NAMES = ("gtfree", "random", "labeled", "kcenter")
+POLICY_NAMES = ("most_distant", "closest", "alternate")
+
 
 def register(commands) -> None:
     """Add the ``select`` command to the sub-parser ``commands``."""
-    from hitlseg.selection.selectors import GTFREE_POLICIES, SELECTORS
 
     parser = commands.add_parser(
         "select",
@@ -20,9 +24,9 @@ def register(commands) -> None:
                         help="let the simulated annotator mark each selected image from its mask (required)")
     parser.add_argument("--rounds", type=int, default=5, help="images to select and mark (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first choice, the robot and FLIM (default 0)")
-    parser.add_argument("--selector", default="gtfree", choices=list(SELECTORS),
+    parser.add_argument("--selector", default="gtfree", choices=list(SELECTOR_NAMES),
                         help="how the next image is chosen (default gtfree)")
-    parser.add_argument("--policy", default="most_distant", choices=list(GTFREE_POLICIES),
+    parser.add_argument("--policy", default="most_distant", choices=list(POLICY_NAMES),
                         help="gtfree policy (default most_distant)")
     parser.add_argument("--k", type=int, default=5, help="recommendations per list (default 5)")
     parser.add_argument("--distance", default="min", choices=["min", "last"],
