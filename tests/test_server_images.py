@@ -149,4 +149,8 @@ def test_openapi_lists_every_router(http):
         assert path in paths, path
     assert {tag for item in schema["paths"].values() for op in item.values() for tag in op.get("tags", [])} == {
         "images", "markers", "selection", "models", "jobs"}
-    assert http.get("/docs").status_code == 200
+    docs = http.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text  # Swagger UI from the installed package
+    assert http.get("/static/vendor/swagger/swagger-ui-bundle.js").status_code == 200
+    assert http.get("/static/vendor/swagger/swagger-ui.css").status_code == 200
+    assert http.get("/static/vendor/swagger/..%2Fsecret").status_code == 404

@@ -210,6 +210,8 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
                     "models and background jobs of one project. Every error is JSON {\"error\": message}.",
         lifespan=lifespan,
         default_response_class=_json_response_class(),
+        docs_url=None,  # served below from the swagger-ui-bundle package, never a CDN
+        redoc_url=None,
     )
     app.state.hitlseg = shared
     install_error_handlers(app)
@@ -230,12 +232,43 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
                                 "(pip install 'hitlseg[web]')")
         return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
 
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="hitlseg API",
+                                   swagger_js_url="/static/vendor/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/vendor/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/favicon.ico")
+
+    @app.get("/static/vendor/swagger/{name}", include_in_schema=False)
+    def swagger_asset(name: str):
+        path = swagger_path(name)
+        if path is None:
+            raise NotFoundError(f"{name}: not a Swagger UI asset (pip install 'hitlseg[web]' for the API docs page)")
+        return FileResponse(path, headers={"Cache-Control": "max-age=86400"})
+
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon():
         return Response(status_code=204)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+SWAGGER_ASSETS = {"swagger-ui-bundle.js", "swagger-ui.css"}
+
+
+def swagger_path(name: str) -> Path | None:
+    """A Swagger UI asset shipped by the ``swagger-ui-bundle`` package, or None."""
+    if name not in SWAGGER_ASSETS:
+        return None
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    path = Path(str(swagger_ui_path)) / name
+    return path if path.is_file() else None
 
 
 def plotly_path() -> Path | None:
