@@ -7,7 +7,6 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
-from hitlseg.errors import InputError
 from hitlseg.flim import ops
 from hitlseg.flim.spec import ArchSpec, LayerSpec
 
@@ -97,18 +96,11 @@ class FLIMEncoder(nn.Module):
     @property
     def strides(self) -> list[int]:
         """Cumulative downsampling factor after each layer."""
-        strides, total = [], 1
-        for layer in self.layers:
-            total *= layer.spec.pool_stride if layer.spec.pool != "none" else 1
-            strides.append(total)
-        return strides
+        return self.arch.strides
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise :class:`InputError` if ``x`` is not ``(N, in_channels, *spatial)`` of the right ndim."""
-        if x.dim() != self.ndim + 2:
-            raise InputError(f"image: the encoder is {self.ndim}D and needs (N, C, *spatial) input, got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise InputError(f"image: the encoder was learned on {self.in_channels}-channel images, got {x.shape[1]} channels")
+        ops.check_batch(x, self.ndim, self.in_channels, "was learned on")
 
     def features(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """Outputs of layers 0..``upto`` (all by default) for a batch ``x``."""

@@ -9,6 +9,14 @@ import torch.nn.functional as F
 from hitlseg.errors import InputError
 
 
+def check_batch(x: torch.Tensor, ndim: int, channels: int, verb: str = "takes") -> None:
+    """Raise :class:`InputError` unless ``x`` is ``(N, channels, *spatial)`` with ``ndim`` spatial axes."""
+    if x.dim() != ndim + 2:
+        raise InputError(f"image: the encoder is {ndim}D and needs (N, C, *spatial) input, got shape {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        raise InputError(f"image: the encoder {verb} {channels}-channel images, got {x.shape[1]} channels")
+
+
 def reflect_pad(x: torch.Tensor, reach: int) -> torch.Tensor:
     """Pad the spatial axes of ``x`` (N, C, *spatial) by ``reach`` with reflection."""
     if reach == 0:

@@ -61,12 +61,18 @@ class ArchSpec:
             raise InputError(f"stdev_factor: must be >= 0, got {self.stdev_factor}")
 
     @property
+    def strides(self) -> list[int]:
+        """Cumulative downsampling factor after each layer."""
+        strides, total = [], 1
+        for layer in self.layers:
+            total *= layer.pool_stride if layer.pool != "none" else 1
+            strides.append(total)
+        return strides
+
+    @property
     def total_stride(self) -> int:
         """Downsampling factor of the whole encoder."""
-        stride = 1
-        for layer in self.layers:
-            stride *= layer.pool_stride if layer.pool != "none" else 1
-        return stride
+        return self.strides[-1]
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary (hitlseg's own format)."""

@@ -124,17 +124,10 @@ class BackpropEncoder(nn.Module):
 
     @property
     def strides(self) -> list[int]:
-        strides, total = [], 1
-        for spec in self.arch.layers:
-            total *= spec.pool_stride if spec.pool != "none" else 1
-            strides.append(total)
-        return strides
+        return self.arch.strides
 
     def check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != self.ndim + 2:
-            raise InputError(f"image: the encoder is {self.ndim}D and needs (N, C, *spatial) input, got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise InputError(f"image: the encoder takes {self.in_channels}-channel images, got {x.shape[1]} channels")
+        ops.check_batch(x, self.ndim, self.in_channels)
 
     def features(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """Outputs of layers 0..``upto`` (all by default)."""
