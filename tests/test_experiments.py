@@ -103,6 +103,12 @@ def test_resume_recomputes_nothing(run, tiny_dataset, monkeypatch):
     assert again["splits"][1]["methods"]["gtfree"]["selected"] == results["splits"][1]["methods"]["gtfree"]["selected"]
 
 
+def test_resume_with_other_settings_is_refused(run, tiny_dataset):
+    out, config, _, _ = run
+    with pytest.raises(InputError, match="epochs"):
+        run_protocol(tiny_dataset, out, ProtocolConfig(splits=2, images=3, methods=METHODS, epochs=2))
+
+
 def test_correlation_matches_numpy():
     first = {"distance": [0.0, 1.0, 2.0, 4.0, 5.0], "dice": [1.0, 0.9, 0.7, 0.5, 0.45]}
     fit = correlation(first)

@@ -255,6 +255,29 @@ def first_image_analysis(data: SplitData, config: ProtocolConfig, robot) -> dict
     }
 
 
+def _check_resumable(out: Path, config: ProtocolConfig) -> None:
+    """Record the settings in ``OUT/config.json``; refuse to mix parts of runs with other settings.
+
+    Only the number of splits may change between runs (more splits extend a finished run).
+    """
+    path = out / "config.json"
+    settings = config.to_dict()
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError:
+            previous = None
+        if previous is not None:
+            changed = sorted(k for k in set(settings) | set(previous) if k != "splits" and settings.get(k) != previous.get(k))
+            if changed:
+                raise InputError(f"{out}: holds a run with other settings ({', '.join(changed)} differ); "
+                                 "use another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".config.json.tmp")
+    tmp.write_text(json.dumps(settings, indent=1))
+    os.replace(tmp, path)
+
+
 def _timed(compute: Callable[[], dict]) -> dict:
     started = time.perf_counter()
     part = compute()
@@ -291,6 +314,7 @@ def run_protocol(dataset: Dataset, out: str | Path, config: ProtocolConfig | Non
 
     config = config or ProtocolConfig()
     out = Path(out)
+    _check_resumable(out, config)
     store = PartStore(out)
     robot = Robot(seed=config.seed)
     per_split = len(config.methods) + 1 + int(config.baseline)
