@@ -16,20 +16,20 @@ def _models(split: dict) -> list[str]:
     return [m for m in ("adaptive", "sunet") if m in method]
 
 
+def _mean_std(summaries: list[dict]) -> dict[str, tuple[float, float]]:
+    """Per column, mean and standard deviation over splits of :func:`columns` views."""
+    values = [columns(s) for s in summaries]
+    return {c: (float(np.mean([v[c] for v in values])), float(np.std([v[c] for v in values]))) for c in values[0]}
+
+
 def table_one(results: dict) -> dict:
     """Validation Dice mean and std over splits: ``{method: {model: {column: (mean, std)}}}``."""
-    table: dict = {}
     splits = results["splits"]
-    for method in results["config"]["methods"]:
-        table[method] = {}
-        for model in _models(splits[0]):
-            values = [columns(s["methods"][method][model]["val"]) for s in splits]
-            table[method][model] = {c: (float(np.mean([v[c] for v in values])), float(np.std([v[c] for v in values])))
-                                    for c in values[0]}
+    table: dict = {method: {model: _mean_std([s["methods"][method][model]["val"] for s in splits])
+                            for model in _models(splits[0])}
+                   for method in results["config"]["methods"]}
     if "baseline" in splits[0]:
-        values = [columns(s["baseline"]["val"]) for s in splits]
-        table["baseline (all backprop)"] = {"unet": {c: (float(np.mean([v[c] for v in values])),
-                                                        float(np.std([v[c] for v in values]))) for c in values[0]}}
+        table["baseline (all backprop)"] = {"unet": _mean_std([s["baseline"]["val"] for s in splits])}
     return table
 
 
