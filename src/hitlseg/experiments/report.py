@@ -138,6 +138,11 @@ def _markdown_table(table: dict) -> list[str]:
     return lines
 
 
+def _trained(config: dict) -> str:
+    nets = [name for name, on in (("sU-Net decoders", config["sunet"]), ("all-backprop baseline", config["baseline"])) if on]
+    return f"{' and '.join(nets)} trained {config['epochs']} epochs" if nets else "no network trained"
+
+
 def write_report(results: dict, out: str | Path, command: str | None = None, wall_seconds: float | None = None) -> Path:
     """Write ``report.md``, the PNG figures and ``summary.json`` (tables and correlations) to ``out``."""
     out = Path(out)
@@ -158,7 +163,7 @@ def write_report(results: dict, out: str | Path, command: str | None = None, wal
     lines += [
         f"{config['splits']} splits ({sizes['train']} train / {sizes['val']} validation / {sizes['test']} test images), "
         f"{config['images']} marked images per method, robot markers, gtfree policy `{config['policy']}`, adaptive decoder "
-        f"`{config['decoder']}`, sU-Net decoder and baseline trained {config['epochs']} epochs.",
+        f"`{config['decoder']}`, {_trained(config)}.",
         "",
         "## Table I: validation Dice (mean ± std over splits)", "",
         *_markdown_table(one), "",
