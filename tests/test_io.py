@@ -181,3 +181,12 @@ def test_write_is_atomic_on_failure(tmp_path):
         write_array(path, -np.ones((3, 3), np.int16))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
+
+
+def test_normalized_lab_round_trip():
+    from hitlseg.io.color import normalized_lab_to_rgb
+
+    rgb = np.random.default_rng(0).random((3, 5, 4)).astype(np.float32)
+    back = normalized_lab_to_rgb(rgb_to_normalized_lab(rgb))
+    assert back.shape == (5, 4, 3)
+    assert np.allclose(np.moveaxis(back, -1, 0), rgb, atol=1e-3)

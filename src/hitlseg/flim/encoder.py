@@ -30,10 +30,19 @@ class FLIMLayer(nn.Module):
         self.register_buffer("std", std.float())
         self.register_buffer("kernel_classes", kernel_classes.long())
         if folded:
-            shape = (1, -1) + (1,) * (weight.dim() - 2)
-            folded_weight = self.weight / self.std.reshape(shape)
+            folded_weight, folded_bias = self.folded_parameters()
             self.register_buffer("folded_weight", folded_weight)
-            self.register_buffer("folded_bias", -(folded_weight * self.mean.reshape(shape)).flatten(1).sum(1))
+            self.register_buffer("folded_bias", folded_bias)
+
+    def folded_parameters(self, kernels=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conv weight and bias with the normalisation folded in, for all kernels or the given indices.
+
+        ``conv(x, weight, bias) == conv(normalize(x), self.weight)`` for those kernels.
+        """
+        weight = self.weight if kernels is None else self.weight[torch.as_tensor(kernels, device=self.weight.device)]
+        shape = (1, -1) + (1,) * (weight.dim() - 2)
+        folded = weight / self.std.reshape(shape)
+        return folded, -(folded * self.mean.reshape(shape)).flatten(1).sum(1)
 
     @property
     def in_channels(self) -> int:
@@ -105,14 +114,7 @@ class FLIMEncoder(nn.Module):
     def features(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """Outputs of layers 0..``upto`` (all by default) for a batch ``x``."""
         self.check_input(x)
-        outputs = []
-        last = len(self.layers) - 1 if upto is None else upto
-        for index, layer in enumerate(self.layers):
-            x = layer(x)
-            outputs.append(x)
-            if index == last:
-                break
-        return outputs
+        return ops.layer_outputs(x, self.layers, upto)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)[-1]

@@ -17,6 +17,18 @@ def check_batch(x: torch.Tensor, ndim: int, channels: int, verb: str = "takes") 
         raise InputError(f"image: the encoder {verb} {channels}-channel images, got {x.shape[1]} channels")
 
 
+def layer_outputs(x: torch.Tensor, stages, upto: int | None = None) -> list[torch.Tensor]:
+    """Apply ``stages`` (callables) in turn and return each output, stopping after index ``upto``."""
+    outputs = []
+    last = len(stages) - 1 if upto is None else upto
+    for index, stage in enumerate(stages):
+        x = stage(x)
+        outputs.append(x)
+        if index == last:
+            break
+    return outputs
+
+
 def reflect_pad(x: torch.Tensor, reach: int) -> torch.Tensor:
     """Pad the spatial axes of ``x`` (N, C, *spatial) by ``reach`` with reflection."""
     if reach == 0:

@@ -26,3 +26,12 @@ def rgb_to_normalized_lab(rgb: np.ndarray) -> np.ndarray:
     lab = rgb2lab(np.moveaxis(rgb, 0, -1)).astype(np.float32)
     lab = (lab - LAB_MIN) / (LAB_MAX - LAB_MIN)
     return np.clip(np.moveaxis(lab, -1, 0), 0.0, 1.0)
+
+
+def normalized_lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`rgb_to_normalized_lab`: ``(3, *spatial)`` in [0, 1] -> RGB ``(*spatial, 3)`` in [0, 1]."""
+    from skimage.color import lab2rgb
+
+    shape = (-1,) + (1,) * (lab.ndim - 1)
+    values = np.asarray(lab, dtype=np.float64) * (LAB_MAX - LAB_MIN).reshape(shape) + LAB_MIN.reshape(shape)
+    return np.clip(lab2rgb(np.moveaxis(values, 0, -1), channel_axis=-1), 0.0, 1.0)

@@ -132,14 +132,9 @@ class BackpropEncoder(nn.Module):
     def features(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """Outputs of layers 0..``upto`` (all by default)."""
         self.check_input(x)
-        outputs = []
-        last = len(self.blocks) - 1 if upto is None else upto
-        for index, (block, spec) in enumerate(zip(self.blocks, self.arch.layers)):
-            x = ops.pool(block(x), spec.pool, spec.pool_size, spec.pool_stride)
-            outputs.append(x)
-            if index == last:
-                break
-        return outputs
+        stages = [lambda x, block=block, spec=spec: ops.pool(block(x), spec.pool, spec.pool_size, spec.pool_stride)
+                  for block, spec in zip(self.blocks, self.arch.layers)]
+        return ops.layer_outputs(x, stages, upto)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)[-1]

@@ -14,7 +14,6 @@ from hitlseg.selection.descriptors import (
     activation_maps,
     compute_descriptors,
     labels_at,
-    layer_maps,
     map_kernels,
     superpixel_means,
 )
@@ -74,7 +73,6 @@ __all__ = [
     "display_rgb",
     "distances_to_selected",
     "labels_at",
-    "layer_maps",
     "make_selector",
     "map_kernels",
     "overlay",

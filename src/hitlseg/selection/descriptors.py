@@ -63,7 +63,6 @@ __all__ = [
     "activation_maps",
     "compute_descriptors",
     "labels_at",
-    "layer_maps",
     "map_kernels",
     "shape_batches",
     "superpixel_means",
@@ -322,13 +321,6 @@ def map_kernels(encoder: FLIMEncoder, maps: str = "object", layer: int = 0) -> t
     return objects, True
 
 
-def _folded(layer: FLIMLayer, kernels) -> tuple[torch.Tensor, torch.Tensor]:
-    weight = layer.weight if kernels is None else layer.weight[torch.as_tensor(kernels, device=layer.weight.device)]
-    shape = (1, -1) + (1,) * (weight.dim() - 2)
-    folded = weight / layer.std.reshape(shape)
-    return folded, -(folded * layer.mean.reshape(shape)).flatten(1).sum(1)
-
-
 def activation_maps(layer: FLIMLayer, batch: torch.Tensor, kernels: np.ndarray | None = None,
                     stride: int = 1, padded: bool = False) -> torch.Tensor:
     """ReLU activations of one FLIM layer's ``kernels`` (default all) every ``stride`` pixels.
@@ -349,24 +341,13 @@ def activation_maps(layer: FLIMLayer, batch: torch.Tensor, kernels: np.ndarray |
     """
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
         raise InputError(f"stride: must be a positive integer, got {stride!r}")
-    weight, bias = _folded(layer, kernels)
+    weight, bias = layer.folded_parameters(kernels)
     reach = layer.spec.dilation * (weight.shape[-1] // 2)
     conv = torch.nn.functional.conv2d if weight.dim() == 4 else torch.nn.functional.conv3d
     with torch.no_grad():
         x = batch if padded else ops.reflect_pad(batch, reach)
         y = conv(x, weight, bias, stride=int(stride), dilation=layer.spec.dilation)
         return y.relu_() if layer.spec.relu else y
-
-
-def layer_maps(layer: FLIMLayer, batch: torch.Tensor, kernels: np.ndarray | None = None) -> torch.Tensor:
-    """Output of one FLIM layer for ``batch`` (N, C, *spatial), only for the ``kernels`` given
-    (normalisation -> conv -> ReLU -> pooling, as :class:`FLIMLayer`)."""
-    weight, bias = _folded(layer, kernels)
-    with torch.no_grad():
-        y = ops.conv(batch, weight, bias, layer.spec.dilation)
-        if layer.spec.relu:
-            y = torch.relu(y)
-        return ops.pool(y, layer.spec.pool, layer.spec.pool_size, layer.spec.pool_stride)
 
 
 def shape_batches(images: Mapping[str, np.ndarray], max_elements: int = 1 << 23) -> Iterator[list[str]]:

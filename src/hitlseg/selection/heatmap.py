@@ -4,7 +4,7 @@ The activation map is the mean of the chosen maps (or a decoder saliency map), m
 per image to [0, 1] and resized to the image grid (bi/trilinear). It is coloured with a matplotlib
 colormap (``jet`` by default: high activation red, low blue) and alpha-blended with the image shown
 as RGB: 3-channel images are normalised CIELAB (hitlseg's default reading) converted back with
-:func:`skimage.color.lab2rgb` after undoing :data:`hitlseg.io.color.LAB_MIN`/``LAB_MAX``; other
+:func:`hitlseg.io.color.normalized_lab_to_rgb`; other
 images are shown in grey from their first channel. For 3D images one slice along ``axis`` is shown.
 """
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from hitlseg.errors import InputError
-from hitlseg.io.color import LAB_MAX, LAB_MIN
+from hitlseg.io.color import normalized_lab_to_rgb
 
 COLORS = ("auto", "lab", "rgb", "grey")
 
@@ -62,11 +62,7 @@ def display_rgb(image, color: str = "auto") -> np.ndarray:
     if color in ("lab", "rgb") and image.shape[0] != 3:
         raise InputError(f"color {color!r}: needs a 3-channel image, got {image.shape[0]} channels")
     if color == "lab":
-        from skimage.color import lab2rgb
-
-        shape = (-1,) + (1,) * (image.ndim - 1)
-        lab = image * (LAB_MAX - LAB_MIN).reshape(shape) + LAB_MIN.reshape(shape)
-        rgb = lab2rgb(np.moveaxis(lab, 0, -1).astype(np.float64), channel_axis=-1)
+        rgb = normalized_lab_to_rgb(image)
     elif color == "rgb":
         rgb = np.moveaxis(image, 0, -1)
     else:

@@ -274,7 +274,7 @@ class LabeledSelector(Selector):
         """Mean Dice of the current filters + decoder on each image of ``ids``."""
         from hitlseg.flim.decoders import decode
         from hitlseg.metrics import mean_dice
-        from hitlseg.selection.descriptors import layer_maps, shape_batches, stack
+        from hitlseg.selection.descriptors import shape_batches, stack
 
         if context.encoder is None or context.images is None or context.masks is None:
             raise InputError("selector 'labeled': needs the current encoder, the images and their ground-truth masks")
@@ -290,7 +290,8 @@ class LabeledSelector(Selector):
         device = layer.weight.device
         scores: dict[str, float] = {}
         for batch in shape_batches({i: context.images[i] for i in ids}):
-            features = layer_maps(layer, stack(context.images, batch, device))
+            with torch.no_grad():
+                features = layer(stack(context.images, batch, device))
             for image_id, f in zip(batch, features):
                 mask = np.asarray(context.masks[image_id])
                 decoded = decode(f, classes, tuple(mask.shape), rule, None if rule == "weights" else n_classes)
