@@ -24,7 +24,7 @@ from hitlseg.io.color import normalized_lab_to_rgb
 
 COLORS = ("auto", "lab", "rgb", "grey")
 
-__all__ = ["activation_map", "display_rgb", "overlay", "png_bytes", "save_png", "take_slice"]
+__all__ = ["activation_map", "display_rgb", "overlay", "png_bytes", "resolve_slice", "save_png", "take_slice"]
 
 
 def activation_map(features, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -73,6 +73,18 @@ def display_rgb(image, color: str = "auto") -> np.ndarray:
     return np.clip(rgb, 0.0, 1.0).astype(np.float32)
 
 
+def resolve_slice(shape: tuple[int, ...], slice_index: int | None, axis: int) -> tuple[int, int]:
+    """Validated ``(slice_index, axis)`` for a 3D spatial ``shape``; the middle slice by default."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not 0 <= axis < 3:
+        raise InputError(f"axis: must be 0, 1 or 2 for a 3D image, got {axis!r}")
+    size = shape[axis]
+    if slice_index is None:
+        slice_index = size // 2
+    if isinstance(slice_index, bool) or not isinstance(slice_index, (int, np.integer)) or not 0 <= slice_index < size:
+        raise InputError(f"slice: index {slice_index!r} out of range 0..{size - 1} along axis {axis}")
+    return int(slice_index), int(axis)
+
+
 def take_slice(volume: np.ndarray, slice_index: int | None, axis: int, spatial_ndim: int) -> np.ndarray:
     """Slice ``slice_index`` (default: the middle) along spatial ``axis`` of a 3D array; 2D passes through.
 
@@ -80,14 +92,8 @@ def take_slice(volume: np.ndarray, slice_index: int | None, axis: int, spatial_n
     """
     if spatial_ndim == 2:
         return volume
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not 0 <= axis < 3:
-        raise InputError(f"axis: must be 0, 1 or 2 for a 3D image, got {axis!r}")
-    size = volume.shape[axis]
-    if slice_index is None:
-        slice_index = size // 2
-    if isinstance(slice_index, bool) or not isinstance(slice_index, (int, np.integer)) or not 0 <= slice_index < size:
-        raise InputError(f"slice: index {slice_index!r} out of range 0..{size - 1} along axis {axis}")
-    return np.take(volume, int(slice_index), axis=axis)
+    slice_index, axis = resolve_slice(volume.shape[:3], slice_index, axis)
+    return np.take(volume, slice_index, axis=axis)
 
 
 def overlay(image, activation, alpha: float = 0.5, cmap: str = "jet", color: str = "auto",
@@ -134,14 +140,14 @@ def overlay(image, activation, alpha: float = 0.5, cmap: str = "jet", color: str
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
-    """PNG encoding of an (H, W, 3) or (H, W) uint8 array."""
+    """PNG encoding of an (H, W), (H, W, 3) or (H, W, 4) uint8 array (fast compression)."""
     from PIL import Image
 
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim not in (2, 3):
-        raise InputError(f"rgb: expected a uint8 (H, W[, 3]) array, got {rgb.dtype} {rgb.shape}")
+        raise InputError(f"rgb: expected a uint8 (H, W[, 3|4]) array, got {rgb.dtype} {rgb.shape}")
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
 
 

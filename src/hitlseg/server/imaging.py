@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import threading
 import zlib
 from collections import OrderedDict
@@ -20,6 +19,7 @@ from collections import OrderedDict
 import numpy as np
 
 from hitlseg.errors import InputError
+from hitlseg.selection.heatmap import png_bytes, resolve_slice, take_slice
 
 MARKER_ENCODING = "uint8-zlib-base64"
 
@@ -67,35 +67,11 @@ def decode_labels(data: str, shape: tuple[int, ...], what: str = "markers") -> n
     return np.frombuffer(out, dtype=np.uint8).reshape(shape).copy()
 
 
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """PNG encoding of a uint8 (H, W, 3|4) or (H, W) array."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG", compress_level=3)
-    return buffer.getvalue()
-
-
 def check_view(ndim: int, shape: tuple[int, ...], slice_index: int | None, axis: int | None) -> tuple[int | None, int]:
-    """Validate ``slice``/``axis`` query values for an image of spatial ``shape``."""
-    axis = 0 if axis is None else axis
+    """Validate ``slice``/``axis`` query values for an image of spatial ``shape`` (2D: no slice)."""
     if ndim == 2:
         return None, 0
-    if axis not in (0, 1, 2):
-        raise InputError(f"axis: must be 0, 1 or 2 for a 3D image, got {axis}")
-    size = shape[axis]
-    if slice_index is None:
-        slice_index = size // 2
-    if not 0 <= slice_index < size:
-        raise InputError(f"slice: index {slice_index} out of range 0..{size - 1} along axis {axis}")
-    return slice_index, axis
-
-
-def take(volume: np.ndarray, ndim: int, slice_index: int | None, axis: int) -> np.ndarray:
-    """The 2D view of a spatial array (trailing channel axes kept)."""
-    if ndim == 2:
-        return volume
-    return np.take(volume, slice_index, axis=axis)
+    return resolve_slice(tuple(shape), slice_index, 0 if axis is None else axis)
 
 
 def label_overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.45, contours: bool = True) -> np.ndarray:
@@ -183,7 +159,7 @@ class Renderer:
 
     def view(self, image_id: str, slice_index: int | None, axis: int) -> np.ndarray:
         info = self.project.image_info(image_id)
-        return take(self.rgb(image_id), info["ndim"], slice_index, axis)
+        return take_slice(self.rgb(image_id), slice_index, axis, info["ndim"])
 
     def png(self, image_id: str, slice_index: int | None, axis: int) -> bytes:
         key = ("png", image_id, slice_index, axis)

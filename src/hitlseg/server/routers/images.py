@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
+from hitlseg.selection.heatmap import png_bytes, take_slice
 from hitlseg.server.app import ServerState, state
-from hitlseg.server.imaging import MARKER_ENCODING, PALETTE, check_view, label_overlay, png_bytes, take
+from hitlseg.server.imaging import MARKER_ENCODING, PALETTE, check_view, label_overlay
 from hitlseg.server.security import NotFoundError
 
 router = APIRouter(prefix="/api", tags=["images"])
@@ -77,6 +78,6 @@ def truth_png(image_id: str, slice: int | None = Query(None), axis: int = Query(
     if not info["has_mask"]:
         raise NotFoundError(f"image {image_id!r} has no ground-truth mask")
     index, axis = check_view(info["ndim"], info["shape"], slice, axis)
-    labels = take(s.project.mask(image_id), info["ndim"], index, axis)
+    labels = take_slice(s.project.mask(image_id), index, axis, info["ndim"])
     return Response(png_bytes(label_overlay(s.renderer.view(image_id, index, axis), labels, alpha)),
                     media_type="image/png", headers=IMAGE_CACHE)

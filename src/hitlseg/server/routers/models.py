@@ -9,8 +9,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hitlseg.errors import InputError
+from hitlseg.selection.heatmap import png_bytes, take_slice
 from hitlseg.server.app import ServerState, state
-from hitlseg.server.imaging import check_view, label_overlay, png_bytes, take
+from hitlseg.server.imaging import check_view, label_overlay
 from hitlseg.server.training import DEFAULT_EPOCHS, MAX_EPOCHS
 
 router = APIRouter(prefix="/api/models", tags=["models"])
@@ -63,7 +64,7 @@ def prediction_png(model_id: int, image_id: str, slice: int | None = Query(None)
     info = s.require_image(image_id)
     s.models.record(model_id)
     index, axis = check_view(info["ndim"], info["shape"], slice, axis)
-    labels = take(s.models.labels(model_id, image_id), info["ndim"], index, axis)
+    labels = take_slice(s.models.labels(model_id, image_id), index, axis, info["ndim"])
     rgb = s.renderer.view(image_id, index, axis)
     return Response(png_bytes(label_overlay(rgb, labels, alpha)), media_type="image/png",
                     headers={"Cache-Control": "private, max-age=3600"})
