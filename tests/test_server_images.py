@@ -13,20 +13,10 @@ from PIL import Image
 from hitlseg.selection.heatmap import display_rgb
 from hitlseg.server import create_app
 from hitlseg.server.app import STATIC, plotly_path
-from hitlseg.server.testing import client, demo_project
+from hitlseg.server.testing import client
 from tests.helpers import write_nifti
 
-
-@pytest.fixture
-def project(tmp_path):
-    with demo_project(tmp_path / "project", n=6) as opened:
-        yield opened
-
-
-@pytest.fixture
-def http(project):
-    with client(create_app(project, prepare=False)) as c:
-        yield c
+PROJECT_IMAGES = 6
 
 
 def _png(response) -> np.ndarray:

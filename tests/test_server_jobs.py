@@ -14,13 +14,9 @@ import pytest
 from hitlseg.errors import InputError
 from hitlseg.server import create_app
 from hitlseg.server.jobs import JobRunner, fail_stale_runs
-from hitlseg.server.testing import client, demo_project, wait_job
+from hitlseg.server.testing import client, wait_job
 
-
-@pytest.fixture
-def project(tmp_path):
-    with demo_project(tmp_path / "project", n=2) as opened:
-        yield opened
+PROJECT_IMAGES = 2
 
 
 def test_jobs_run_one_at_a_time_with_progress(project):

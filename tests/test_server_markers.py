@@ -10,19 +10,7 @@ import numpy as np
 import pytest
 
 from hitlseg.server import create_app
-from hitlseg.server.testing import client, demo_project, marker_body, markers_of
-
-
-@pytest.fixture
-def project(tmp_path):
-    with demo_project(tmp_path / "project", n=4) as opened:
-        yield opened
-
-
-@pytest.fixture
-def http(project):
-    with client(create_app(project, prepare=False)) as c:
-        yield c
+from hitlseg.server.testing import client, marker_body, markers_of
 
 
 @pytest.fixture

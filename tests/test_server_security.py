@@ -12,13 +12,9 @@ from hitlseg.cli.serve import bind, demo_dir, open_browser, open_demo_project, u
 from hitlseg.errors import InputError
 from hitlseg.server import create_app
 from hitlseg.server.security import is_loopback
-from hitlseg.server.testing import client, demo_project
+from hitlseg.server.testing import client
 
-
-@pytest.fixture
-def project(tmp_path):
-    with demo_project(tmp_path / "project", n=2) as opened:
-        yield opened
+PROJECT_IMAGES = 2
 
 
 @pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.3.2.1", True), ("localhost", True), ("::1", True),
