@@ -139,9 +139,8 @@ class PartStore:
         return found if found is not None else self.put(name, compute())
 
 
-def _load_split(dataset: Dataset, index: int, config: ProtocolConfig, cache: dict) -> SplitData:
-    from hitlseg.selection import SuperpixelCache
-
+def _load_split(dataset: Dataset, index: int, config: ProtocolConfig, cache: dict, superpixels) -> SplitData:
+    """Arrays of split ``index``; ``cache`` (id -> (image, mask)) and ``superpixels`` are shared by all splits."""
     ids = dataset.with_masks()
     if len(ids) < 3:
         raise InputError(f"{dataset.root}: the protocol needs at least 3 images with masks, found {len(ids)}")
@@ -158,7 +157,7 @@ def _load_split(dataset: Dataset, index: int, config: ProtocolConfig, cache: dic
     first = str(np.random.default_rng([config.seed, index]).choice(split.train))
     limit = config.eval_limit
     return SplitData(index, split.train, split.val[:limit] if limit else split.val, split.test[:limit] if limit else split.test,
-                     images, masks, first, classes, is_brats(classes), cache.setdefault("__superpixels__", SuperpixelCache()))
+                     images, masks, first, classes, is_brats(classes), superpixels)
 
 
 def _flim_scores(data: SplitData, marked: list[str], markers: dict, decoder: str, ids: list[str], seed: int):
@@ -319,11 +318,14 @@ def run_protocol(dataset: Dataset, out: str | Path, config: ProtocolConfig | Non
     robot = Robot(seed=config.seed)
     per_split = len(config.methods) + 1 + int(config.baseline)
     total, done = config.splits * per_split, 0
+    from hitlseg.selection import SuperpixelCache
+
     cache: dict = {}
+    superpixels = SuperpixelCache()
     started = time.perf_counter()
     results = {"config": config.to_dict(), "dataset": str(dataset.root), "splits": []}
     for index in range(config.splits):
-        data = _load_split(dataset, index, config, cache)
+        data = _load_split(dataset, index, config, cache, superpixels)
         split_result = {"index": index, "first": data.first, "classes": data.classes, "brats": data.brats,
                         "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, "methods": {}}
         jobs = [(f"split{index}-first", lambda: first_image_analysis(data, config, robot), "figures")]
