@@ -6,10 +6,9 @@ Algorithms call it; the CLI turns it into a progress bar and the server publishe
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Optional, TypeVar
+from typing import Callable, Optional
 
 Progress = Optional[Callable[[int, int, str], None]]
-T = TypeVar("T")
 
 
 def report(progress: Progress, done: int, total: int, message: str = "") -> None:
@@ -17,10 +16,3 @@ def report(progress: Progress, done: int, total: int, message: str = "") -> None
     if progress is not None:
         progress(done, total, message)
 
-
-def track(items: Iterable[T], total: int, progress: Progress, message: str = "") -> Iterator[T]:
-    """Yield ``items`` while reporting ``done/total`` after each one."""
-    report(progress, 0, total, message)
-    for i, item in enumerate(items, 1):
-        yield item
-        report(progress, i, total, message)

@@ -6,7 +6,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from hitlseg.flim.decoders import DECODERS, Decoded, decode
 from hitlseg.flim.encoder import FLIMEncoder
 from hitlseg.flim.fit import fit_encoder, resolve_device
 from hitlseg.flim.spec import ArchSpec
-from hitlseg.progress import Progress, report
+from hitlseg.progress import Progress
 
 FORMAT = "hitlseg-flim-model"
 
@@ -78,15 +78,6 @@ class FLIMModel:
         layer = self.encoder.layers[self.decoder_layer]
         n_classes = self.n_classes if rule != "weights" else None
         return decode(self.features(image), layer.kernel_classes, tuple(np.shape(image)[1:]), rule, n_classes)
-
-    def predict_many(self, images: Iterable[np.ndarray], decoder: str | None = None, total: int | None = None,
-                     progress: Progress = None) -> list[Decoded]:
-        """:meth:`predict` over many images, reporting progress."""
-        results = []
-        for index, image in enumerate(images):
-            results.append(self.predict(image, decoder))
-            report(progress, index + 1, total or 0, "")
-        return results
 
     # -- persistence ---------------------------------------------------------------------------
     def to_state(self) -> dict:

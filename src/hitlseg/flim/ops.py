@@ -64,14 +64,6 @@ def pool(x: torch.Tensor, kind: str, size: int, stride: int) -> torch.Tensor:
     return out
 
 
-def pooled_shape(shape: tuple[int, ...], kind: str, size: int, stride: int) -> tuple[int, ...]:
-    """Spatial shape after :func:`pool`."""
-    if kind == "none":
-        return tuple(shape)
-    pad = size // 2
-    return tuple((s + 2 * pad - size) // stride + 1 for s in shape)
-
-
 def kernel_offsets(ndim: int, kernel_size: int, dilation: int) -> np.ndarray:
     """Offsets of the taps of a (dilated) kernel, in the order of a conv weight's spatial axes."""
     half = kernel_size // 2

@@ -62,13 +62,6 @@ def wait_job(http, job_id: str, timeout: float = 120.0, interval: float = 0.05) 
         time.sleep(interval)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0):
     """Run ``app`` with uvicorn in a thread; yields its base URL and stops it afterwards."""
