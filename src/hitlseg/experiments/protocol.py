@@ -195,7 +195,7 @@ def run_method(data: SplitData, method: str, config: ProtocolConfig, robot) -> d
     while True:
         markers[current] = robot.mark(data.masks[current], key=current)
         step = session.step(current, markers[current])
-        _, val_scores = _flim_scores(data, session.selected, markers, config.decoder, data.val, config.seed)
+        model, val_scores = _flim_scores(data, session.selected, markers, config.decoder, data.val, config.seed)
         curve.append(average(val_scores)["mean"])
         rounds.append({"image": current, "coverage_radius": step.stopping.radius, "seconds": step.timings["total"]})
         if len(session.selected) >= config.images:
@@ -203,7 +203,7 @@ def run_method(data: SplitData, method: str, config: ProtocolConfig, robot) -> d
         context = session.context(masks={i: data.masks[i] for i in data.train} if method == "labeled" else None)
         current = selector.query(context, 1)[0]
     selection_seconds = time.perf_counter() - started
-    model, val_scores = _flim_scores(data, session.selected, markers, config.decoder, data.val, config.seed)
+    # the last round's encoder and validation scores are the final ones (all marked images)
     test_scores = [score(model.predict(data.images[i]).mask, data.masks[i], data.classes, data.brats) for i in data.test]
     result = {
         "method": method,
