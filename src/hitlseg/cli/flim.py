@@ -36,20 +36,20 @@ def register(commands) -> None:
     predict.set_defaults(func=run_predict)
 
 
-def _dataset(images: str, markers: str | None = None, preprocessing: dict | None = None):
+def _marked_dataset(images: str, markers: str | None):
+    """A dataset folder (with markers/), or an images folder with a separate markers folder."""
     from hitlseg.dataset import Dataset
 
-    options = dict(preprocessing or {})
     root = Path(images)
     if markers is None and (root / "images").is_dir():
-        return Dataset.from_folder(root, **options)
-    return Dataset.from_parts(root, markers_dir=markers, **options)
+        return Dataset.from_folder(root)
+    return Dataset.from_parts(root, markers_dir=markers)
 
 
 def run_fit(args) -> int:
     from hitlseg.flim import FLIMModel, default_arch, read_arch
 
-    dataset = _dataset(args.images, args.markers)
+    dataset = _marked_dataset(args.images, args.markers)
     marked = [s.id for s in dataset if s.markers_path is not None]
     if not marked:
         raise InputError(f"{args.markers or args.images}: no marker file matches an image (names like NAME-seeds.txt or NAME.png)")
@@ -83,9 +83,10 @@ def run_fit(args) -> int:
 def run_predict(args) -> int:
     from hitlseg.flim import FLIMModel
     from hitlseg.io import output_name, write_array
+    from hitlseg.nets.workflow import open_images
 
     model = FLIMModel.load(args.model, device=args.device)
-    dataset = _dataset(args.images, preprocessing=model.preprocessing)
+    dataset = open_images(args.images, model.preprocessing)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with progress_bar("predicting") as progress:

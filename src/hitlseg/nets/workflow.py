@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hitlseg.dataset import Dataset, Sample, Split, make_split
+from hitlseg.dataset import Dataset, Split, make_split
 from hitlseg.errors import InputError
 from hitlseg.flim.encoder import FLIMEncoder
 from hitlseg.flim.spec import ArchSpec
@@ -121,22 +121,15 @@ def evaluate_model(model, pairs: Sequence[tuple[np.ndarray, np.ndarray]], names:
 
 def open_images(folder: str | Path, preprocessing: dict) -> Dataset:
     """A folder of images (``DIR/*.png|nii.gz``) or a dataset folder, read with the model's ``preprocessing``."""
-    from hitlseg.io import is_image_file, stem_of
+    from hitlseg.io import is_image_file
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: images folder not found")
-    color, normalize = preprocessing.get("color", "lab"), preprocessing.get("normalize", "percentile")
-    files = sorted(p for p in folder.iterdir() if is_image_file(p))
-    if files and not (folder / "images").is_dir():
-        stems: dict[str, Path] = {}
-        for path in files:
-            stem = stem_of(path)
-            if stem in stems:
-                raise InputError(f"{folder}: two files have the stem {stem!r}: {stems[stem].name} and {path.name}")
-            stems[stem] = path
-        return Dataset(folder, [Sample(stem, (path,)) for stem, path in stems.items()], color=color, normalize=normalize)
-    return Dataset.from_folder(folder, color=color, normalize=normalize)
+    options = {"color": preprocessing.get("color", "lab"), "normalize": preprocessing.get("normalize", "percentile")}
+    if not (folder / "images").is_dir() and any(is_image_file(p) for p in folder.iterdir()):
+        return Dataset.from_parts(folder, **options)
+    return Dataset.from_folder(folder, **options)
 
 
 def predict_dataset(model, dataset: Dataset, out: str | Path, ids: Sequence[str] | None = None, *,
