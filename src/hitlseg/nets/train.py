@@ -1,6 +1,9 @@
 """Training a segmentation network by backpropagation.
 
-Loss: the mean of cross-entropy and soft Dice (foreground classes, over the batch). Adam with a
+Loss: the mean of cross-entropy and soft Dice (foreground classes, over the batch), computed on
+labelled pixels only: masks may carry :data:`IGNORE` (255) where a pixel has no label (strokes,
+pseudo-labels), optionally with class weights and the dense-CRF / normalized-cut regularisers of
+:mod:`hitlseg.nets.losses` on every pixel. Adam with a
 linearly decaying learning rate; validation Dice (mean over classes 1..K) after every epoch,
 keeping the best weights. Random crops (biased towards foreground) for images larger than the
 crop size, random flips. Seeded: epoch ``e`` draws from ``numpy.random.default_rng([seed, e])``,
@@ -22,10 +25,15 @@ from torch import nn
 from hitlseg.errors import InputError
 from hitlseg.flim.fit import resolve_device
 from hitlseg.nets.infer import predict
+from hitlseg.nets.losses import (IGNORE_TARGET, affinity_products, balanced_class_weights, crf_from_products,
+                                 ncut_from_products, partial_segmentation_loss)
 from hitlseg.progress import Progress, report
+from hitlseg.pseudo.labels import IGNORE  # the mask value of a pixel without a label
 
 CHECKPOINT_FORMAT = "hitlseg-train-checkpoint"
 DEFAULT_CROP = {2: 256, 3: 96}
+#: Target of padding pixels inside a batch (no label and not part of the image).
+PAD_TARGET = -2
 
 
 @dataclass
@@ -58,6 +66,15 @@ class TrainConfig:
         ``None``/``"auto"``: CUDA when present, else CPU.
     overlap : float
         Sliding-window overlap used for validation of large images.
+    class_weights : None, "balanced" or sequence of float
+        Cross-entropy weight per class (background first). ``"balanced"``: from the labelled
+        pixel counts of the training set (:func:`hitlseg.nets.losses.balanced_class_weights`).
+    crf_weight, ncut_weight : float
+        Weights of the dense-CRF and normalized-cut losses (:mod:`hitlseg.nets.losses`) added to
+        the partial loss; 0 turns a regulariser off.
+    sigma_xy, sigma_color, regularizer_scale : float
+        Spatial bandwidth (pixels), colour/intensity bandwidth (image units) and downsampling
+        factor of the regularisers' affinity.
     """
 
     epochs: int = 100
@@ -71,6 +88,12 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     overlap: float = 0.5
+    class_weights: str | tuple | None = None
+    crf_weight: float = 0.0
+    ncut_weight: float = 0.0
+    sigma_xy: float = 5.0
+    sigma_color: float = 0.1
+    regularizer_scale: float = 0.5
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -85,6 +108,21 @@ class TrainConfig:
             raise InputError(f"foreground_crops: must be in [0, 1], got {self.foreground_crops}")
         if isinstance(self.crop_size, list):
             self.crop_size = tuple(self.crop_size)
+        if isinstance(self.class_weights, list):
+            self.class_weights = tuple(self.class_weights)
+        if isinstance(self.class_weights, str) and self.class_weights != "balanced":
+            raise InputError(f"class_weights: use 'balanced', a list of weights or None, got {self.class_weights!r}")
+        if isinstance(self.class_weights, tuple) and not all(float(w) >= 0 for w in self.class_weights):
+            raise InputError(f"class_weights: weights must be non-negative, got {self.class_weights}")
+        for name in ("crf_weight", "ncut_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise InputError(f"{name}: must be a non-negative number, got {value!r}")
+        for name in ("sigma_xy", "sigma_color"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"{name}: must be positive, got {getattr(self, name)!r}")
+        if not 0 < self.regularizer_scale <= 1:
+            raise InputError(f"regularizer_scale: must be in (0, 1], got {self.regularizer_scale!r}")
 
     def window(self, ndim: int) -> tuple[int, ...]:
         """Crop size per spatial axis for ``ndim``-D images."""
@@ -104,8 +142,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        if isinstance(data["crop_size"], tuple):
-            data["crop_size"] = list(data["crop_size"])
+        for key in ("crop_size", "class_weights"):
+            if isinstance(data[key], tuple):
+                data[key] = list(data[key])
         return data
 
     @classmethod
@@ -133,36 +172,35 @@ class TrainResult:
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """Mean of cross-entropy and soft-Dice loss.
+    """Mean of cross-entropy and soft-Dice loss over labelled pixels (negative targets are ignored).
 
-    Parameters
-    ----------
-    logits : Tensor, shape (N, K + 1, *spatial)
-    target : Tensor of int64, shape (N, *spatial)
-        Labels 0..K; negative values are ignored (padding).
-    smooth : float
-        Added to the Dice numerator and denominator.
-
-    Returns
-    -------
-    Tensor
-        Scalar ``(CE + (1 - mean soft Dice over classes 1..K)) / 2``; Dice over the whole batch.
+    See :func:`hitlseg.nets.losses.partial_segmentation_loss` (this is it without class weights).
     """
-    n_outputs = logits.shape[1]
-    valid = target >= 0
-    labels = target.clamp_min(0)
-    ce = F.cross_entropy(logits, labels, reduction="none")
-    n_valid = valid.sum().clamp_min(1)
-    ce = (ce * valid).sum() / n_valid
-    probs = torch.softmax(logits, dim=1)
-    onehot = F.one_hot(labels, n_outputs).movedim(-1, 1).to(probs.dtype)
-    weight = valid.unsqueeze(1).to(probs.dtype)
-    dims = [0] + list(range(2, logits.dim()))
-    intersection = (probs * onehot * weight).sum(dims)
-    denominator = (probs * weight).sum(dims) + (onehot * weight).sum(dims)
-    dice = (2 * intersection + smooth) / (denominator + smooth)
-    foreground = dice[1:] if n_outputs > 1 else dice
-    return 0.5 * (ce + (1.0 - foreground.mean()))
+    return partial_segmentation_loss(logits, target, None, smooth)
+
+
+def training_loss(logits: torch.Tensor, target: torch.Tensor, images: torch.Tensor, config: "TrainConfig",
+                  class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The loss a training step minimises: partial CE + Dice, plus the weighted regularisers.
+
+    Returns the scalar and its parts (floats) for the history.
+    """
+    loss = partial_segmentation_loss(logits, target, class_weights)
+    parts = {"partial": float(loss.detach())}
+    if config.crf_weight > 0 or config.ncut_weight > 0:
+        # one affinity computation serves both regularisers
+        products = affinity_products(torch.softmax(logits, dim=1), images, sigma_xy=config.sigma_xy,
+                                     sigma_color=config.sigma_color, scale=config.regularizer_scale,
+                                     valid=target != PAD_TARGET)
+        if config.crf_weight > 0:
+            crf = crf_from_products(*products, counted=True)
+            parts["crf"] = float(crf.detach())
+            loss = loss + config.crf_weight * crf
+        if config.ncut_weight > 0:
+            ncut = ncut_from_products(*products)
+            parts["ncut"] = float(ncut.detach())
+            loss = loss + config.ncut_weight * ncut
+    return loss, parts
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -188,11 +226,24 @@ def _check_samples(samples, net_ndim: int, in_channels: int, n_classes: int, rol
             raise InputError(f"{name}: mask shape {mask.shape} differs from image shape {image.shape[1:]}")
         if not np.issubdtype(mask.dtype, np.integer) and not np.issubdtype(mask.dtype, np.bool_):
             raise InputError(f"{name}: mask must hold integer labels, got {mask.dtype}")
-        if mask.size and (mask.min() < 0 or mask.max() > n_classes):
-            raise InputError(f"{name}: mask labels must be in 0..{n_classes} for a {n_classes}-class network, "
-                             f"got {int(mask.min())}..{int(mask.max())}")
-        checked.append((image, mask.astype(np.int64)))
+        mask = mask.astype(np.int64)
+        labelled = mask != IGNORE
+        if mask.size and labelled.any() and (mask[labelled].min() < 0 or mask[labelled].max() > n_classes):
+            raise InputError(f"{name}: mask labels must be in 0..{n_classes} (or {IGNORE}: no label) for a "
+                             f"{n_classes}-class network, got {int(mask[labelled].min())}..{int(mask[labelled].max())}")
+        if not labelled.any():
+            raise InputError(f"{name}: no pixel has a label (every pixel is {IGNORE})")
+        checked.append((image, np.where(labelled, mask, IGNORE_TARGET)))
     return checked
+
+
+def label_counts(samples, n_classes: int) -> np.ndarray:
+    """Labelled pixels per class 0..K over (image, mask) pairs whose unlabelled pixels are negative."""
+    counts = np.zeros(n_classes + 1, dtype=np.int64)
+    for _, mask in samples:
+        values = mask[mask >= 0]
+        counts += np.bincount(values.ravel(), minlength=n_classes + 1)[: n_classes + 1]
+    return counts
 
 
 def random_crop(image: np.ndarray, mask: np.ndarray, crop: Sequence[int], rng: np.random.Generator,
@@ -227,19 +278,19 @@ def random_flip(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -
 
 
 def pad_to(image: np.ndarray, mask: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Pad ``image`` (reflecting) and ``mask`` (with -1, ignored by the loss) at the end of each axis up to ``shape``."""
+    """Pad ``image`` (reflecting) and ``mask`` (with :data:`PAD_TARGET`, ignored by the loss) at the end of each axis up to ``shape``."""
     widths = [(0, max(0, t - s)) for s, t in zip(mask.shape, shape)]
     if not any(w for _, w in widths):
         return image, mask
     mode = "reflect" if all(s > 1 for s in mask.shape) else "edge"
     return (np.pad(image, [(0, 0)] + widths, mode=mode),
-            np.pad(mask, widths, mode="constant", constant_values=-1))
+            np.pad(mask, widths, mode="constant", constant_values=PAD_TARGET))
 
 
 def _batch(pairs: list[tuple[np.ndarray, np.ndarray]], device) -> tuple[torch.Tensor, torch.Tensor]:
     shape = tuple(max(p[1].shape[a] for p in pairs) for a in range(pairs[0][1].ndim))
     images = np.zeros((len(pairs), pairs[0][0].shape[0]) + shape, dtype=np.float32)
-    masks = np.full((len(pairs),) + shape, -1, dtype=np.int64)
+    masks = np.full((len(pairs),) + shape, PAD_TARGET, dtype=np.int64)
     for index, (image, mask) in enumerate(pairs):
         region = tuple(slice(0, s) for s in mask.shape)
         images[(index, slice(None)) + region] = image
@@ -281,6 +332,18 @@ def _load_checkpoint(path: Path, net: nn.Module, optimizer: torch.optim.Optimize
     return state
 
 
+def _class_weights(config: TrainConfig, samples, n_classes: int, device) -> torch.Tensor | None:
+    if config.class_weights is None:
+        return None
+    if config.class_weights == "balanced":
+        return balanced_class_weights(label_counts(samples, n_classes)).to(device)
+    weights = torch.tensor([float(w) for w in config.class_weights], dtype=torch.float32)
+    if weights.numel() != n_classes + 1:
+        raise InputError(f"class_weights: need {n_classes + 1} weights (background and {n_classes} classes), "
+                         f"got {weights.numel()}")
+    return weights.to(device)
+
+
 def train(model, train_samples, val_samples=(), config: TrainConfig | None = None, progress: Progress = None,
           checkpoint: str | Path | None = None, names: dict | None = None) -> TrainResult:
     """Train ``model`` on (image, mask) pairs, keeping the weights of the best validation epoch.
@@ -292,8 +355,8 @@ def train(model, train_samples, val_samples=(), config: TrainConfig | None = Non
         ``window`` set to the inference window used for validation). A frozen encoder (sU-Net)
         is left untouched.
     train_samples, val_samples : sequence of (ndarray, ndarray)
-        Images ``(C, *spatial)`` float32 and integer masks ``(*spatial)`` with labels 0..K.
-        Images may differ in size: each is padded (reflecting; the padding is ignored by the loss)
+        Images ``(C, *spatial)`` float32 and integer masks ``(*spatial)`` with labels 0..K, or
+        :data:`IGNORE` (255) where a training pixel has no label. Images may differ in size: each is padded (reflecting; the padding is ignored by the loss)
         to the size of the largest one, cropped to the crop size. Without validation samples the
         last epoch is kept.
     config : TrainConfig, optional
@@ -337,6 +400,7 @@ def train(model, train_samples, val_samples=(), config: TrainConfig | None = Non
     history: list[dict] = []
     best_state, best_epoch, best_dice = None, 0, None
     checkpoint = Path(checkpoint) if checkpoint is not None else None
+    class_weights = _class_weights(config, train_samples, net.n_classes, device)
     if checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, net, optimizer, config)
         start_epoch, step = int(state["epoch"]), int(state["step"])
@@ -364,7 +428,7 @@ def train(model, train_samples, val_samples=(), config: TrainConfig | None = Non
             lr = config.lr * (1.0 - step / total_steps) if config.lr_decay == "linear" else config.lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = segmentation_loss(net(x), y)
+            loss, parts = training_loss(net(x), y, x, config, class_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
