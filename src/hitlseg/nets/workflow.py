@@ -31,21 +31,23 @@ def parse_encoder(spec: str) -> tuple[str, str | None]:
     raise InputError(f"--encoder: expected 'backprop', 'flim:robot', 'flim:markers' or 'flim:MODEL_FILE', got {spec!r}")
 
 
-def resolve_split(dataset: Dataset, split_path: str | Path | None = None, seed: int = 0) -> tuple[Split, str]:
+def resolve_split(dataset: Dataset, split_path: str | Path | None = None, seed: int = 0,
+                  labels: str = "masks") -> tuple[Split, str]:
     """The split to train with and where it came from.
 
     A split file (every id must be a sample of ``dataset``), else the dataset's predefined
     train/validation/test folders, else :func:`hitlseg.dataset.make_split` over the samples that
-    have masks.
+    have masks (``labels="masks"``) or over every sample (``labels="markers"``: no mask needed).
     """
     if split_path is not None:
         return Split.load(split_path, dataset), str(split_path)
     split = dataset.predefined_split()
     if split is not None:
         return split, "predefined"
-    ids = dataset.with_masks()
+    ids = dataset.with_masks() if labels == "masks" else dataset.ids
     if not ids:
-        raise InputError(f"{dataset.root}: no sample has a mask, so there is nothing to train on")
+        raise InputError(f"{dataset.root}: no sample has a mask, so there is nothing to train on "
+                         f"(to learn from strokes alone use --labels markers)")
     return make_split(ids, seed=seed), f"make_split(seed={seed})"
 
 
@@ -101,6 +103,45 @@ def markers_encoder(dataset: Dataset, ids: Sequence[str], *, seed: int = 0, arch
         images.append(loaded.image)
         markers.append(loaded.markers)
     return fit_encoder(images, markers, arch, seed=seed, device=device, names=marked, progress=progress), marked
+
+
+def load_strokes(dataset: Dataset, ids: Sequence[str], progress: Progress = None
+                 ) -> tuple[list[str], list[np.ndarray], list[np.ndarray], list[str]]:
+    """The samples of ``ids`` with marker files (ids, images, markers) and the ids of the others.
+
+    Reads images and marker files only: no mask file is opened.
+    """
+    marked, images, markers = [], [], []
+    for done, sample_id in enumerate(ids):
+        report(progress, done, len(ids), f"reading markers of {sample_id}")
+        if dataset.sample(sample_id).markers_path is None:
+            continue
+        image, _ = dataset.image(sample_id)
+        marks = dataset.markers(sample_id, image.shape[1:])
+        if not marks.any():
+            continue
+        marked.append(sample_id)
+        images.append(image)
+        markers.append(marks)
+    if not marked:
+        raise InputError(f"{dataset.root}: no training sample has markers (draw some, or write the simulated "
+                         f"annotator's with 'hitlseg robot mark')")
+    others = [i for i in ids if i not in set(marked)]
+    return marked, images, markers, others
+
+
+class LazyImages:
+    """Images of ``ids`` read on access (a pool that need not fit in memory); no mask is read."""
+
+    def __init__(self, dataset: Dataset, ids: Sequence[str]):
+        self.dataset = dataset
+        self.ids = list(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.dataset.image(self.ids[index])[0]
 
 
 def evaluate_model(model, pairs: Sequence[tuple[np.ndarray, np.ndarray]], names: Sequence[str] | None = None) -> dict:

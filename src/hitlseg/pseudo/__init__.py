@@ -1,0 +1,24 @@
+"""Pseudo-labels and learning from strokes: HISE tripartition, local consistency, schedules, self-training."""
+
+from hitlseg.pseudo.labels import (IGNORE, Schedule, agreement, check_ignore, choose_images, confidence,
+                                   local_consistency, markers_to_target, merge_strokes, tripartition)
+from hitlseg.pseudo.selftrain import (SelfTrainingConfig, StrokesResult, default_strokes_config, learn_from_strokes,
+                                      pool_probabilities)
+
+__all__ = [
+    "IGNORE",
+    "Schedule",
+    "SelfTrainingConfig",
+    "StrokesResult",
+    "agreement",
+    "check_ignore",
+    "choose_images",
+    "confidence",
+    "default_strokes_config",
+    "learn_from_strokes",
+    "local_consistency",
+    "markers_to_target",
+    "merge_strokes",
+    "pool_probabilities",
+    "tripartition",
+]
