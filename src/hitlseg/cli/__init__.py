@@ -13,7 +13,7 @@ from typing import Sequence
 from hitlseg import __version__
 from hitlseg.errors import InputError
 
-COMMAND_MODULES = ("hitlseg.cli.data", "hitlseg.cli.experiment", "hitlseg.cli.flim", "hitlseg.cli.project", "hitlseg.cli.select", "hitlseg.cli.nets", "hitlseg.cli.serve")
+COMMAND_MODULES = ("hitlseg.cli.data", "hitlseg.cli.experiment", "hitlseg.cli.flim", "hitlseg.cli.project", "hitlseg.cli.select", "hitlseg.cli.nets", "hitlseg.cli.robot", "hitlseg.cli.serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
