@@ -1,4 +1,4 @@
-"""Server: the models router — training (adaptive decoder and sU-Net on pseudo-labels) as jobs,
+"""Server: the models router — training (adaptive decoder and sU-Net from strokes + self-training) as jobs,
 predictions overlaid on images, mask download in the input format, metrics against ground truth."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hitlseg.errors import InputError
 from hitlseg.project import Project
 from hitlseg.robot import Robot
 from hitlseg.server import create_app
@@ -61,7 +62,11 @@ def test_training_records_models(http, trained, root):
         assert metrics["images"] == 4  # eval_limit held-out images, none of them marked
         assert set(metrics["dice"]) == {"1", "2"} and 0 <= metrics["mean_dice"] <= 1
     assert adaptive["params"]["decoder"] == "labels"
-    assert sunet["params"]["epochs"] == 2 and len(sunet["params"]["loss"]) == 2
+    assert sunet["params"]["epochs"] == 2 and sunet["params"]["self_training"] == 2
+    iterations = sunet["params"]["iterations"]
+    assert [i["iteration"] for i in iterations] == [0, 1, 2]
+    assert iterations[0]["pool_images"] == 0 and iterations[1]["pool_images"] >= 1  # 6 unmarked images
+    assert 0 < iterations[1]["machine_labelled"] <= 1
     assert sunet["params"]["pseudo_labels"] == PSEUDO_LABELS and "pseudo_labels" not in adaptive["params"]
     assert project.model_path(sunet["id"]).is_file()
     assert [r["status"] for r in project.runs(kind="server:train-sunet")] == ["done"]
@@ -142,29 +147,38 @@ def test_training_needs_markers(tmp_path):
         assert project.runs(kind="server:train-adaptive")[0]["status"] == "failed"
 
 
-def test_sunet_learns_from_pseudo_labels(root, monkeypatch):
-    """The sU-Net's training masks: the adaptive decoder's masks, marked pixels set to their marker's class."""
+def test_sunet_learns_from_strokes_then_pseudo_labels(root, monkeypatch):
+    """The web app's learner is the library's: strokes first (unmarked pixels ignored), then the
+    unmarked project images' confident pseudo-labels with the marked images' strokes on top."""
     import hitlseg.nets
-    from hitlseg.flim import FLIMModel
+    from hitlseg.pseudo import IGNORE
     from hitlseg.server.training import ModelService
 
-    captured = {}
+    calls = []
     real_train = hitlseg.nets.train
 
     def spy(model, samples, val, config, **options):
-        captured["samples"] = [(image.copy(), mask.copy()) for image, mask in samples]
-        return real_train(model, samples[:1], val, config, **options)
+        calls.append([(image.copy(), mask.copy()) for image, mask in samples])
+        return real_train(model, samples, val, config, **options)
 
     monkeypatch.setattr(hitlseg.nets, "train", spy)
     with Project.open(root) as project:
         service = ModelService(project, 2, eval_limit=1)
-        service.train("sunet", epochs=1)
-        adaptive = FLIMModel.load(project.model_path(service.train("adaptive")["id"]))
+        record = service.train("sunet", epochs=1, self_training=1)
+        assert record["params"]["self_training"] == 1
         marked = list(project.latest_versions())
-        assert len(captured["samples"]) == len(marked)
-        for image_id, (image, mask) in zip(marked, captured["samples"], strict=True):
+        assert len(calls) == 2 and len(calls[0]) == len(marked)
+        for image_id, (image, mask) in zip(marked, calls[0], strict=True):
             markers, _ = project.load_markers(image_id)
             np.testing.assert_array_equal(image, project.image(image_id))
             on = markers > 0
             np.testing.assert_array_equal(mask[on], markers[on].astype(int) - 1)
-            np.testing.assert_array_equal(mask[~on], adaptive.predict(image).mask[~on])
+            np.testing.assert_array_equal(mask[~on], IGNORE)
+        # second stage: the marked images (strokes still win) and some unmarked ones
+        assert len(calls[1]) > len(marked)
+        for image_id, (image, mask) in zip(marked, calls[1][: len(marked)], strict=True):
+            markers, _ = project.load_markers(image_id)
+            on = markers > 0
+            np.testing.assert_array_equal(mask[on], markers[on].astype(int) - 1)
+        with pytest.raises(InputError, match="self_training"):
+            service.train("sunet", epochs=1, self_training=-1)

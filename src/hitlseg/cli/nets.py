@@ -17,7 +17,19 @@ def register(commands) -> None:
                        help="flim:MODEL (a FLIM model file), flim:markers (learn from the training images' markers), "
                             "flim:robot (learn from simulated markers on 5 training images) or backprop (U-Net "
                             "baseline); default: flim:markers when training images have markers, else flim:robot")
-    train.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
+    train.add_argument("--labels", choices=("masks", "markers"), default="masks",
+                       help="masks: learn from the masks/ folder (full supervision); markers: learn from the "
+                            "markers/ strokes alone (no mask file is opened), with self-training on the other "
+                            "training images")
+    train.add_argument("--self-training", type=int, default=3, metavar="N",
+                       help="with --labels markers: pseudo-label iterations over the unmarked training images "
+                            "(default 3; 0: strokes only)")
+    train.add_argument("--ncut-weight", type=float, default=None,
+                       help="weight of the normalized-cut loss (default 0.1 with --labels markers, else 0)")
+    train.add_argument("--crf-weight", type=float, default=0.0, help="weight of the dense-CRF loss (default 0)")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="training epochs (default 100; with --labels markers 50 on the strokes, then 10 per "
+                            "self-training iteration)")
     train.add_argument("--batch-size", type=int, default=1, help="images per step (default 1)")
     train.add_argument("--lr", type=float, default=2.5e-3, help="initial learning rate, decayed linearly (default 2.5e-3)")
     train.add_argument("--crop-size", type=int, help="training crop per axis for larger images (default 256 in 2D, "
@@ -50,8 +62,11 @@ def run_train(args) -> int:
     from hitlseg.nets import SegModel, TrainConfig, train
     from hitlseg.nets import workflow
 
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop_size=args.crop_size,
-                         seed=args.seed, device=args.device)
+    if args.labels == "markers":
+        return run_train_markers(args)
+    config = TrainConfig(epochs=args.epochs or 100, batch_size=args.batch_size, lr=args.lr, crop_size=args.crop_size,
+                         seed=args.seed, device=args.device, ncut_weight=args.ncut_weight or 0.0,
+                         crf_weight=args.crf_weight)
     root = Path(args.dataset)
     peek = Dataset.from_folder(root)
     encoder_spec = args.encoder
@@ -116,6 +131,86 @@ def run_train(args) -> int:
     print(f"images:    {len(split.train)} train, {len(split.val)} val, {len(split.test)} test ({split_source})")
     print(f"val dice:  {dice} (best of {config.epochs} epochs: epoch {result.best_epoch})")
     print(f"time:      {info['seconds']:.1f} s")
+    if split_file:
+        print(f"split:     {split_file}")
+    return 0
+
+
+def run_train_markers(args) -> int:
+    """``train --labels markers``: strokes + self-training; reads images and marker files only."""
+    import time
+
+    from hitlseg.dataset import Dataset
+    from hitlseg.errors import InputError
+    from hitlseg.flim.model import FLIMModel
+    from hitlseg.nets import workflow
+    from hitlseg.pseudo import SelfTrainingConfig, default_strokes_config, learn_from_strokes
+
+    started = time.perf_counter()
+    encoder_spec = args.encoder or "flim:markers"
+    kind, source = workflow.parse_encoder(encoder_spec)
+    if kind != "flim" or source == "robot":
+        raise InputError(f"--encoder: with --labels markers use flim:markers or flim:MODEL_FILE, got {encoder_spec!r} "
+                         f"(the robot needs masks)")
+    preprocessing = {"color": "lab", "normalize": "percentile"}
+    flim = None
+    if source != "markers":
+        flim = FLIMModel.load(source)
+        preprocessing = dict(flim.preprocessing)
+    root = Path(args.dataset)
+    dataset = Dataset.from_folder(root, color=preprocessing["color"], normalize=preprocessing["normalize"])
+    stray = [str(path.name) for path, reason in dataset.ignored if reason.startswith("markers without an image")]
+    if stray:
+        raise InputError(f"{root}/markers: markers of images that are not in the dataset: {', '.join(stray[:5])}"
+                         f"{' ...' if len(stray) > 5 else ''}")
+    split, split_source = workflow.resolve_split(dataset, args.split, args.seed, labels="markers")
+    if not split.train:
+        raise InputError(f"{args.split or root}: the training set is empty")
+    overrides = {"seed": args.seed, "device": args.device, "batch_size": args.batch_size, "lr": args.lr,
+                 "crop_size": args.crop_size, "crf_weight": args.crf_weight}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.ncut_weight is not None:
+        overrides["ncut_weight"] = args.ncut_weight
+    config = default_strokes_config(**overrides)
+    self_training = SelfTrainingConfig(iterations=args.self_training)
+    quiet = args.json
+    with progress_bar("reading", enabled=not quiet) as progress:
+        marked, images, markers, others = workflow.load_strokes(dataset, split.train, progress)
+    if flim is not None and (flim.encoder.in_channels != images[0].shape[0] or flim.encoder.ndim != images[0].ndim - 1):
+        raise InputError(f"{source}: the FLIM encoder takes {flim.encoder.in_channels}-channel {flim.encoder.ndim}D "
+                         f"images, but {root} has {images[0].shape[0]}-channel {images[0].ndim - 1}D images")
+    pool = workflow.LazyImages(dataset, others if args.self_training > 0 else [])
+    with progress_bar("learning from strokes", enabled=not quiet) as progress:
+        result = learn_from_strokes(images, markers, pool, encoder=flim.encoder if flim is not None else None,
+                                    config=config, self_training=self_training, preprocessing=preprocessing,
+                                    names=marked, pool_names=pool.ids, seed=args.seed, device=args.device,
+                                    progress=progress)
+    model = result.model
+    out = Path(args.out) if args.out else Path(f"{root.resolve().name}-strokes-sunet.pt")
+    model.info.update({"dataset": str(root.resolve()), "split": split.to_dict(), "split_source": split_source,
+                       "encoder": encoder_spec, "marked_images": marked, "seconds": time.perf_counter() - started})
+    model.save(out)
+    split_file = None
+    if args.split is None and split_source != "predefined":
+        split_file = split.save(out.with_name(out.name.split(".")[0] + ".split.json"))
+    last = result.history[-1]
+    summary = {"model": str(out), "kind": model.kind, "labels": "markers", "encoder": encoder_spec,
+               "n_classes": model.n_classes, "marked_images": marked, "marked_fraction": result.marked_fraction,
+               "pool_images": len(pool), "iterations": len(result.history) - 1, "stopped": result.stopped,
+               "machine_labelled": last["machine_labelled"], "seconds": time.perf_counter() - started,
+               "split_file": str(split_file) if split_file else None,
+               "history": [{k: v for k, v in h.items() if k != "chosen"} for h in result.history]}
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"model:     {out} (sunet from strokes, encoder {encoder_spec}, {model.n_classes} classes)")
+    print(f"strokes:   {len(marked)} marked images, {result.marked_fraction:.2%} of their pixels marked")
+    for h in result.history[1:]:
+        print(f"iteration {h['iteration']}: {h['pool_images']} pool images pseudo-labelled, "
+              f"{h['machine_labelled']:.1%} of pool pixels, loss {h['loss']:.4f}")
+    print(f"stopped:   {result.stopped}")
+    print(f"time:      {summary['seconds']:.1f} s")
     if split_file:
         print(f"split:     {split_file}")
     return 0

@@ -7,11 +7,12 @@ Two kinds, both learned from the project's marked images (latest marker versions
     adaptive decoder (``labels`` by default): no backpropagation, ready in seconds. Stored as
     model kind ``flim``.
 ``sunet``
-    The same FLIM encoder, frozen, with a decoder trained by backpropagation. There is no ground
-    truth to train on, so the training masks are *pseudo-labels*: the adaptive decoder's mask of
-    each marked image, with every marked pixel overwritten by its marker's class (the person's
-    strokes always win). Few epochs by default, so that five small images train in well under a
-    minute on two cores. Stored as model kind ``sunet``.
+    The same FLIM encoder, frozen, with a decoder trained by backpropagation through the strokes
+    learner (:func:`hitlseg.pseudo.learn_from_strokes`, the one the CLI and experiments use):
+    partial labels on the strokes with the normalized-cut regulariser, then ``self_training``
+    iterations of confident pseudo-labels over the project's unmarked images (at most
+    ``pool_limit`` of them, evenly spread), the person's strokes always winning. Stored as model
+    kind ``sunet``.
 
 When the project has ground-truth masks, each new model is evaluated on held-out images (images
 with a mask that were not marked; at most ``eval_limit`` of them, evenly spread over the project)
@@ -35,7 +36,24 @@ from hitlseg.server.security import NotFoundError
 KINDS = {"adaptive": "flim", "sunet": "sunet"}
 DEFAULT_EPOCHS = 25
 MAX_EPOCHS = 1000
-PSEUDO_LABELS = "adaptive-decoder masks of the marked images, marked pixels overwritten by their marker class"
+DEFAULT_SELF_TRAINING = 2
+MAX_SELF_TRAINING = 10
+POOL_LIMIT = 60
+PSEUDO_LABELS = "strokes (partial labels) + confident pseudo-labels of unmarked images (self-training)"
+
+
+class ProjectImages:
+    """Images of a project read on access: the self-training pool."""
+
+    def __init__(self, project, ids):
+        self.project = project
+        self.ids = list(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.project.image(self.ids[index])
 
 
 class ModelService:
@@ -54,12 +72,14 @@ class ModelService:
         Torch device (default: CUDA when present).
     """
 
-    def __init__(self, project, classes: int, *, seed: int = 0, eval_limit: int = 50, device=None):
+    def __init__(self, project, classes: int, *, seed: int = 0, eval_limit: int = 50, device=None,
+                 pool_limit: int = POOL_LIMIT):
         self.project = project
         self.classes = int(classes)
         self.seed = int(seed)
         self.eval_limit = int(eval_limit)
         self.device = device
+        self.pool_limit = int(pool_limit)
         self._models = LRU(4)
         self._labels = LRU(256, max_bytes=256 * 2**20)
 
@@ -83,7 +103,16 @@ class ModelService:
                              "object class")
         return ids, versions, images, markers
 
-    def train(self, kind: str, epochs: int = DEFAULT_EPOCHS, decoder: str = "labels", progress: Progress = None) -> dict:
+    def pool(self, marked: set[str]) -> ProjectImages:
+        """Unmarked images for self-training: at most :attr:`pool_limit`, evenly spread over the project."""
+        ids = [info["id"] for info in self.project.images() if info["id"] not in marked]
+        if len(ids) > self.pool_limit:
+            picks = np.linspace(0, len(ids) - 1, self.pool_limit).round().astype(int)
+            ids = [ids[i] for i in sorted(set(picks.tolist()))]
+        return ProjectImages(self.project, ids)
+
+    def train(self, kind: str, epochs: int = DEFAULT_EPOCHS, decoder: str = "labels", progress: Progress = None,
+              self_training: int = DEFAULT_SELF_TRAINING) -> dict:
         """Train a model of ``kind`` (``"adaptive"`` or ``"sunet"``), store it, evaluate it; returns its record."""
         from hitlseg.flim import FLIMModel
         from hitlseg.flim.decoders import DECODERS
@@ -94,6 +123,8 @@ class ModelService:
             raise InputError(f"decoder: unknown adaptive decoder {decoder!r} (use one of {', '.join(DECODERS)})")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= MAX_EPOCHS:
             raise InputError(f"epochs: must be an integer in 1..{MAX_EPOCHS}, got {epochs!r}")
+        if isinstance(self_training, bool) or not isinstance(self_training, int) or not 0 <= self_training <= MAX_SELF_TRAINING:
+            raise InputError(f"self_training: must be an integer in 0..{MAX_SELF_TRAINING}, got {self_training!r}")
         started = time.perf_counter()
         meta = self.project.meta
         preprocessing = {"color": meta.get("color", "lab"), "normalize": meta.get("normalize", "percentile")}
@@ -112,24 +143,22 @@ class ModelService:
                 path = flim.save(Path(folder) / "model.pt")
                 predictor = lambda image: flim.predict(image).mask  # noqa: E731
             else:
-                from hitlseg.nets import SegModel, TrainConfig, train
+                from hitlseg.pseudo import SelfTrainingConfig, default_strokes_config, learn_from_strokes
 
-                pseudo = []
-                for index, (image, marks) in enumerate(zip(images, markers, strict=True)):
-                    report(progress, index, len(images), "pseudo-labels from the adaptive decoder")
-                    mask = flim.predict(image).mask.astype(np.int64)
-                    mask[marks > 0] = marks[marks > 0].astype(np.int64) - 1
-                    pseudo.append((image, mask))
-                model = SegModel.sunet(flim.encoder, flim.n_classes, preprocessing=preprocessing, seed=self.seed)
-                config = TrainConfig(epochs=epochs, seed=self.seed, device=self.device)
-                result = train(model, pseudo, [], config, progress=step("training the sU-Net decoder"),
-                               names={"train": ids})
-                model.window = config.window(model.ndim)
-                model.info = {"project": str(self.project.root), "images": versions, "pseudo_labels": PSEUDO_LABELS,
-                              "train": result.to_dict()}
+                pool = self.pool(set(ids))
+                result = learn_from_strokes(
+                    images, markers, pool, encoder=flim.encoder, n_classes=flim.n_classes,
+                    config=default_strokes_config(epochs=epochs, seed=self.seed, device=self.device),
+                    self_training=SelfTrainingConfig(iterations=self_training, epochs=max(1, epochs // 5)),
+                    preprocessing=preprocessing, names=ids, pool_names=pool.ids, seed=self.seed, device=self.device,
+                    progress=step("training the sU-Net decoder"))
+                model = result.model
+                model.info.update({"project": str(self.project.root), "images": versions, "pseudo_labels": PSEUDO_LABELS})
                 path = model.save(Path(folder) / "model.pt")
-                params.update(epochs=epochs, pseudo_labels=PSEUDO_LABELS,
-                              loss=[round(h["loss"], 5) for h in result.history])
+                params.update(epochs=epochs, self_training=self_training, pseudo_labels=PSEUDO_LABELS,
+                              iterations=[{"iteration": h["iteration"], "pool_images": h["pool_images"],
+                                           "machine_labelled": round(h["machine_labelled"], 4), "loss": round(h["loss"], 5)}
+                                          for h in result.history], stopped=result.stopped)
                 predictor = lambda image: model.predict(image).labels  # noqa: E731
             metrics = self._evaluate(predictor, flim.n_classes, set(ids), progress)
             params["seconds"] = round(time.perf_counter() - started, 2)

@@ -12,7 +12,7 @@ from hitlseg.errors import InputError
 from hitlseg.selection.heatmap import png_bytes, take_slice
 from hitlseg.server.app import ServerState, state
 from hitlseg.server.imaging import check_view, label_overlay
-from hitlseg.server.training import DEFAULT_EPOCHS, MAX_EPOCHS
+from hitlseg.server.training import DEFAULT_EPOCHS, DEFAULT_SELF_TRAINING, MAX_EPOCHS, MAX_SELF_TRAINING
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
@@ -24,6 +24,8 @@ class TrainRequest(BaseModel):
                                                            "FLIM with an adaptive decoder (no training)")
     epochs: int = Field(DEFAULT_EPOCHS, ge=1, le=MAX_EPOCHS, description="sU-Net training epochs")
     decoder: Literal["labels", "weights", "mean"] = Field("labels", description="Adaptive decoder rule")
+    self_training: int = Field(DEFAULT_SELF_TRAINING, ge=0, le=MAX_SELF_TRAINING,
+                               description="sU-Net: pseudo-label iterations over the unmarked images (0: strokes only)")
 
 
 def _model_row(record: dict) -> dict:
@@ -40,7 +42,8 @@ def train(body: TrainRequest, s: ServerState = Depends(state)):
     if not s.project.latest_versions():
         raise InputError("train: no image has markers yet; mark the background and at least one object class on an "
                          "image, save, then train")
-    job = s.jobs.submit(f"train-{body.kind}", lambda progress: s.models.train(body.kind, body.epochs, body.decoder, progress),
+    job = s.jobs.submit(f"train-{body.kind}", lambda progress: s.models.train(body.kind, body.epochs, body.decoder, progress,
+                                                                                   body.self_training),
                         body.model_dump(), dedupe=False, summary=lambda r: {"model_id": (r or {}).get("id")})
     return job.to_dict()
 

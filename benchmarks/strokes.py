@@ -1,0 +1,230 @@
+"""Benchmark of learning from strokes: what a person without ground truth gets from a few marked images.
+
+Prints one JSON line (and writes it to ``--out`` when given). Per dataset and method: test Dice
+per class (mean and std over splits), training seconds, peak resident memory of the process and
+the marked-pixel fraction of the marked images. Methods:
+
+``adaptive``
+    FLIM encoder from the strokes, adaptive decoder (no backpropagation).
+``pseudo_sunet``
+    The previous web-app learner: sU-Net trained on the adaptive decoder's masks of the marked
+    images with the marked pixels set to their class (every pixel labelled).
+``partial``
+    sU-Net trained on the strokes only (partial CE + Dice over marked pixels).
+``partial_ncut``, ``partial_crf``, ``partial_ncut_crf``
+    ... plus the normalized-cut loss, the dense-CRF loss, or both (the learner's default).
+``self_training``
+    The default learner (:func:`hitlseg.pseudo.learn_from_strokes`): partial + both regularisers,
+    then HISE pseudo-labels over the unmarked training images for ``--iterations`` rounds.
+
+Strokes: wbc1 and hippocampus get the simulated annotator's strokes (``Robot(seed).mark``) on 5
+training images chosen by the ground-truth-free selection (``gtfree``, alternate policy, from the
+protocol's seeded first image); schisto uses the 5 human-marked images and tests on the other 12.
+Masks are read for the robot and for scoring only; the learners never see them. No setting was
+tuned on test images (choices were made on wbc1's validation split).
+
+Usage::
+
+    python benchmarks/strokes.py                         # wbc1 3 splits, schisto, hippocampus 1 split
+    python benchmarks/strokes.py --datasets wbc1 --splits 1 --methods partial,self_training
+    python benchmarks/strokes.py --quick                 # a smoke test (~1 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+METHODS = ("adaptive", "pseudo_sunet", "partial", "partial_ncut", "partial_crf", "partial_ncut_crf", "self_training")
+
+
+def dataset_root(name: str) -> Path | None:
+    path = SHARED / name
+    if path.is_dir():
+        return path
+    if name == "wbc1":
+        from hitlseg.datasets import DEMO_ROOT
+
+        return DEMO_ROOT
+    return None
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def gtfree_images(images: dict, masks: dict, train_ids: list[str], first: str, robot, n: int, seed: int) -> tuple[list, dict]:
+    """The images the ground-truth-free selection picks (alternate policy) and the robot's strokes on them."""
+    from hitlseg.selection import SelectionSession, make_selector
+
+    selector = make_selector("gtfree", seed=seed, policy="alternate")
+    session = SelectionSession({i: images[i] for i in train_ids}, seed=seed, projection="pca", k=5)
+    markers, current = {}, first
+    while True:
+        markers[current] = robot.mark(masks[current], key=current)
+        session.step(current, markers[current])
+        if len(session.selected) >= n:
+            return list(session.selected), markers
+        current = selector.query(session.context(), 1)[0]
+
+
+def dice_of(predict, pairs, classes) -> dict:
+    from hitlseg.metrics import dice_per_class
+
+    scores = [dice_per_class(predict(image), mask, labels=classes) for image, mask in pairs]
+    per_class = {str(c): float(np.mean([s[c] for s in scores])) for c in classes}
+    return {"dice": per_class, "mean": float(np.mean(list(per_class.values())))}
+
+
+def run_split(name: str, split_index: int, methods, args) -> dict:
+    """Every method on one split of one dataset."""
+    import torch
+
+    from hitlseg.dataset import Dataset, make_split
+    from hitlseg.flim import FLIMModel
+    from hitlseg.nets import SegModel, TrainConfig, train
+    from hitlseg.pseudo import SelfTrainingConfig, default_strokes_config, learn_from_strokes
+    from hitlseg.robot import Robot
+
+    root = dataset_root(name)
+    dataset = Dataset.from_folder(root)
+    seed = args.seed + split_index
+    if name == "schisto":
+        marked = [s.id for s in dataset if s.markers_path is not None]
+        train_ids = list(marked)
+        test_ids = [i for i in dataset.ids if i not in set(marked)]
+    else:
+        split = make_split(dataset.with_masks(), seed=seed)
+        train_ids, test_ids = list(split.train), list(split.test)
+        if args.quick:
+            train_ids, test_ids = train_ids[:30], test_ids[:15]
+    loaded = {i: dataset.load(i) for i in train_ids + test_ids}
+    images = {i: s.image for i, s in loaded.items()}
+    masks = {i: s.mask.astype(np.int64) for i, s in loaded.items()}
+    started = time.perf_counter()
+    if name == "schisto":
+        markers = {i: loaded[i].markers for i in marked}
+        selection_seconds = 0.0
+    else:
+        first = str(np.random.default_rng([args.seed, split_index]).choice(train_ids))
+        marked, markers = gtfree_images(images, masks, train_ids, first, Robot(seed=args.seed), args.images, args.seed)
+        selection_seconds = time.perf_counter() - started
+    classes = sorted({int(c) for i in train_ids + test_ids for c in np.unique(masks[i]) if c > 0})
+    n_classes = max(classes)
+    test_pairs = [(images[i], masks[i]) for i in test_ids]
+    pool_ids = [i for i in train_ids if i not in set(marked)]
+    marked_images = [images[i] for i in marked]
+    marked_markers = [markers[i] for i in marked]
+    marked_fraction = float(sum((m > 0).sum() for m in marked_markers) / sum(m.size for m in marked_markers))
+    flim = FLIMModel.fit(marked_images, marked_markers, seed=args.seed, names=marked)
+    epochs = 3 if args.quick else args.epochs
+    out = {"split": split_index, "marked": marked, "marked_fraction": marked_fraction, "pool": len(pool_ids),
+           "test": len(test_ids), "selection_seconds": selection_seconds, "methods": {}}
+
+    def record(method, predict, seconds, extra=None):
+        out["methods"][method] = {**dice_of(predict, test_pairs, classes), "train_seconds": seconds, **(extra or {})}
+        print(f"# {name} split {split_index} {method}: test mean Dice {out['methods'][method]['mean']:.4f} "
+              f"({seconds:.1f} s)", file=sys.stderr, flush=True)
+
+    for method in methods:
+        torch.manual_seed(args.seed)
+        t0 = time.perf_counter()
+        if method == "adaptive":
+            record(method, lambda image: flim.predict(image).mask, 0.0)
+            continue
+        model = SegModel.sunet(flim.encoder, n_classes, seed=args.seed)
+        if method == "pseudo_sunet":
+            pairs = []
+            for image, marks in zip(marked_images, marked_markers):
+                mask = flim.predict(image).mask.astype(np.int64)
+                mask[marks > 0] = marks[marks > 0].astype(np.int64) - 1
+                pairs.append((image, mask))
+            train(model, pairs, [], TrainConfig(epochs=epochs, seed=args.seed))
+            record(method, lambda image: model.predict(image).labels, time.perf_counter() - t0)
+            continue
+        weights = {"partial": {"ncut_weight": 0.0, "crf_weight": 0.0}, "partial_ncut": {"crf_weight": 0.0},
+                   "partial_crf": {"ncut_weight": 0.0}, "partial_ncut_crf": {}, "self_training": {}}[method]
+        config = default_strokes_config(epochs=epochs, seed=args.seed, **weights)
+        iterations = (1 if args.quick else args.iterations) if method == "self_training" else 0
+        pool = [images[i] for i in pool_ids] if iterations else []
+        evaluate = (lambda m: dice_of(lambda image: m.predict(image).labels, test_pairs, classes)) if iterations else None
+        result = learn_from_strokes(marked_images, marked_markers, pool, encoder=flim.encoder, n_classes=n_classes,
+                                    config=config, self_training=SelfTrainingConfig(iterations=iterations,
+                                                                                   epochs=2 if args.quick else args.iteration_epochs),
+                                    names=marked, pool_names=pool_ids if iterations else None,
+                                    truth=[masks[i] for i in pool_ids] if iterations else None,
+                                    evaluate=evaluate, seed=args.seed)
+        extra = {}
+        if iterations:
+            extra["iterations"] = [{k: v for k, v in h.items() if k != "chosen"} for h in result.history]
+            extra["stopped"] = result.stopped
+        record(method, lambda image: result.model.predict(image).labels, time.perf_counter() - t0, extra)
+    out["peak_mb"] = peak_mb()
+    return out
+
+
+def summarise(splits: list[dict]) -> dict:
+    methods = list(splits[0]["methods"])
+    summary = {}
+    for method in methods:
+        runs = [s["methods"][method] for s in splits]
+        classes = list(runs[0]["dice"])
+        summary[method] = {
+            "mean_dice": float(np.mean([r["mean"] for r in runs])), "std": float(np.std([r["mean"] for r in runs])),
+            "dice_per_class": {c: float(np.mean([r["dice"][c] for r in runs])) for c in classes},
+            "dice_per_class_std": {c: float(np.std([r["dice"][c] for r in runs])) for c in classes},
+            "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),
+        }
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="wbc1,schisto,hippocampus")
+    parser.add_argument("--splits", type=int, default=3, help="splits of wbc1 (schisto has one; hippocampus --splits-3d)")
+    parser.add_argument("--splits-3d", type=int, default=1)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--images", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=50, help="epochs on the strokes")
+    parser.add_argument("--iterations", type=int, default=3, help="self-training iterations")
+    parser.add_argument("--iteration-epochs", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; use {', '.join(METHODS)}")
+    import torch
+
+    report = {"benchmark": "strokes", "threads": torch.get_num_threads(),
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load": os.getloadavg(), "quick": args.quick,
+              "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "datasets": {}}
+    for name in [d for d in args.datasets.split(",") if d]:
+        if dataset_root(name) is None:
+            report["datasets"][name] = None
+            continue
+        n = 1 if name == "schisto" else (args.splits_3d if name == "hippocampus" else args.splits)
+        splits = [run_split(name, s, methods, args) for s in range(n)]
+        report["datasets"][name] = {"summary": summarise(splits), "splits": splits}
+    report["peak_mb"] = peak_mb()
+    report["load_after"] = os.getloadavg()
+    line = json.dumps(report)
+    print(line)
+    if args.out:
+        Path(args.out).write_text(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
