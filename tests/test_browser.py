@@ -286,6 +286,16 @@ def test_marking_and_selection_loop_in_chromium(demo, page):
     assert "Held-out" in page.inner_text("#pred-metrics")
     shoot(page, "05-model-view")
 
+    # ---- the sU-Net from strokes with one self-training iteration
+    page.check("input[name=train-kind][value=sunet]")
+    page.fill("#train-epochs", "2")
+    page.fill("#train-self-training", "1")
+    page.click("#train-btn")
+    page.wait_for_selector("#models-table tr[data-testid='model-row-2']", timeout=180_000)
+    assert "2 + 1 self-training" in page.inner_text("#models-table tr[data-testid='model-row-2']")
+    record = api.get("/api/models/2").json()
+    assert record["params"]["self_training"] == 1 and [i["iteration"] for i in record["params"]["iterations"]] == [0, 1]
+
     assert not page.errors, page.errors
     publish(selection_shot, "selection-view.png")
     publish(editor_shot, "marker-editor.png")

@@ -842,7 +842,7 @@ async function refreshModels() {
       el("td", { text: String(m.id) }),
       el("td", { text: kindName(m.kind) + (m.kind === "flim" ? ` (${m.params.decoder})` : "") }),
       el("td", { text: Object.keys(m.params.images || {}).join(", ") }),
-      el("td", { text: m.params.epochs ? String(m.params.epochs) : "–" }),
+      el("td", { text: m.params.epochs ? String(m.params.epochs) + (m.params.self_training ? ` + ${m.params.self_training} self-training` : "") : "–" }),
       el("td", { text: dice }),
       el("td", { text: metrics.mean_dice !== undefined ? fmt(metrics.mean_dice) : "–" }),
       el("td", { text: (m.created_at || "").replace("T", " ").slice(0, 19) }),
@@ -902,7 +902,8 @@ async function showPrediction() {
 
 async function train() {
   const kind = document.querySelector("input[name=train-kind]:checked").value;
-  const body = { kind, epochs: Number($("train-epochs").value), decoder: $("train-decoder").value };
+  const body = { kind, epochs: Number($("train-epochs").value), decoder: $("train-decoder").value,
+                 self_training: Number($("train-self-training").value) };
   $("train-btn").disabled = true;
   try {
     const job = await api("/api/models/train", { method: "POST", json: body });
