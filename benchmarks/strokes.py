@@ -25,7 +25,7 @@ tuned on test images (choices were made on wbc1's validation split).
 
 Usage::
 
-    python benchmarks/strokes.py                         # wbc1 3 splits, schisto, hippocampus 1 split
+    python benchmarks/strokes.py                         # wbc1 3 splits, schisto, hippocampus 1 split (~1 h on 2 cores)
     python benchmarks/strokes.py --datasets wbc1 --splits 1 --methods partial,self_training
     python benchmarks/strokes.py --quick                 # a smoke test (~1 min)
 """
@@ -122,11 +122,16 @@ def run_split(name: str, split_index: int, methods, args) -> dict:
     n_classes = max(classes)
     test_pairs = [(images[i], masks[i]) for i in test_ids]
     pool_ids = [i for i in train_ids if i not in set(marked)]
+    ndim = images[marked[0]].ndim - 1
+    limit = args.pool_limit_3d if ndim == 3 else None
+    if limit and len(pool_ids) > limit:  # evenly spread, as the web app does
+        pool_ids = [pool_ids[i] for i in sorted(set(np.linspace(0, len(pool_ids) - 1, limit).round().astype(int)))]
     marked_images = [images[i] for i in marked]
     marked_markers = [markers[i] for i in marked]
     marked_fraction = float(sum((m > 0).sum() for m in marked_markers) / sum(m.size for m in marked_markers))
     flim = FLIMModel.fit(marked_images, marked_markers, seed=args.seed, names=marked)
-    epochs = 3 if args.quick else args.epochs
+    epochs = 3 if args.quick else (args.epochs_3d if ndim == 3 else args.epochs)
+    iteration_epochs = 2 if args.quick else (args.iteration_epochs_3d if ndim == 3 else args.iteration_epochs)
     out = {"split": split_index, "marked": marked, "marked_fraction": marked_fraction, "pool": len(pool_ids),
            "test": len(test_ids), "selection_seconds": selection_seconds, "methods": {}}
 
@@ -153,13 +158,13 @@ def run_split(name: str, split_index: int, methods, args) -> dict:
             continue
         weights = {"partial": {"ncut_weight": 0.0, "crf_weight": 0.0}, "partial_ncut": {"crf_weight": 0.0},
                    "partial_crf": {"ncut_weight": 0.0}, "partial_ncut_crf": {}, "self_training": {}}[method]
-        config = default_strokes_config(epochs=epochs, seed=args.seed, **weights)
+        config = default_strokes_config(ndim, epochs=epochs, seed=args.seed, **weights)
         iterations = (1 if args.quick else args.iterations) if method == "self_training" else 0
         pool = [images[i] for i in pool_ids] if iterations else []
         evaluate = (lambda m: dice_of(lambda image: m.predict(image).labels, test_pairs, classes)) if iterations else None
         result = learn_from_strokes(marked_images, marked_markers, pool, encoder=flim.encoder, n_classes=n_classes,
                                     config=config, self_training=SelfTrainingConfig(iterations=iterations,
-                                                                                   epochs=2 if args.quick else args.iteration_epochs),
+                                                                                   epochs=iteration_epochs),
                                     names=marked, pool_names=pool_ids if iterations else None,
                                     truth=[masks[i] for i in pool_ids] if iterations else None,
                                     evaluate=evaluate, seed=args.seed)
@@ -187,6 +192,69 @@ def summarise(splits: list[dict]) -> dict:
     return summary
 
 
+def write_report(report: dict, folder: Path) -> Path:
+    """``folder/report.md`` (a table per dataset) and ``self_training_DATASET.png`` (per iteration:
+    the model's test Dice, the pseudo-labels' accuracy and Dice against ground truth, the share of
+    pool pixels machine-labelled), from the benchmark's JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["# Learning from strokes", "", f"Settings: `{json.dumps(report['settings'])}`; torch threads "
+             f"{report['threads']}, load before {[round(x, 2) for x in report['load']]}.", ""]
+    for name, entry in report["datasets"].items():
+        if entry is None:
+            continue
+        splits = entry["splits"]
+        lines += [f"## {name}", "", f"{len(splits)} split(s); marked images per split: "
+                  + "; ".join(", ".join(s["marked"]) for s in splits)
+                  + f"; marked pixels {np.mean([s['marked_fraction'] for s in splits]):.2%} of those images; "
+                  f"pool {splits[0]['pool']} unmarked images, test {splits[0]['test']} images.", "",
+                  "| method | test mean Dice (± std over splits) | per class | train s |", "|---|---|---|---|"]
+        for method, row in entry["summary"].items():
+            per_class = " / ".join(f"{v:.3f}" for v in row["dice_per_class"].values())
+            lines.append(f"| {method} | {row['mean_dice']:.3f} ± {row['std']:.3f} | {per_class} | {row['train_seconds']:.0f} |")
+        lines.append("")
+        runs = [s["methods"]["self_training"]["iterations"] for s in splits if "self_training" in s["methods"]]
+        if not runs:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for index, history in enumerate(runs):
+            t = [h["iteration"] for h in history]
+            style = dict(alpha=0.8, label=None if index else "model test Dice")
+            ax.plot(t, [h["evaluation"]["mean"] for h in history], "o-", color="C0", **style)
+            pseudo = [(h["iteration"], h["pseudo_vs_truth"]) for h in history if h.get("pseudo_vs_truth")]
+            if pseudo:
+                ax.plot([p[0] for p in pseudo], [p[1]["accuracy"] for p in pseudo], "s--", color="C1",
+                        label=None if index else "pseudo-label pixel accuracy")
+                ax.plot([p[0] for p in pseudo], [np.mean(list(p[1]["dice"].values())) for p in pseudo], "^--", color="C2",
+                        label=None if index else "pseudo-label mean Dice (labelled pixels)")
+            ax.plot(t, [h["machine_labelled"] for h in history], "x:", color="C3",
+                    label=None if index else "share of pool pixels machine-labelled")
+        ax.set_xticks(sorted({h["iteration"] for history in runs for h in history}))
+        ax.set_xlabel("self-training iteration (0: strokes only)")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{name}: self-training from strokes")
+        ax.legend(fontsize=8, loc="lower right")
+        ax.grid(alpha=0.3)
+        figure = folder / f"self_training_{name}.png"
+        fig.tight_layout()
+        fig.savefig(figure, dpi=110)
+        plt.close(fig)
+        lines += [f"![self-training on {name}]({figure.name})", "", "| iteration | pool images | machine-labelled | "
+                  "pseudo accuracy | test mean Dice |", "|---|---|---|---|---|"]
+        for h in runs[0]:
+            accuracy = h.get("pseudo_vs_truth", {}).get("accuracy")
+            lines.append(f"| {h['iteration']} | {h['pool_images']} | {h['machine_labelled']:.1%} | "
+                         f"{'–' if accuracy is None else f'{accuracy:.3f}'} | {h['evaluation']['mean']:.3f} |")
+        lines.append("")
+    path = folder / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="wbc1,schisto,hippocampus")
@@ -197,9 +265,13 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=50, help="epochs on the strokes")
     parser.add_argument("--iterations", type=int, default=3, help="self-training iterations")
     parser.add_argument("--iteration-epochs", type=int, default=15)
+    parser.add_argument("--epochs-3d", type=int, default=30, help="epochs on the strokes for volumes")
+    parser.add_argument("--iteration-epochs-3d", type=int, default=5)
+    parser.add_argument("--pool-limit-3d", type=int, default=40, help="unmarked volumes self-training may use")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--report", help="folder for report.md and the self-training plots")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
@@ -209,7 +281,7 @@ def main(argv=None) -> int:
 
     report = {"benchmark": "strokes", "threads": torch.get_num_threads(),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load": os.getloadavg(), "quick": args.quick,
-              "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "datasets": {}}
+              "settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")}, "datasets": {}}
     for name in [d for d in args.datasets.split(",") if d]:
         if dataset_root(name) is None:
             report["datasets"][name] = None
@@ -223,6 +295,8 @@ def main(argv=None) -> int:
     print(line)
     if args.out:
         Path(args.out).write_text(line + "\n")
+    if args.report:
+        write_report(report, Path(args.report))
     return 0
 
 

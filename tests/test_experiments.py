@@ -130,3 +130,15 @@ def test_bad_configuration(tiny_dataset, tmp_path):
         ProtocolConfig(methods=("oracle",))
     with pytest.raises(InputError, match="budget"):
         run_protocol(tiny_dataset, tmp_path, ProtocolConfig(splits=1, images=50, epochs=1))
+
+
+def test_strokes_model_in_the_protocol(tiny_dataset, tmp_path):
+    """--strokes: each method's model learned from the robot's strokes alone, scored like the others."""
+    config = ProtocolConfig(splits=1, images=2, methods=("gtfree",), sunet=False, baseline=False, strokes=True,
+                            self_training=1)
+    results = run_protocol(tiny_dataset, tmp_path / "out", config)
+    part = results["splits"][0]["methods"]["gtfree"]
+    assert part["strokes"]["iterations"] == 1 and 0 <= part["strokes"]["test"]["mean"] <= 1
+    assert set(table_one(results)["gtfree"]) == {"adaptive", "strokes"}
+    report = write_report(results, tmp_path / "out").read_text()
+    assert "| gtfree | strokes |" in report and "robot's strokes only" in report

@@ -22,6 +22,10 @@ def register(commands) -> None:
     selection.add_argument("--baseline", default="all", choices=["all", "none"],
                            help="'all': train the all-backprop U-Net on the training split")
     selection.add_argument("--no-sunet", action="store_true", help="skip the sU-Net decoders")
+    selection.add_argument("--strokes", action="store_true",
+                           help="also train each method's model from the robot's strokes alone (strokes learner, "
+                                "self-training on the other training images)")
+    selection.add_argument("--self-training", type=int, default=3, help="self-training iterations with --strokes")
     selection.add_argument("--epochs", type=int, default=10, help="epochs of the sU-Net decoders and the baseline")
     selection.add_argument("--eval-limit", type=int, help="score at most this many validation/test images")
     selection.add_argument("--seed", type=int, default=0)
@@ -36,7 +40,8 @@ def run_selection(args) -> int:
 
     config = ProtocolConfig(splits=args.splits, images=args.images, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
                             policy=args.policy, decoder=args.decoder, sunet=not args.no_sunet,
-                            baseline=args.baseline == "all", epochs=args.epochs, eval_limit=args.eval_limit, seed=args.seed)
+                            baseline=args.baseline == "all", epochs=args.epochs,
+                            strokes=args.strokes, self_training=args.self_training, eval_limit=args.eval_limit, seed=args.seed)
     dataset = Dataset.from_folder(args.dataset)
     with progress_bar("experiment") as progress:
         results = run_protocol(dataset, args.out, config, progress=progress,

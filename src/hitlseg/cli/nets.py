@@ -172,11 +172,11 @@ def run_train_markers(args) -> int:
         overrides["epochs"] = args.epochs
     if args.ncut_weight is not None:
         overrides["ncut_weight"] = args.ncut_weight
-    config = default_strokes_config(**overrides)
     self_training = SelfTrainingConfig(iterations=args.self_training)
     quiet = args.json
     with progress_bar("reading", enabled=not quiet) as progress:
         marked, images, markers, others = workflow.load_strokes(dataset, split.train, progress)
+    config = default_strokes_config(images[0].ndim - 1, **overrides)
     if flim is not None and (flim.encoder.in_channels != images[0].shape[0] or flim.encoder.ndim != images[0].ndim - 1):
         raise InputError(f"{source}: the FLIM encoder takes {flim.encoder.in_channels}-channel {flim.encoder.ndim}D "
                          f"images, but {root} has {images[0].shape[0]}-channel {images[0].ndim - 1}D images")

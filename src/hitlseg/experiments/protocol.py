@@ -47,6 +47,12 @@ class ProtocolConfig:
         Adaptive decoder rule.
     sunet, baseline : bool
         Train the sU-Net decoder per method, and the all-backprop U-Net per split.
+    strokes : bool
+        Also train, per method, the model a person without ground truth gets: the strokes
+        learner (:func:`hitlseg.pseudo.learn_from_strokes`) on the robot's strokes of the
+        selected images, self-training on the other training images (model ``strokes``).
+    self_training : int
+        Self-training iterations of the ``strokes`` model.
     epochs : int
         Training epochs of the sU-Net decoder and of the baseline.
     eval_limit : int or None
@@ -63,6 +69,8 @@ class ProtocolConfig:
     decoder: str = "labels"
     sunet: bool = True
     baseline: bool = True
+    strokes: bool = False
+    self_training: int = 3
     epochs: int = 10
     eval_limit: int | None = None
     seed: int = 0
@@ -179,6 +187,22 @@ def _train_net(model, data: SplitData, config: ProtocolConfig):
             "best_epoch": result.best_epoch}
 
 
+def _strokes_net(encoder, marked: list[str], markers: dict, data: SplitData, config: ProtocolConfig) -> dict:
+    """The strokes learner on the selected images' robot strokes, pool = the other training images."""
+    from hitlseg.pseudo import SelfTrainingConfig, learn_from_strokes
+
+    pool = [i for i in data.train if i not in set(marked)]
+    result = learn_from_strokes([data.images[i] for i in marked], [markers[i] for i in marked],
+                                [data.images[i] for i in pool] if config.self_training else [], encoder=encoder,
+                                n_classes=max(data.classes), self_training=SelfTrainingConfig(iterations=config.self_training),
+                                names=marked, pool_names=pool if config.self_training else None, seed=config.seed)
+    model = result.model
+    evaluate = lambda ids: average([score(model.predict(data.images[i]).labels, data.masks[i], data.classes, data.brats)
+                                    for i in ids])
+    return {"val": evaluate(data.val), "test": evaluate(data.test), "train_seconds": result.seconds,
+            "iterations": len(result.history) - 1, "stopped": result.stopped}
+
+
 def run_method(data: SplitData, method: str, config: ProtocolConfig, robot) -> dict:
     """Selection with ``method`` up to the budget, then the scores of its FLIM encoder."""
     from hitlseg.nets import SegModel
@@ -218,6 +242,8 @@ def run_method(data: SplitData, method: str, config: ProtocolConfig, robot) -> d
     if config.sunet:
         net = SegModel.sunet(model.encoder, max(data.classes), preprocessing=model.preprocessing, seed=config.seed)
         result["sunet"] = _train_net(net, data, config)
+    if config.strokes:
+        result["strokes"] = _strokes_net(model.encoder, list(session.selected), markers, data, config)
     return result
 
 

@@ -13,7 +13,7 @@ from hitlseg.experiments.scoring import columns
 
 def _models(split: dict) -> list[str]:
     method = next(iter(split["methods"].values()))
-    return [m for m in ("adaptive", "sunet") if m in method]
+    return [m for m in ("adaptive", "sunet", "strokes") if m in method]
 
 
 def _mean_std(summaries: list[dict]) -> dict[str, tuple[float, float]]:
@@ -140,7 +140,11 @@ def _markdown_table(table: dict) -> list[str]:
 
 def _trained(config: dict) -> str:
     nets = [name for name, on in (("sU-Net decoders", config["sunet"]), ("all-backprop baseline", config["baseline"])) if on]
-    return f"{' and '.join(nets)} trained {config['epochs']} epochs" if nets else "no network trained"
+    text = f"{' and '.join(nets)} trained {config['epochs']} epochs on the full masks" if nets else "no network trained on masks"
+    if config.get("strokes"):
+        text += (f"; `strokes`: the strokes learner on the robot's strokes only, {config.get('self_training', 0)} "
+                 f"self-training iterations over the other training images")
+    return text
 
 
 def write_report(results: dict, out: str | Path, command: str | None = None, wall_seconds: float | None = None) -> Path:

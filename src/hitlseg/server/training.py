@@ -148,7 +148,7 @@ class ModelService:
                 pool = self.pool(set(ids))
                 result = learn_from_strokes(
                     images, markers, pool, encoder=flim.encoder, n_classes=flim.n_classes,
-                    config=default_strokes_config(epochs=epochs, seed=self.seed, device=self.device),
+                    config=default_strokes_config(images[0].ndim - 1, epochs=epochs, seed=self.seed, device=self.device),
                     self_training=SelfTrainingConfig(iterations=self_training, epochs=max(1, epochs // 5)),
                     preprocessing=preprocessing, names=ids, pool_names=pool.ids, seed=self.seed, device=self.device,
                     progress=step("training the sU-Net decoder"))
