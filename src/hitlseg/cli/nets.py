@@ -26,9 +26,10 @@ def register(commands) -> None:
                             "(default 3; 0: strokes only)")
     train.add_argument("--ncut-weight", type=float, default=None,
                        help="weight of the normalized-cut loss (default 0.1 with --labels markers, else 0)")
-    train.add_argument("--crf-weight", type=float, default=0.0, help="weight of the dense-CRF loss (default 0)")
+    train.add_argument("--crf-weight", type=float, default=None,
+                       help="weight of the dense-CRF loss (default 0.5 with --labels markers, else 0)")
     train.add_argument("--epochs", type=int, default=None,
-                       help="training epochs (default 100; with --labels markers 50 on the strokes, then 10 per "
+                       help="training epochs (default 100; with --labels markers 50 on the strokes, then 15 per "
                             "self-training iteration)")
     train.add_argument("--batch-size", type=int, default=1, help="images per step (default 1)")
     train.add_argument("--lr", type=float, default=2.5e-3, help="initial learning rate, decayed linearly (default 2.5e-3)")
@@ -66,7 +67,7 @@ def run_train(args) -> int:
         return run_train_markers(args)
     config = TrainConfig(epochs=args.epochs or 100, batch_size=args.batch_size, lr=args.lr, crop_size=args.crop_size,
                          seed=args.seed, device=args.device, ncut_weight=args.ncut_weight or 0.0,
-                         crf_weight=args.crf_weight)
+                         crf_weight=args.crf_weight or 0.0)
     root = Path(args.dataset)
     peek = Dataset.from_folder(root)
     encoder_spec = args.encoder
@@ -167,11 +168,10 @@ def run_train_markers(args) -> int:
     if not split.train:
         raise InputError(f"{args.split or root}: the training set is empty")
     overrides = {"seed": args.seed, "device": args.device, "batch_size": args.batch_size, "lr": args.lr,
-                 "crop_size": args.crop_size, "crf_weight": args.crf_weight}
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.ncut_weight is not None:
-        overrides["ncut_weight"] = args.ncut_weight
+                 "crop_size": args.crop_size}
+    for name in ("epochs", "ncut_weight", "crf_weight"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     self_training = SelfTrainingConfig(iterations=args.self_training)
     quiet = args.json
     with progress_bar("reading", enabled=not quiet) as progress:

@@ -19,7 +19,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hitlseg.errors import InputError
@@ -372,7 +371,8 @@ def train(model, train_samples, val_samples=(), config: TrainConfig | None = Non
     Returns
     -------
     TrainResult
-        ``history`` holds per epoch: ``epoch``, ``loss`` (mean over steps), ``val_dice``, ``lr``, ``seconds``.
+        ``history`` holds per epoch: ``epoch``, ``loss`` (mean over steps), ``val_dice``, ``lr``, ``seconds``
+        and ``loss_parts`` (mean partial loss and regularisers, unweighted).
     """
     config = config or TrainConfig()
     net = getattr(model, "net", model)
@@ -415,7 +415,7 @@ def train(model, train_samples, val_samples=(), config: TrainConfig | None = Non
         rng = np.random.default_rng([config.seed, epoch])
         net.train()
         order = rng.permutation(len(train_samples))
-        losses = []
+        losses, part_sums = [], {}
         for first in range(0, len(order), config.batch_size):
             pairs = []
             for index in order[first : first + config.batch_size]:
@@ -434,10 +434,13 @@ def train(model, train_samples, val_samples=(), config: TrainConfig | None = Non
             optimizer.step()
             step += 1
             losses.append(float(loss.detach()))
+            for name, value in parts.items():
+                part_sums[name] = part_sums.get(name, 0.0) + value
             report(progress, step, total_steps, f"epoch {epoch + 1}/{config.epochs} loss {np.mean(losses):.4f}"
                    + (f" val dice {history[-1]['val_dice']:.4f}" if history and history[-1]["val_dice"] is not None else ""))
         dice = validation_dice(net, val_samples, net.n_classes, inference_window, config.overlap) if val_samples else None
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": dice, "lr": lr,
+                        "loss_parts": {name: total / len(losses) for name, total in part_sums.items()},
                         "seconds": time.perf_counter() - epoch_start})
         if dice is None:  # no validation: the last epoch is the one kept
             best_state, best_epoch = None, epoch + 1
