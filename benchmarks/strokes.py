@@ -42,20 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nets import dataset_root  # noqa: E402  (../shared/datasets, wbc1 falling back to the bundled copy)
+
 METHODS = ("adaptive", "pseudo_sunet", "partial", "partial_ncut", "partial_crf", "partial_ncut_crf", "self_training")
-
-
-def dataset_root(name: str) -> Path | None:
-    path = SHARED / name
-    if path.is_dir():
-        return path
-    if name == "wbc1":
-        from hitlseg.datasets import DEMO_ROOT
-
-        return DEMO_ROOT
-    return None
 
 
 def peak_mb() -> float:
