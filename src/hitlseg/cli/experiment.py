@@ -25,7 +25,8 @@ def register(commands) -> None:
     selection.add_argument("--strokes", action="store_true",
                            help="also train each method's model from the robot's strokes alone (strokes learner, "
                                 "self-training on the other training images)")
-    selection.add_argument("--self-training", type=int, default=3, help="self-training iterations with --strokes")
+    selection.add_argument("--self-training", type=int, default=3,
+                           help="self-training iterations with --strokes (3 keeps a study affordable; train uses 5)")
     selection.add_argument("--epochs", type=int, default=10, help="epochs of the sU-Net decoders and the baseline")
     selection.add_argument("--eval-limit", type=int, help="score at most this many validation/test images")
     selection.add_argument("--seed", type=int, default=0)

@@ -21,9 +21,9 @@ def register(commands) -> None:
                        help="masks: learn from the masks/ folder (full supervision); markers: learn from the "
                             "markers/ strokes alone (no mask file is opened), with self-training on the other "
                             "training images")
-    train.add_argument("--self-training", type=int, default=3, metavar="N",
+    train.add_argument("--self-training", type=int, default=5, metavar="N",
                        help="with --labels markers: pseudo-label iterations over the unmarked training images "
-                            "(default 3; 0: strokes only)")
+                            "(default 5; 0: strokes only)")
     train.add_argument("--ncut-weight", type=float, default=None,
                        help="weight of the normalized-cut loss (default 0.1 with --labels markers, else 0)")
     train.add_argument("--crf-weight", type=float, default=None,
