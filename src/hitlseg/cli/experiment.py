@@ -1,4 +1,4 @@
-"""``hitlseg experiment selection``: compare image-selection methods over data splits."""
+"""``hitlseg experiment selection`` and ``experiment active``: protocols over data splits, with reports."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hitlseg.cli.common import progress_bar
 
 
 def register(commands) -> None:
-    """Add ``experiment selection``."""
+    """Add ``experiment selection`` and ``experiment active``."""
     experiment = commands.add_parser("experiment", help="experiment protocols with reports")
     sub = experiment.add_subparsers(dest="experiment_command", metavar="PROTOCOL", required=True)
     selection = sub.add_parser("selection", help="compare image-selection methods over data splits")
@@ -32,6 +32,7 @@ def register(commands) -> None:
     selection.add_argument("--seed", type=int, default=0)
     selection.add_argument("--out", required=True, help="output folder (re-running resumes)")
     selection.set_defaults(func=run_selection)
+    register_active(sub)
 
 
 def run_selection(args) -> int:
@@ -50,4 +51,49 @@ def run_selection(args) -> int:
     command = "hitlseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("hitlseg") else None
     report = write_report(results, args.out, command=command, wall_seconds=compute_seconds(results))
     print(f"report: {report}")
+    return 0
+
+
+def register_active(sub) -> None:
+    """Add ``experiment active``."""
+    active = sub.add_parser("active", help="compare active-learning strategies: test Dice against annotation effort")
+    active.add_argument("--dataset", required=True, help="dataset folder with masks (the robot annotates from them)")
+    active.add_argument("--strategies", default="random,fg_random,entropy,coreset",
+                        help="comma-separated strategies (random, fg_random, entropy, margin, least_confidence, bald, "
+                             "ensemble, consistency, suggestive, coreset, knapsack, dasl)")
+    active.add_argument("--splits", type=int, default=3)
+    active.add_argument("--images", type=int, default=5, help="round-0 images (ground-truth-free selection)")
+    active.add_argument("--rounds", type=int, default=10)
+    active.add_argument("--per-round", type=int, default=1, help="images corrected per round")
+    active.add_argument("--budget", type=float, help="seconds of effort per round for the knapsack strategy")
+    active.add_argument("--initial-self-training", type=int, default=5, help="self-training iterations of round 0")
+    active.add_argument("--self-training", type=int, default=1, help="self-training iterations per round")
+    active.add_argument("--epochs", type=int, default=5, help="warm-started epochs on the strokes per round")
+    active.add_argument("--pool-limit", type=int, default=60, help="pool images self-training uses per round")
+    active.add_argument("--baseline-epochs", type=int, default=30,
+                        help="epochs of the all-backprop U-Net reference (0: use --reference)")
+    active.add_argument("--reference", type=float, help="fixed reference Dice when --baseline-epochs 0")
+    active.add_argument("--eval-limit", type=int, help="score at most this many test images")
+    active.add_argument("--seed", type=int, default=0)
+    active.add_argument("--out", required=True, help="output folder (re-running resumes)")
+    active.set_defaults(func=run_active)
+
+
+def run_active(args) -> int:
+    from hitlseg.dataset import Dataset
+    from hitlseg.experiments.active import ActiveProtocolConfig, run_active_protocol
+    from hitlseg.experiments.active_report import write_active_report
+
+    config = ActiveProtocolConfig(strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
+                                  splits=args.splits, images=args.images, rounds=args.rounds, per_round=args.per_round,
+                                  budget=args.budget, initial_self_training=args.initial_self_training,
+                                  self_training=args.self_training, epochs=args.epochs, pool_limit=args.pool_limit,
+                                  baseline_epochs=args.baseline_epochs, reference=args.reference,
+                                  eval_limit=args.eval_limit, seed=args.seed)
+    dataset = Dataset.from_folder(args.dataset)
+    with progress_bar("experiment") as progress:
+        results = run_active_protocol(dataset, args.out, config, progress=progress,
+                                      log=lambda line: print(line, file=sys.stderr, flush=True))
+    command = "hitlseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("hitlseg") else None
+    print(f"report: {write_active_report(results, args.out, command=command)}")
     return 0

@@ -1,0 +1,256 @@
+"""Comparing active-learning strategies: quality against annotation effort, over data splits.
+
+Per split (60/10/30, seeded): the robot marks the images the ground-truth-free selection picks
+(round 0, shared by every strategy: one strokes-learner model per split), then each strategy
+runs the correction loop (:class:`hitlseg.active.ActiveLoop`) for ``rounds`` rounds, and the
+model is scored on the split's test images after every round. An all-backprop U-Net trained on
+the full masks of the training split is the reference for "90% / 95% of full supervision".
+
+``OUT/loops/`` keeps every loop's state (resumable round by round), ``OUT/parts/`` the finished
+parts as JSON; ``OUT/results.json`` gathers them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from hitlseg.dataset import Dataset, make_split
+from hitlseg.errors import InputError
+from hitlseg.experiments.protocol import PartStore
+from hitlseg.experiments.scoring import average, is_brats, score
+from hitlseg.progress import Progress, report
+
+DEFAULT_STRATEGIES = ("random", "fg_random", "entropy", "coreset")
+
+
+@dataclass
+class ActiveProtocolConfig:
+    """Settings of an active-learning study.
+
+    Attributes
+    ----------
+    strategies : tuple of str
+        Strategy names (:data:`hitlseg.active.STRATEGIES` or an uncertainty measure).
+    splits : int
+    images : int
+        Images of round 0 (chosen by the ground-truth-free selection, marked by the robot).
+    rounds, per_round : int
+        Correction rounds and images queried per round.
+    budget : float or None
+        Seconds per round of the ``knapsack`` strategy (its time budget).
+    initial_self_training, epochs, self_training, self_training_epochs, pool_limit
+        The loop's training (:class:`hitlseg.active.ActiveConfig`).
+    baseline_epochs : int
+        Epochs of the all-backprop U-Net reference (0: none trained).
+    reference : float or None
+        A fixed reference test Dice used when no U-Net is trained (e.g. from an earlier study).
+    eval_limit : int or None
+        Score at most this many test images.
+    seed : int
+    fractions : tuple of float
+    """
+
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+    splits: int = 3
+    images: int = 5
+    rounds: int = 10
+    per_round: int = 1
+    budget: float | None = None
+    initial_self_training: int = 5
+    epochs: int = 5
+    self_training: int = 1
+    self_training_epochs: int = 15
+    pool_limit: int | None = 60
+    baseline_epochs: int = 30
+    reference: float | None = None
+    eval_limit: int | None = None
+    seed: int = 0
+    fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)
+
+    def __post_init__(self):
+        self.strategies = tuple(self.strategies)
+        if not self.strategies:
+            raise InputError("strategies: name at least one strategy")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise InputError("strategies: each strategy once")
+        for name in ("splits", "images"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name}: must be a positive integer, got {value!r}")
+        if isinstance(self.baseline_epochs, bool) or not isinstance(self.baseline_epochs, int) or self.baseline_epochs < 0:
+            raise InputError(f"baseline_epochs: must be a non-negative integer, got {self.baseline_epochs!r}")
+        if self.reference is not None and not (isinstance(self.reference, (int, float)) and 0 < self.reference <= 1):
+            raise InputError(f"reference: must be a Dice in (0, 1], got {self.reference!r}")
+        self.fractions = tuple(float(f) for f in self.fractions)
+        for name in self.strategies:
+            self.loop_config(name)  # validates names, options and the loop's settings
+
+    def loop_config(self, strategy: str):
+        from hitlseg.active import ActiveConfig
+
+        options = {"budget": float(self.budget)} if strategy == "knapsack" and self.budget is not None else {}
+        return ActiveConfig(strategy=strategy, strategy_options=options, rounds=self.rounds, per_round=self.per_round,
+                            initial_self_training=self.initial_self_training, epochs=self.epochs,
+                            self_training=self.self_training, self_training_epochs=self.self_training_epochs,
+                            pool_limit=self.pool_limit, seed=self.seed)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["strategies"], data["fractions"] = list(self.strategies), list(self.fractions)
+        return data
+
+
+def gtfree_first_images(images: dict, masks: dict, train_ids: list[str], first: str, robot, n: int,
+                        seed: int) -> tuple[list[str], dict]:
+    """The ``n`` images the ground-truth-free selection picks (alternate policy) and the robot's strokes on them."""
+    from hitlseg.selection import SelectionSession, make_selector
+
+    selector = make_selector("gtfree", seed=seed, policy="alternate")
+    session = SelectionSession({i: images[i] for i in train_ids}, seed=seed, projection="pca", k=5)
+    markers, current = {}, first
+    while True:
+        markers[current] = robot.mark(masks[current], key=current)
+        session.step(current, markers[current])
+        if len(session.selected) >= n:
+            return list(session.selected), markers
+        current = selector.query(session.context(), 1)[0]
+
+
+def _check_resumable(out: Path, config: ActiveProtocolConfig) -> None:
+    """Keep the settings in ``OUT/config.json``; only ``splits`` and ``strategies`` may grow between runs."""
+    path = out / "config.json"
+    settings = config.to_dict()
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError:
+            previous = None
+        if previous is not None:
+            changed = sorted(k for k in set(settings) | set(previous)
+                             if k not in ("splits", "strategies") and settings.get(k) != previous.get(k))
+            if changed:
+                raise InputError(f"{out}: holds a study with other settings ({', '.join(changed)} differ); "
+                                 "use another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".config.json.tmp")
+    tmp.write_text(json.dumps(settings, indent=1))
+    os.replace(tmp, path)
+
+
+def _baseline(images, masks, train, val, test, classes, brats, config: ActiveProtocolConfig) -> dict:
+    from hitlseg.nets import SegModel, TrainConfig, train as fit
+
+    n_channels = images[train[0]].shape[0]
+    ndim = images[train[0]].ndim - 1
+    model = SegModel.unet(n_channels, max(classes), ndim, seed=config.seed)
+    result = fit(model, [(images[i], masks[i]) for i in train], [(images[i], masks[i]) for i in val],
+                 TrainConfig(epochs=config.baseline_epochs, seed=config.seed))
+    scores = average([score(model.predict(images[i]).labels, masks[i], classes, brats) for i in test])
+    return {"test": scores, "train_seconds": result.seconds, "best_epoch": result.best_epoch}
+
+
+def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtocolConfig | None = None, *,
+                        progress: Progress = None, log: Callable[[str], None] | None = None) -> dict:
+    """Run (or resume) the study; every number goes to ``OUT/results.json`` and is returned.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Images with masks (the robot annotates from them; the learner never sees them).
+    out : path
+    config : ActiveProtocolConfig
+    progress, log : callables, optional
+    """
+    from hitlseg.active import ActiveLoop, RobotAnnotator
+    from hitlseg.nets import SegModel
+    from hitlseg.robot import Robot
+
+    config = config or ActiveProtocolConfig()
+    out = Path(out)
+    _check_resumable(out, config)
+    store = PartStore(out)
+    robot = Robot(seed=config.seed)
+    ids = dataset.with_masks()
+    if len(ids) < 3:
+        raise InputError(f"{dataset.root}: the protocol needs at least 3 images with masks, found {len(ids)}")
+    results = {"config": config.to_dict(), "dataset": str(dataset.root), "splits": []}
+    started = time.perf_counter()
+    total = config.splits * (len(config.strategies) + 1 + int(config.baseline_epochs > 0))
+    done = 0
+    cache: dict = {}
+    for index in range(config.splits):
+        split = make_split(ids, config.fractions, seed=config.seed + index)
+        test = split.test[: config.eval_limit] if config.eval_limit else split.test
+        for sample_id in split.train + split.val + test:
+            if sample_id not in cache:
+                loaded = dataset.load(sample_id)
+                cache[sample_id] = (loaded.image, loaded.mask.astype(np.int64))
+        images = {i: cache[i][0] for i in split.train + split.val + test}
+        masks = {i: cache[i][1] for i in images}
+        classes = sorted({int(c) for i in images for c in np.unique(masks[i]) if c > 0})
+        brats = is_brats(classes)
+        if len(split.train) <= config.images:
+            raise InputError(f"images: the training split has {len(split.train)} images; round 0 asks for {config.images}")
+
+        def evaluate(model):
+            return average([score(model.predict(images[i]).labels, masks[i], classes, brats) for i in test])
+
+        split_result = {"index": index, "sizes": {"train": len(split.train), "val": len(split.val), "test": len(test)},
+                        "classes": classes, "strategies": {}}
+        if config.baseline_epochs:
+            report(progress, done, total, f"split {index}: all-backprop U-Net")
+            split_result["baseline"] = store.cached(f"split{index}-baseline", lambda: _baseline(
+                images, masks, split.train, split.val, test, classes, brats, config))
+            done += 1
+        first_name = f"split{index}-round0"
+        first_folder = out / "loops" / first_name
+
+        def round_zero():
+            first = str(np.random.default_rng([config.seed, index]).choice(split.train))
+            t0 = time.perf_counter()
+            chosen, markers = gtfree_first_images(images, masks, split.train, first, robot, config.images, config.seed)
+            selection_seconds = time.perf_counter() - t0
+            loop = ActiveLoop(images, split.train, RobotAnnotator(robot, masks), config.loop_config("random"),
+                              n_classes=max(classes), evaluate=evaluate, folder=first_folder)
+            record = loop.start(chosen, first_markers=markers)
+            return {"first": chosen, "selection_seconds": selection_seconds, "round0": record}
+
+        report(progress, done, total, f"split {index}: round 0 (ground-truth-free selection, strokes learner)")
+        zero = store.cached(first_name, round_zero)
+        split_result["round0"] = zero
+        done += 1
+        for strategy in config.strategies:
+            name = f"split{index}-{strategy}"
+            report(progress, done, total, name)
+
+            def run_strategy(strategy=strategy, name=name):
+                import numpy as _np
+
+                data = _np.load(first_folder / "markers.npz", allow_pickle=False)
+                first_markers = {i: data[f"m{k}"] for k, i in enumerate(zero["first"])}
+                loop = ActiveLoop(images, split.train, RobotAnnotator(robot, masks), config.loop_config(strategy),
+                                  n_classes=max(classes), evaluate=evaluate, folder=out / "loops" / name,
+                                  initial_model=SegModel.load(first_folder / "model.pt"))
+                loop.start(zero["first"], first_markers=first_markers)
+                rounds = loop.run(log=(lambda line: log(f"{name} {line}")) if log else None)
+                return {"rounds": [{k: v for k, v in r.items() if k != "per_image"} for r in rounds]}
+
+            split_result["strategies"][strategy] = store.cached(name, run_strategy)
+            done += 1
+            if log:
+                log(f"{name}: done ({time.perf_counter() - started:.0f} s elapsed)")
+        results["splits"].append(split_result)
+    report(progress, total, total, "done")
+    results["wall_seconds_this_run"] = time.perf_counter() - started
+    path = out / "results.json"
+    tmp = path.with_name(".results.json.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, path)
+    return results

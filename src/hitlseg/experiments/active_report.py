@@ -1,0 +1,160 @@
+"""Curves of test Dice against annotation effort, and the effort each strategy needs, from an active study."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+THRESHOLDS = (0.9, 0.95)
+
+
+def curves(results: dict) -> dict:
+    """Per strategy, per split: cumulative effort (seconds, pixels, images) and test mean Dice after each round."""
+    out: dict = {}
+    for split in results["splits"]:
+        for strategy, part in split["strategies"].items():
+            rows = {"seconds": [], "pixels": [], "images": [], "dice": []}
+            for r in part["rounds"]:
+                rows["seconds"].append(r["totals"]["seconds"])
+                rows["pixels"].append(r["totals"]["pixels"])
+                rows["images"].append(r["totals"]["images"])
+                rows["dice"].append((r.get("evaluation") or {}).get("mean", float("nan")))
+            rows["marked_fraction"] = part["rounds"][-1]["totals"]["marked_fraction"]
+            out.setdefault(strategy, []).append(rows)
+    return out
+
+
+def reference(split: dict, results: dict) -> float | None:
+    """The split's all-backprop U-Net test Dice, else the study's fixed reference, else None."""
+    baseline = split.get("baseline")
+    if baseline and baseline.get("test"):
+        return float(baseline["test"]["mean"])
+    value = results["config"].get("reference")
+    return float(value) if value is not None else None
+
+
+def effort_to_reach(results: dict) -> dict:
+    """Per strategy and threshold: per split, the effort at the first round reaching ``threshold x reference``.
+
+    Returns ``{strategy: {"0.9": {"splits": [..seconds or None..], "seconds", "pixels", "images",
+    "reached", "saving_vs_random"}}}``; means are over the splits where the threshold was reached.
+    """
+    table: dict = {}
+    per_strategy = curves(results)
+    refs = [reference(s, results) for s in results["splits"]]
+    for strategy, rows in per_strategy.items():
+        table[strategy] = {}
+        for fraction in THRESHOLDS:
+            hits = []
+            for row, ref in zip(rows, refs):
+                hit = None
+                if ref is not None:
+                    for k, dice in enumerate(row["dice"]):
+                        if dice >= fraction * ref:
+                            hit = {"seconds": row["seconds"][k], "pixels": row["pixels"][k], "images": row["images"][k]}
+                            break
+                hits.append(hit)
+            found = [h for h in hits if h is not None]
+            cell = {"splits": [h["seconds"] if h else None for h in hits], "reached": f"{len(found)}/{len(hits)}"}
+            for key in ("seconds", "pixels", "images"):
+                cell[key] = float(np.mean([h[key] for h in found])) if found else None
+            table[strategy][str(fraction)] = cell
+    for strategy in table:
+        for fraction, cell in table[strategy].items():
+            base = table.get("random", {}).get(fraction, {}).get("seconds")
+            cell["saving_vs_random"] = (1 - cell["seconds"] / base) if base and cell["seconds"] is not None else None
+    return table
+
+
+def _figure(per_strategy: dict, key: str, label: str, path: Path, refs) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for strategy, rows in per_strategy.items():
+        n = min(len(r["dice"]) for r in rows)
+        x = np.mean([r[key][:n] for r in rows], axis=0)
+        y = np.array([r["dice"][:n] for r in rows], dtype=float)
+        mean, std = np.nanmean(y, 0), np.nanstd(y, 0)
+        ax.plot(x, mean, marker="o", markersize=3, label=strategy)
+        ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+    known = [r for r in refs if r is not None]
+    if known:
+        ref = float(np.mean(known))
+        for fraction in THRESHOLDS:
+            ax.axhline(fraction * ref, color="grey", lw=0.8, ls="--")
+            ax.text(ax.get_xlim()[0], fraction * ref, f" {fraction:.0%} of full supervision", va="bottom", fontsize=7,
+                    color="grey")
+    ax.set_xlabel(label)
+    ax.set_ylabel("test mean Dice")
+    ax.set_title("Quality against annotation effort (mean ± std over splits)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(value, digits=0, suffix=""):
+    return "–" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def write_active_report(results: dict, out: str | Path, command: str | None = None) -> Path:
+    """``report.md``, ``summary.json`` and two figures (Dice against seconds and against marked pixels) in ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    per_strategy = curves(results)
+    refs = [reference(s, results) for s in results["splits"]]
+    _figure(per_strategy, "seconds", "annotation effort (simulated seconds)", out / "dice_vs_seconds.png", refs)
+    _figure(per_strategy, "pixels", "marked pixels", out / "dice_vs_pixels.png", refs)
+    reach = effort_to_reach(results)
+    config = results["config"]
+    sizes = results["splits"][0]["sizes"]
+    lines = [f"# Active learning: {Path(results['dataset']).name}", ""]
+    if command:
+        lines += ["Command:", "", f"    {command}", ""]
+    ref_text = ", ".join(_fmt(r, 3) for r in refs)
+    lines += [
+        f"{len(results['splits'])} split(s) ({sizes['train']} train / {sizes['val']} validation / {sizes['test']} test "
+        f"images). Round 0: robot strokes on the {config['images']} images the ground-truth-free selection picks; then "
+        f"{config['rounds']} rounds of {config['per_round']} image(s) with the robot's corrective strokes on the "
+        "prediction's errors, warm-started retraining with self-training. Effort is simulated seconds "
+        "(hitlseg.active.TimeModel: 4 s per image, 2 s per stroke, 2 ms per marked pixel).",
+        "", f"Reference (all-backprop U-Net on full masks of the training split), test mean Dice per split: {ref_text}.", "",
+        "## Test Dice after each round (mean over splits)", "",
+        "| strategy | " + " | ".join(f"r{k}" for k in range(config["rounds"] + 1)) + " | marked pixels of the split |",
+        "|---|" + "---|" * (config["rounds"] + 2),
+    ]
+    for strategy, rows in per_strategy.items():
+        n = max(len(r["dice"]) for r in rows)
+        cells = []
+        for k in range(n):
+            values = [r["dice"][k] for r in rows if k < len(r["dice"])]
+            cells.append(f"{np.nanmean(values):.3f}")
+        lines.append(f"| {strategy} | " + " | ".join(cells) + f" | {np.mean([r['marked_fraction'] for r in rows]):.3%} |")
+    lines += ["", "## Effort to reach 90% and 95% of full supervision", "",
+              "| strategy | 90%: seconds | images | saving vs random | 95%: seconds | images | saving vs random |",
+              "|---|---|---|---|---|---|---|"]
+    for strategy, cells in reach.items():
+        a, b = cells["0.9"], cells["0.95"]
+        lines.append(f"| {strategy} | {_fmt(a['seconds'])} ({a['reached']}) | {_fmt(a['images'], 1)} | "
+                     f"{_fmt(None if a['saving_vs_random'] is None else 100 * a['saving_vs_random'], 0, '%')} | "
+                     f"{_fmt(b['seconds'])} ({b['reached']}) | {_fmt(b['images'], 1)} | "
+                     f"{_fmt(None if b['saving_vs_random'] is None else 100 * b['saving_vs_random'], 0, '%')} |")
+    lines += ["", "(n/m): splits where the threshold was reached within the rounds; means are over those splits.", "",
+              "![Dice against seconds](dice_vs_seconds.png)", "", "![Dice against pixels](dice_vs_pixels.png)", "",
+              "## Queried images", ""]
+    for split in results["splits"]:
+        lines.append(f"- split {split['index']}, round 0: {', '.join(split['round0']['first'])}")
+        for strategy, part in split["strategies"].items():
+            queried = [", ".join(r["queried"]) for r in part["rounds"][1:]]
+            lines.append(f"- split {split['index']}, {strategy}: {'; '.join(queried)}")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps({"curves": per_strategy, "effort_to_reach": reach, "reference": refs}, indent=1))
+    os.replace(tmp, out / "summary.json")
+    return out / "report.md"

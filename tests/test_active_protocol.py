@@ -1,0 +1,106 @@
+"""The active-learning protocol on a tiny configuration: complete, resumable, reported; and its CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from hitlseg.dataset import Dataset
+from hitlseg.datasets import DEMO_ROOT
+from hitlseg.errors import InputError
+from hitlseg.experiments.active import ActiveProtocolConfig, run_active_protocol
+from hitlseg.experiments.active_report import effort_to_reach, write_active_report
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_active")
+    names = sorted(p.name for p in (DEMO_ROOT / "images").iterdir())[:16]
+    for folder in ("images", "masks"):
+        (root / folder).mkdir()
+        for name in names:
+            shutil.copy(DEMO_ROOT / folder / name, root / folder / name)
+    return root
+
+
+def _config(**changes):
+    settings = dict(strategies=("random", "entropy"), splits=1, images=2, rounds=2, initial_self_training=0,
+                    self_training=1, self_training_epochs=1, epochs=1, pool_limit=3, baseline_epochs=1, eval_limit=3)
+    settings.update(changes)
+    return ActiveProtocolConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def study(tiny_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("active_study")
+    lines = []
+    results = run_active_protocol(Dataset.from_folder(tiny_root), out, _config(), log=lines.append)
+    return out, results, lines
+
+
+def test_every_strategy_runs_every_round_from_the_same_round_zero(study):
+    out, results, lines = study
+    (split,) = results["splits"]
+    first = split["round0"]["first"]
+    assert len(first) == 2
+    for strategy in ("random", "entropy"):
+        rounds = split["strategies"][strategy]["rounds"]
+        assert [r["round"] for r in rounds] == [0, 1, 2]
+        assert rounds[0]["queried"] == first
+        queried = [i for r in rounds[1:] for i in r["queried"]]
+        assert len(set(queried)) == 2 and not set(queried) & set(first)
+        assert all(0 <= r["evaluation"]["mean"] <= 1 for r in rounds)
+        seconds = [r["totals"]["seconds"] for r in rounds]
+        assert seconds == sorted(seconds) and seconds[0] > 0
+    assert 0 <= split["baseline"]["test"]["mean"] <= 1
+    assert (out / "results.json").is_file()
+
+
+def test_study_resumes_without_recomputing(study, tiny_root):
+    out, results, _ = study
+    again = run_active_protocol(Dataset.from_folder(tiny_root), out, _config())
+    assert again["splits"][0]["strategies"] == results["splits"][0]["strategies"]
+    with pytest.raises(InputError, match="other settings"):
+        run_active_protocol(Dataset.from_folder(tiny_root), out, _config(rounds=3))
+
+
+def test_report_tables_and_figures(study, tmp_path):
+    out, results, _ = study
+    report = write_active_report(results, tmp_path / "report")
+    text = report.read_text()
+    assert "Effort to reach 90% and 95%" in text and "| entropy |" in text
+    assert (tmp_path / "report" / "dice_vs_seconds.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert set(summary["curves"]) == {"random", "entropy"}
+    # a reference any model reaches: every strategy reaches it at round 0, saving 0 against random
+    fixed = {**results, "config": {**results["config"], "reference": 0.01},
+             "splits": [{k: v for k, v in s.items() if k != "baseline"} for s in results["splits"]]}
+    reach = effort_to_reach(fixed)
+    assert reach["entropy"]["0.9"]["reached"] == "1/1"
+    assert reach["entropy"]["0.9"]["saving_vs_random"] == pytest.approx(0.0)
+
+
+def test_protocol_bad_settings():
+    with pytest.raises(InputError, match="unknown name"):
+        _config(strategies=("oracle",))
+    with pytest.raises(InputError, match="strategies"):
+        _config(strategies=())
+    with pytest.raises(InputError, match="reference"):
+        _config(reference=2.0)
+    with pytest.raises(InputError, match="budget"):
+        _config(strategies=("knapsack",), budget=-5.0)
+
+
+def test_cli_experiment_active(tiny_root, tmp_path, capsys):
+    from hitlseg.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["experiment", "active", "--dataset", str(tiny_root), "--strategies", "fg_random", "--splits", "1",
+                 "--images", "2", "--rounds", "1", "--initial-self-training", "0", "--self-training", "0",
+                 "--epochs", "1", "--baseline-epochs", "0", "--reference", "0.9", "--eval-limit", "2", "--out", str(out)])
+    assert code == 0
+    assert (out / "report.md").is_file() and "fg_random" in (out / "report.md").read_text()
+    assert main(["experiment", "active", "--dataset", str(tiny_root), "--strategies", "nope", "--out", str(out)]) != 0
+    assert "unknown name" in capsys.readouterr().err
