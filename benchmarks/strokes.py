@@ -52,21 +52,6 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def gtfree_images(images: dict, masks: dict, train_ids: list[str], first: str, robot, n: int, seed: int) -> tuple[list, dict]:
-    """The images the ground-truth-free selection picks (alternate policy) and the robot's strokes on them."""
-    from hitlseg.selection import SelectionSession, make_selector
-
-    selector = make_selector("gtfree", seed=seed, policy="alternate")
-    session = SelectionSession({i: images[i] for i in train_ids}, seed=seed, projection="pca", k=5)
-    markers, current = {}, first
-    while True:
-        markers[current] = robot.mark(masks[current], key=current)
-        session.step(current, markers[current])
-        if len(session.selected) >= n:
-            return list(session.selected), markers
-        current = selector.query(session.context(), 1)[0]
-
-
 def dice_of(predict, pairs, classes) -> dict:
     from hitlseg.metrics import dice_per_class
 
@@ -80,6 +65,7 @@ def run_split(name: str, split_index: int, methods, args) -> dict:
     import torch
 
     from hitlseg.dataset import Dataset, make_split
+    from hitlseg.experiments.active import gtfree_first_images
     from hitlseg.flim import FLIMModel
     from hitlseg.nets import SegModel, TrainConfig, train
     from hitlseg.pseudo import SelfTrainingConfig, default_strokes_config, learn_from_strokes
@@ -106,7 +92,8 @@ def run_split(name: str, split_index: int, methods, args) -> dict:
         selection_seconds = 0.0
     else:
         first = str(np.random.default_rng([args.seed, split_index]).choice(train_ids))
-        marked, markers = gtfree_images(images, masks, train_ids, first, Robot(seed=args.seed), args.images, args.seed)
+        marked, markers = gtfree_first_images(images, masks, train_ids, first, Robot(seed=args.seed), args.images,
+                                               args.seed)
         selection_seconds = time.perf_counter() - started
     classes = sorted({int(c) for i in train_ids + test_ids for c in np.unique(masks[i]) if c > 0})
     n_classes = max(classes)

@@ -168,3 +168,30 @@ def test_regulariser_arguments_are_checked(bad, match):
         dense_crf_loss(_probs((5, 5)), _image((5, 5)), **bad)
     with pytest.raises(InputError, match="spatial"):
         normalized_cut_loss(_probs((5, 5)), _image((5, 6)))
+
+
+def test_person_labels_weigh_more_than_machine_labels():
+    """(image, mask, person) samples: the person's pixels get ``person_weight`` in the cross-entropy."""
+    import torch.nn.functional as F
+
+    from hitlseg.nets import TrainConfig
+    from hitlseg.nets.train import PERSON_FLAG, _check_samples, training_loss
+
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 6, 6)).astype(np.float32)
+    mask = rng.integers(0, 2, (6, 6))
+    person = np.zeros((6, 6), bool)
+    person[:2] = True
+    ((_, target),) = _check_samples([(image, mask, person)], 2, 1, 1, "training")
+    assert (target[:2] >= PERSON_FLAG).all() and (target[2:] < PERSON_FLAG).all()
+    logits = torch.randn(1, 2, 6, 6)
+    y = torch.from_numpy(target)[None]
+    weighted, _ = training_loss(logits, y, torch.from_numpy(image)[None], TrainConfig(person_weight=5.0))
+    plain, _ = training_loss(logits, torch.from_numpy(mask)[None], torch.from_numpy(image)[None], TrainConfig())
+    ce = F.cross_entropy(logits, torch.from_numpy(mask)[None], reduction="none")[0]
+    w = torch.where(torch.from_numpy(person), 5.0, 1.0)
+    expected_ce = float((ce * w).sum() / w.sum())
+    plain_ce = float(ce.mean())
+    assert float(weighted) - float(plain) == pytest.approx(0.5 * (expected_ce - plain_ce), abs=1e-5)
+    with pytest.raises(InputError, match="person_weight"):
+        TrainConfig(person_weight=0)

@@ -8,6 +8,7 @@ encoder features, predicted annotation costs), computed once per round by :func:
 from hitlseg.active.context import ActiveContext, build_context, score_pool
 from hitlseg.active.cost import CostModel, TimeModel, count_strokes, knapsack, mask_features
 from hitlseg.active.loop import ActiveConfig, ActiveLoop, RobotAnnotator
+from hitlseg.active.propose import propose, uncertainty_map
 from hitlseg.active.strategies import (STRATEGIES, ActiveStrategy, BALDStrategy, ConsistencyStrategy, CoreSetStrategy,
                                        DASLStrategy, EnsembleStrategy, ForegroundRandomStrategy, KnapsackStrategy,
                                        RandomStrategy, SuggestiveStrategy, UncertaintyStrategy, make_strategy, needs)
@@ -19,5 +20,5 @@ __all__ = [
     "CoreSetStrategy", "CostModel", "DASLStrategy", "EnsembleStrategy", "ForegroundRandomStrategy", "KnapsackStrategy",
     "MEASURES", "REDUCTIONS", "RandomStrategy", "RobotAnnotator", "STRATEGIES", "SuggestiveStrategy", "TimeModel",
     "UncertaintyStrategy", "build_context", "count_strokes", "knapsack", "make_strategy", "mask_features",
-    "member_variance", "mutual_information", "needs", "pixel_uncertainty", "reduce", "score_pool", "top_patch_value",
+    "member_variance", "mutual_information", "needs", "pixel_uncertainty", "propose", "reduce", "score_pool", "top_patch_value", "uncertainty_map",
 ]

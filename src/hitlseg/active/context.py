@@ -115,7 +115,7 @@ def _pooled(features: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def score_pool(model, images: Mapping[str, np.ndarray], ids: Sequence[str] | None = None, *, mc_passes: int = 0,
                dropout: float = 0.2, ensemble: Sequence | None = None, features: bool = True, seed: int = 0,
-               max_elements: int = 1 << 22, progress: Progress = None) -> dict:
+               max_elements: int = 1 << 21, progress: Progress = None) -> dict:
     """The model's view of ``ids`` (all of ``images`` by default), computed once per round.
 
     Parameters
@@ -137,7 +137,7 @@ def score_pool(model, images: Mapping[str, np.ndarray], ids: Sequence[str] | Non
     seed : int
         Seed of the dropout masks.
     max_elements : int
-        Images of one shape are batched up to this many input values.
+        Images of one shape are batched up to this many input values (divided among the members).
 
     Returns
     -------
@@ -184,7 +184,8 @@ def score_pool(model, images: Mapping[str, np.ndarray], ids: Sequence[str] | Non
             for i in ids:
                 if i not in whole:  # larger than the sliding window: the model's own windowed prediction
                     out["probabilities"][i] = model.predict(checked[i], name=i).probabilities.astype(np.float16)
-            for batch in shape_batches(checked, max_elements):
+            per_batch = max(1, max_elements // max(1, mc_passes or len(members) or 1))  # members multiply the batch
+            for batch in shape_batches(checked, per_batch):
                 report(progress, done, len(ids), "scoring the pool")
                 x = stack(checked, batch, device)
                 feats = net.encoder.features(x)

@@ -58,7 +58,8 @@ class ActiveConfig:
     initial_self_training : int
         Self-training iterations of round 0 (the strokes learner's default schedule).
     epochs : int
-        Warm-started epochs on the strokes per round.
+        Warm-started epochs on the strokes alone per round, when the round has no self-training
+        (with self-training the round trains on strokes + pseudo-labels directly).
     self_training : int
         Self-training iterations per round, on the final schedule (every chosen pool image
         machine-annotated).
@@ -66,6 +67,10 @@ class ActiveConfig:
     pool_limit : int or None
         Pool images self-training may pseudo-label per round (a seeded random subset; DASL
         hands its confident images instead). ``None``: all.
+    person_weight : float
+        Cross-entropy weight of the person's strokes against pseudo-labels in correction rounds
+        (:attr:`hitlseg.nets.TrainConfig.person_weight`): corrections are a few hundred pixels
+        among hundreds of thousands of machine labels, and without weight they barely count.
     time_model : TimeModel
     seed : int
     """
@@ -83,6 +88,7 @@ class ActiveConfig:
     self_training: int = 1
     self_training_epochs: int = 15
     pool_limit: int | None = 60
+    person_weight: float = 1.0
     time_model: TimeModel = field(default_factory=TimeModel)
     seed: int = 0
 
@@ -283,14 +289,16 @@ class ActiveLoop:
             config = default_strokes_config(ndim, seed=self.config.seed)
             st = SelfTrainingConfig(iterations=self.config.initial_self_training if pool else 0)
         else:
-            config = default_strokes_config(ndim, epochs=self.config.epochs, seed=self.config.seed + round_index)
+            config = default_strokes_config(ndim, epochs=self.config.epochs, seed=self.config.seed + round_index,
+                                            person_weight=self.config.person_weight)
             st = SelfTrainingConfig(iterations=self.config.self_training if pool else 0,
                                     epochs=self.config.self_training_epochs,
                                     schedule=Schedule(beta0=0.75, gamma0=1.0))
+        warm = self.model is not None and st.iterations > 0  # straight to self-training: keep what the pool taught
         result = learn_from_strokes(images, [self.markers[i] for i in ids], pool, model=self.model,
                                     n_classes=self.n_classes, config=config, self_training=st,
                                     preprocessing=self.preprocessing, names=ids, pool_names=list(pseudo_ids),
-                                    seed=self.config.seed, progress=progress)
+                                    seed=self.config.seed, strokes_stage=not warm, progress=progress)
         self.model = result.model
         return result
 

@@ -44,7 +44,7 @@ IGNORE_TARGET = -1
 
 
 def partial_segmentation_loss(logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None,
-                              smooth: float = 1.0) -> torch.Tensor:
+                              smooth: float = 1.0, pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of (weighted) cross-entropy and soft Dice over labelled pixels.
 
     Parameters
@@ -56,6 +56,8 @@ def partial_segmentation_loss(logits: torch.Tensor, target: torch.Tensor, class_
         Weight of each class in the cross-entropy (a weighted mean over labelled pixels).
     smooth : float
         Added to the Dice numerator and denominator.
+    pixel_weights : Tensor, shape (N, *spatial), optional
+        Extra cross-entropy weight per pixel (e.g. a person's labels over machine labels).
 
     Returns
     -------
@@ -73,6 +75,8 @@ def partial_segmentation_loss(logits: torch.Tensor, target: torch.Tensor, class_
         pixel_weight = class_weights.to(logits.dtype)[labels] * valid
     else:
         pixel_weight = valid.to(logits.dtype)
+    if pixel_weights is not None:
+        pixel_weight = pixel_weight * pixel_weights.to(logits.dtype)
     ce = (ce * pixel_weight).sum() / pixel_weight.sum().clamp_min(1e-12)
     probs = torch.softmax(logits, dim=1)
     onehot = F.one_hot(labels, n_outputs).movedim(-1, 1).to(probs.dtype)

@@ -33,6 +33,8 @@ CHECKPOINT_FORMAT = "hitlseg-train-checkpoint"
 DEFAULT_CROP = {2: 256, 3: 96}
 #: Target of padding pixels inside a batch (no label and not part of the image).
 PAD_TARGET = -2
+#: Added to the target of a pixel a person labelled (inside :func:`train` only).
+PERSON_FLAG = 1 << 16
 
 
 @dataclass
@@ -74,6 +76,9 @@ class TrainConfig:
     sigma_xy, sigma_color, regularizer_scale : float
         Spatial bandwidth (pixels), colour/intensity bandwidth (image units) and downsampling
         factor of the regularisers' affinity.
+    person_weight : float
+        Cross-entropy weight of pixels a person labelled (the third item of an
+        ``(image, mask, person)`` training sample) relative to machine labels (pseudo-labels).
     """
 
     epochs: int = 100
@@ -93,8 +98,12 @@ class TrainConfig:
     sigma_xy: float = 5.0
     sigma_color: float = 0.1
     regularizer_scale: float = 0.5
+    person_weight: float = 1.0
 
     def __post_init__(self):
+        if isinstance(self.person_weight, bool) or not isinstance(self.person_weight, (int, float)) \
+                or not np.isfinite(self.person_weight) or self.person_weight <= 0:
+            raise InputError(f"person_weight: must be a positive number, got {self.person_weight!r}")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -182,9 +191,17 @@ def training_loss(logits: torch.Tensor, target: torch.Tensor, images: torch.Tens
                   class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """The loss a training step minimises: partial CE + Dice, plus the weighted regularisers.
 
-    Returns the scalar and its parts (floats) for the history.
+    Returns the scalar and its parts (floats) for the history. Targets at or above
+    :data:`PERSON_FLAG` mark pixels a person labelled (class ``target - PERSON_FLAG``), weighted
+    by ``config.person_weight`` in the cross-entropy.
     """
-    loss = partial_segmentation_loss(logits, target, class_weights)
+    person = target >= PERSON_FLAG
+    pixel_weights = None
+    if bool(person.any()):
+        target = torch.where(person, target - PERSON_FLAG, target)
+        if config.person_weight != 1.0:
+            pixel_weights = 1.0 + (config.person_weight - 1.0) * person.to(logits.dtype)
+    loss = partial_segmentation_loss(logits, target, class_weights, pixel_weights=pixel_weights)
     parts = {"partial": float(loss.detach())}
     if config.crf_weight > 0 or config.ncut_weight > 0:
         # one affinity computation serves both regularisers
@@ -209,10 +226,14 @@ def _check_samples(samples, net_ndim: int, in_channels: int, n_classes: int, rol
     checked = []
     for index, pair in enumerate(samples):
         name = names[index] if names is not None else f"{role} sample {index}"
+        person = None
         try:
-            image, mask = pair
+            if len(pair) == 3:
+                image, mask, person = pair
+            else:
+                image, mask = pair
         except (TypeError, ValueError):
-            raise InputError(f"{name}: expected an (image, mask) pair") from None
+            raise InputError(f"{name}: expected an (image, mask) pair or an (image, mask, person) triple") from None
         image = np.asarray(image, dtype=np.float32)
         if mask is None:
             raise InputError(f"{name}: has no mask; every {role} image needs one")
@@ -232,7 +253,13 @@ def _check_samples(samples, net_ndim: int, in_channels: int, n_classes: int, rol
                              f"{n_classes}-class network, got {int(mask[labelled].min())}..{int(mask[labelled].max())}")
         if not labelled.any():
             raise InputError(f"{name}: no pixel has a label (every pixel is {IGNORE})")
-        checked.append((image, np.where(labelled, mask, IGNORE_TARGET)))
+        target = np.where(labelled, mask, IGNORE_TARGET)
+        if person is not None and role == "training":
+            person = np.asarray(person, dtype=bool)
+            if person.shape != mask.shape:
+                raise InputError(f"{name}: person-label mask shape {person.shape} differs from the mask's {mask.shape}")
+            target = np.where(person & labelled, target + PERSON_FLAG, target)
+        checked.append((image, target))
     return checked
 
 
@@ -241,6 +268,7 @@ def label_counts(samples, n_classes: int) -> np.ndarray:
     counts = np.zeros(n_classes + 1, dtype=np.int64)
     for _, mask in samples:
         values = mask[mask >= 0]
+        values = np.where(values >= PERSON_FLAG, values - PERSON_FLAG, values)
         counts += np.bincount(values.ravel(), minlength=n_classes + 1)[: n_classes + 1]
     return counts
 
@@ -355,7 +383,9 @@ def train(model, train_samples, val_samples=(), config: TrainConfig | None = Non
         is left untouched.
     train_samples, val_samples : sequence of (ndarray, ndarray)
         Images ``(C, *spatial)`` float32 and integer masks ``(*spatial)`` with labels 0..K, or
-        :data:`IGNORE` (255) where a training pixel has no label. Images may differ in size: each is padded (reflecting; the padding is ignored by the loss)
+        :data:`IGNORE` (255) where a training pixel has no label. A training sample may carry a
+        third item, a boolean mask of the pixels a person labelled (weighted by
+        ``config.person_weight``; the others are machine labels). Images may differ in size: each is padded (reflecting; the padding is ignored by the loss)
         to the size of the largest one, cropped to the crop size. Without validation samples the
         last epoch is kept.
     config : TrainConfig, optional

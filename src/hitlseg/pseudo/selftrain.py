@@ -193,7 +193,7 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
                        names: Sequence[str] | None = None, pool_names: Sequence[str] | None = None,
                        truth: Sequence[np.ndarray | None] | None = None,
                        evaluate: Callable[[object], dict] | None = None, seed: int = 0, device=None,
-                       progress: Progress = None) -> StrokesResult:
+                       strokes_stage: bool = True, progress: Progress = None) -> StrokesResult:
     """Train an sU-Net from strokes, then refine it by self-training on the unlabelled pool.
 
     Parameters
@@ -229,6 +229,10 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
         ``evaluate(model) -> dict`` after every stage (e.g. test Dice in a study), recorded.
     seed : int
     device : str, optional
+    strokes_stage : bool
+        Train on the strokes alone first. A warm-started ``model`` (a correction round) may
+        skip it and go straight to self-training, whose labels keep what the model learned
+        from the pool; training on the strokes alone first would partly unlearn it.
     progress : callable, optional
 
     Returns
@@ -250,6 +254,8 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
         raise InputError(f"pool_names: {len(pool_names)} names for {len(pool)} pool images")
     if truth is not None and len(truth) != len(pool):
         raise InputError(f"truth: {len(truth)} masks for {len(pool)} pool images")
+    if not strokes_stage and (model is None or self_training.iterations == 0):
+        raise InputError("strokes_stage: may be skipped only when continuing a model with self-training iterations")
     largest = max(int(m.max()) for m in markers) - 1
     if model is not None:
         n_classes = model.n_classes
@@ -272,9 +278,12 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
         model = SegModel.sunet(encoder, n_classes, preprocessing=preprocessing, seed=seed)
     train_names = {"train": names}
     stroke_pairs = [(image, target) for image, target in zip(images, targets) if (target != IGNORE).any()]
-    result = train(model, stroke_pairs, [], config, progress=stage("training on strokes"), names=train_names)
+    loss = None
+    if strokes_stage:
+        result = train(model, stroke_pairs, [], config, progress=stage("training on strokes"), names=train_names)
+        loss = result.history[-1]["loss"]
     record = {"iteration": 0, "beta": None, "gamma": None, "delta": None, "pool_images": 0, "machine_labelled": 0.0,
-              "changed": None, "loss": result.history[-1]["loss"], "seconds": round(time.perf_counter() - started, 3)}
+              "changed": None, "loss": loss, "seconds": round(time.perf_counter() - started, 3)}
     history = [record]
     if evaluate is not None:
         record["evaluation"] = evaluate(model)
@@ -307,7 +316,7 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
         if self_training.pseudo_marked:
             probs_marked = _probabilities(model, images, names, self_training.flips, stage(label),
                                           "pseudo-labelling the marked images")
-            pairs += [(image, merge_strokes(tripartition(p, schedule.delta), m))
+            pairs += [(image, merge_strokes(tripartition(p, schedule.delta), m), m > 0)
                       for image, p, m in zip(images, probs_marked, markers)]
         else:
             pairs += stroke_pairs

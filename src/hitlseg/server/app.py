@@ -93,6 +93,7 @@ class ServerState:
     loop: object
     models: object
     jobs: object
+    improve: object = None
     owns_project: bool = False
     options: dict = field(default_factory=dict)
 
@@ -157,7 +158,8 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
     from hitlseg.server.imaging import Renderer
     from hitlseg.server.jobs import JobRunner, fail_stale_runs
     from hitlseg.server.loop import SelectionLoop
-    from hitlseg.server.routers import images, jobs, markers, models, selection
+    from hitlseg.server.active import ImproveService
+    from hitlseg.server.routers import active, images, jobs, markers, models, selection
     from hitlseg.server.training import ModelService
 
     owns = not isinstance(project, Project)
@@ -186,6 +188,7 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
         jobs=JobRunner(project), owns_project=owns,
         options={"seed": seed, "k": k, "projection": projection, "version": __version__},
     )
+    shared.improve = ImproveService(project, shared.models, seed=seed)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -217,7 +220,7 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, token=token, max_body=max_body,
                        check_host=(token is None) if check_host is None else check_host)
-    for module in (images, markers, selection, models, jobs):
+    for module in (images, markers, selection, models, active, jobs):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

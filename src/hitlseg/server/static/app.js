@@ -1,4 +1,4 @@
-/* hitlseg web interface: selection view, marker editor, model view. Plain JS, no build step.
+/* hitlseg web interface: selection view, marker editor, model view, improve view. Plain JS, no build step.
  *
  * Talks to the JSON API under /api (see /docs). Markers travel as the uint8 label array
  * (0 unmarked, c+1 for class c), zlib-compressed (CompressionStream "deflate") and base64-encoded.
@@ -122,6 +122,7 @@ function hexToRgb(hex) {
 /* ------------------------------------------------------------------ jobs */
 
 const jobs = { current: null };
+const VIEWS = ["selection", "editor", "model", "improve"];
 
 async function followJob(job, label) {
   const box = $("job-status");
@@ -151,7 +152,7 @@ async function followJob(job, label) {
 
 function showView(name, updateHash = true) {
   app.view = name;
-  for (const view of ["selection", "editor", "model"]) {
+  for (const view of VIEWS) {
     $(`view-${view}`).hidden = view !== name;
     $(`tab-${view}`).classList.toggle("active", view === name);
   }
@@ -162,6 +163,7 @@ function showView(name, updateHash = true) {
   if (name === "editor") { editor.resize(); }
   if (name === "selection" && window.Plotly && $("projection-plot").data) Plotly.Plots.resize("projection-plot");
   if (name === "model") refreshModels().catch(fail);
+  if (name === "improve") refreshImprove().catch(fail);
 }
 
 async function refreshImages() {
@@ -397,6 +399,7 @@ const editor = {
   axis: 0, slice: 0, rows: 0, cols: 0, picture: null, pictures: new Map(),
   overlay: document.createElement("canvas"), overlayData: null,
   scale: 1, ox: 0, oy: 0, tool: "brush", cls: 1, size: 3, opacity: 0.7,
+  editSeconds: 0, lastEdit: null,
   undoStack: [], redoStack: [], stroke: null, pan: null, pointer: null, spaceDown: false,
   canvas: null, ctx: null, frame: 0, palette: [],
 
@@ -463,6 +466,8 @@ const editor = {
     this.labels = labels;
     this.version = markers.version;
     this.dirty = false;
+    this.editSeconds = 0;
+    this.lastEdit = null;
     this.undoStack = [];
     this.redoStack = [];
     this.pictures = new Map();
@@ -722,8 +727,17 @@ const editor = {
   },
 
   setDirty(dirty) {
+    if (dirty) this.tick();
     this.dirty = dirty;
     this.updateStatus();
+  },
+
+  /* editing time of the current image: sums the gaps between edits, a gap over a minute counts as one minute */
+  tick() {
+    const now = performance.now();
+    if (this.lastEdit !== null) this.editSeconds += Math.min(60, (now - this.lastEdit) / 1000);
+    else this.editSeconds += 2;  // the first stroke itself
+    this.lastEdit = now;
   },
 
   statusSuffix() {
@@ -746,6 +760,12 @@ const editor = {
     try {
       const result = await api(`/api/images/${enc(this.imageId)}/markers`, { method: "PUT", json: body });
       this.version = result.version;
+      const seconds = this.editSeconds;
+      this.editSeconds = 0;
+      this.lastEdit = null;
+      if (seconds > 0) {
+        api("/api/active/time", { method: "POST", json: { image_id: this.imageId, version: result.version, seconds } }).catch(fail);
+      }
       this.setDirty(false);
       toast(`Saved markers of ${this.imageId}: version ${result.version} (${result.n_marked} marked pixels)`);
       refreshImages().catch(fail);
@@ -933,6 +953,126 @@ function bindModelControls() {
   $("pred-slice").addEventListener("change", () => showPrediction().catch(fail));
 }
 
+/* ------------------------------------------------------------------ improve view */
+
+const improve = { summary: null, imageId: null };
+
+async function refreshImprove() {
+  const [summary, models] = await Promise.all([api("/api/active"), api("/api/models")]);
+  improve.summary = summary;
+  app.models = models.models;
+  const select = $("imp-model");
+  const nets = app.models.filter((m) => m.kind === "sunet");
+  const keep = select.value;
+  select.replaceChildren(...nets.slice().reverse().map((m) => el("option", { value: String(m.id),
+    text: `model ${m.id}` + (m.params.round ? ` (round ${m.params.round})` : "") })));
+  if (keep && nets.some((m) => String(m.id) === keep)) select.value = keep;
+  $("imp-propose").disabled = !nets.length;
+  $("imp-retrain").disabled = !nets.length;
+  const strategies = $("imp-strategy");
+  if (!strategies.options.length) strategies.replaceChildren(...summary.strategies.map((name) => el("option", { text: name })));
+  renderProposal(summary.proposal);
+  renderImproveChart(summary);
+}
+
+function renderProposal(proposal) {
+  const box = $("imp-proposal");
+  const first = proposal && proposal.proposals[0];
+  improve.imageId = first ? first.image_id : null;
+  $("imp-accept").disabled = $("imp-edit").disabled = !first;
+  if (!first) {
+    box.textContent = "No proposal yet: pick an sU-Net and press Propose.";
+    $("imp-prediction").removeAttribute("src");
+    $("imp-uncertainty").removeAttribute("src");
+    return;
+  }
+  box.replaceChildren(
+    el("p", {}, [el("strong", { text: first.image_id, "data-testid": "imp-proposed-id" }),
+                 ` proposed by ${proposal.strategy} under model ${proposal.model_id}`]),
+    el("p", { class: "muted", text: `why: ${proposal.criterion} = ${fmt(first.score)}, the highest of ` +
+                                    `${proposal.free} unmarked image(s)` }));
+  $("imp-prediction").src = `/api/models/${proposal.model_id}/predictions/${enc(first.image_id)}.png`;
+  $("imp-uncertainty").src = `/api/active/uncertainty/${proposal.model_id}/${enc(first.image_id)}.png`;
+}
+
+function renderImproveChart(summary) {
+  const rounds = summary.rounds;
+  const effort = summary.effort;
+  $("imp-effort").textContent = `Your effort so far: ${effort.images} marked image(s), ${effort.pixels} marked pixels, ` +
+    `${Math.round(effort.seconds)} s recorded in the editor.`;
+  if (!window.Plotly || !rounds.length) return;
+  const withDice = rounds.some((r) => r.mean_dice !== null && r.mean_dice !== undefined);
+  const x = rounds.map((r) => `model ${r.model_id}`);
+  const traces = [{ x, y: rounds.map((r) => withDice ? r.mean_dice : r.confidence), name: withDice ? "held-out Dice" : "model confidence",
+                    mode: "lines+markers", type: "scatter" },
+                  { x, y: rounds.map((r) => (r.effort || {}).seconds ?? null), name: "effort (s)", yaxis: "y2",
+                    mode: "lines+markers", type: "scatter" }];
+  Plotly.react("imp-chart", traces, { margin: { l: 45, r: 45, t: 10, b: 40 }, showlegend: true, legend: { orientation: "h" },
+    yaxis: { title: withDice ? "Dice" : "confidence", range: [0, 1] }, yaxis2: { title: "seconds", overlaying: "y", side: "right" } },
+    { displayModeBar: false, responsive: true });
+}
+
+async function proposeNext() {
+  const body = { model_id: Number($("imp-model").value), strategy: $("imp-strategy").value, n: 1 };
+  $("imp-propose").disabled = true;
+  try {
+    const job = await api("/api/active/propose", { method: "POST", json: body });
+    await followJob(job, "Scoring the images");
+    await refreshImprove();
+  } catch (error) {
+    fail(error);
+  } finally {
+    $("imp-propose").disabled = false;
+  }
+}
+
+async function acceptPrediction() {
+  const id = improve.imageId;
+  const proposal = improve.summary && improve.summary.proposal;
+  if (!id || !proposal) return;
+  try {
+    const markers = await api(`/api/images/${enc(id)}/markers`);
+    const result = await api("/api/active/accept", { method: "POST",
+      json: { model_id: proposal.model_id, image_id: id, base_version: markers.version } });
+    toast(`${id}: the prediction's confident pixels are version ${result.version}; correct them and save`);
+    await editor.open(id, true);
+    showView("editor");
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function retrainModel() {
+  const body = { model_id: Number($("imp-model").value), epochs: Number($("imp-epochs").value) };
+  $("imp-retrain").disabled = true;
+  try {
+    const job = await api("/api/active/retrain", { method: "POST", json: body });
+    const finished = await followJob(job, "Retraining");
+    $("imp-model").value = "";
+    toast(`Model ${finished.result.id} is ready (round ${finished.result.params.round})`);
+    await refreshImprove();
+  } catch (error) {
+    fail(error);
+  } finally {
+    $("imp-retrain").disabled = false;
+  }
+}
+
+async function resumeImproveJob() {
+  const summary = await api("/api/active");
+  if (!summary.job) return;
+  const label = summary.job.kind === "retrain" ? "Retraining" : "Scoring the images";
+  await followJob(summary.job, label);
+  await refreshImprove();
+}
+
+function bindImproveControls() {
+  $("imp-propose").onclick = () => proposeNext();
+  $("imp-accept").onclick = () => acceptPrediction();
+  $("imp-edit").onclick = () => { if (improve.imageId) editor.open(improve.imageId).then(() => showView("editor")).catch(fail); };
+  $("imp-retrain").onclick = () => retrainModel();
+}
+
 /* ------------------------------------------------------------------ start */
 
 async function start() {
@@ -944,7 +1084,8 @@ async function start() {
   editor.init();
   bindEditorControls();
   bindModelControls();
-  for (const view of ["selection", "editor", "model"]) $(`tab-${view}`).onclick = () => showView(view);
+  for (const view of VIEWS) $(`tab-${view}`).onclick = () => showView(view);
+  bindImproveControls();
   $("sel-learn").onclick = () => learnFilters();
   $("mark-this").onclick = () => markImage($("mark-this").dataset.id);
   $("mark-proposal").onclick = () => {
@@ -970,8 +1111,9 @@ async function start() {
   if (hash.startsWith("editor/") && app.byId.has(hash.slice(7))) first = hash.slice(7);
   if (first) await editor.open(first).catch(fail);
   const active = app.selection.job;
-  showView(hash.startsWith("editor") ? "editor" : hash === "model" ? "model" : "selection");
+  showView(hash.startsWith("editor") ? "editor" : VIEWS.includes(hash) ? hash : "selection");
   if (active) followJob(active, "Learning filters").then(() => refreshSelection()).catch(fail);
+  resumeImproveJob().catch(fail);
   document.body.dataset.ready = "1";
 }
 

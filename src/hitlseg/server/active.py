@@ -1,0 +1,197 @@
+"""The Improve view's server side: propose the next image to correct, start from the prediction,
+retrain warm-started, and the record of quality and effort per round.
+
+Everything is a :mod:`hitlseg.active` / :mod:`hitlseg.pseudo` library call; this module only
+reads and writes the project:
+
+* a proposal (:func:`hitlseg.active.propose`) is a job; its result is logged as an
+  ``active_proposal`` event, so the view shows it again after a reload;
+* "start from the prediction" saves the prediction's confident pixels (confidence above 0.95)
+  as a new marker version under the person's strokes, which then correct it in the editor;
+* the editor reports the seconds spent on each save (``annotation_time`` events); they are the
+  person's effort and the knapsack strategy's cost records;
+* a retraining round continues the chosen sU-Net (warm start: no new filters) on every marked
+  image, straight to one self-training iteration over the unmarked images, with the person's
+  strokes weighted above pseudo-labels; the new model records its parent, its round, the effort
+  so far and, besides held-out Dice where ground truth exists, the model's own mean confidence on
+  unmarked images (what a person without ground truth can follow).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hitlseg.errors import InputError
+from hitlseg.progress import Progress, report
+
+PROPOSAL_EVENT = "active_proposal"
+TIME_EVENT = "annotation_time"
+STRATEGIES = ("entropy", "margin", "least_confidence", "bald", "consistency", "coreset", "suggestive", "knapsack",
+              "dasl", "fg_random", "random")
+ACCEPT_DELTA = 0.95
+PERSON_WEIGHT = 10.0
+CONFIDENCE_LIMIT = 30
+
+
+class ImproveService:
+    """Server-side state of the Improve view (see the module docstring)."""
+
+    def __init__(self, project, models, *, seed: int = 0, pool_limit: int = 60):
+        self.project = project
+        self.models = models
+        self.seed = int(seed)
+        self.pool_limit = int(pool_limit)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def segmodel(self, model_id: int):
+        """The project's sU-Net ``model_id`` (the Improve view works with trained networks)."""
+        record = self.models.record(model_id)
+        if record["kind"] not in ("sunet", "unet"):
+            raise InputError(f"model {model_id}: the Improve view needs an sU-Net (this one is {record['kind']!r}); "
+                             "train an sU-Net in the Model view first")
+        return self.models.load(model_id)
+
+    def marked(self) -> dict[str, int]:
+        """``{image_id: latest version}`` of images with at least one marked pixel."""
+        out = {}
+        for image_id, version in self.project.latest_versions().items():
+            history = self.project.marker_history(image_id)
+            if history and history[-1]["n_marked"] > 0:
+                out[image_id] = version
+        return out
+
+    def cost_records(self, model) -> list[tuple[list[float], float]]:
+        """(cost features of ``model``'s prediction, seconds) of every timed annotation."""
+        from hitlseg.active import mask_features
+
+        seconds: dict[str, float] = {}
+        for event in self.project.events(kind=TIME_EVENT):
+            payload = event["payload"]
+            seconds[payload["image_id"]] = seconds.get(payload["image_id"], 0.0) + float(payload["seconds"])
+        records = []
+        for image_id, total in seconds.items():
+            if image_id in self.project and total > 0:
+                labels = model.predict(self.project.image(image_id), name=image_id).labels
+                records.append((mask_features(labels).tolist(), total))
+        return records
+
+    # -- proposals --------------------------------------------------------------------------------
+    def propose(self, model_id: int, strategy: str = "entropy", n: int = 1, progress: Progress = None) -> dict:
+        """The next ``n`` images ``strategy`` proposes under model ``model_id``; logged as an event."""
+        from hitlseg.active import propose
+
+        if strategy not in STRATEGIES:
+            raise InputError(f"strategy: unknown {strategy!r} (use one of {', '.join(STRATEGIES)})")
+        model = self.segmodel(model_id)
+        report(progress, 0, 1, "reading the images")
+        images = {info["id"]: self.project.image(info["id"]) for info in self.project.images()}
+        options = {"budget": 120.0} if strategy == "knapsack" else {}
+        records = self.cost_records(model) if strategy == "knapsack" else ()
+        result = propose(model, images, list(self.marked()), strategy=strategy, n=n, options=options,
+                         cost_records=records, seed=self.seed, progress=progress)
+        result["model_id"] = int(model_id)
+        self.project.record_event(PROPOSAL_EVENT, result)
+        report(progress, 1, 1, "done")
+        return result
+
+    def last_proposal(self) -> dict | None:
+        events = self.project.events(kind=PROPOSAL_EVENT)
+        return events[-1]["payload"] if events else None
+
+    # -- correcting --------------------------------------------------------------------------------
+    def accept(self, model_id: int, image_id: str, base_version: int) -> dict:
+        """Save the prediction's confident pixels as markers under the person's existing strokes."""
+        from hitlseg.pseudo import IGNORE, tripartition
+
+        model = self.segmodel(model_id)
+        probabilities = model.predict(self.project.image(image_id), name=image_id).probabilities
+        pseudo = tripartition(probabilities, ACCEPT_DELTA)
+        current, _ = self.project.load_markers(image_id)
+        markers = np.where(pseudo != IGNORE, pseudo.astype(np.int64) + 1, 0)
+        markers = np.where(current > 0, current, markers).astype(np.uint8)
+        version = self.project.save_markers(image_id, markers, base_version, author=f"prediction of model {model_id}")
+        return {"image_id": image_id, "version": version, "n_marked": int((markers > 0).sum()),
+                "confident": float((pseudo != IGNORE).mean())}
+
+    def record_time(self, image_id: str, version: int, seconds: float) -> None:
+        """The editor's seconds on one save of ``image_id``."""
+        self.project.record_event(TIME_EVENT, {"image_id": image_id, "version": int(version), "seconds": float(seconds)})
+
+    def effort(self) -> dict:
+        """The person's effort so far: marked images and pixels (latest versions), recorded seconds."""
+        marked = self.marked()
+        pixels = 0
+        for image_id in marked:
+            history = self.project.marker_history(image_id)
+            pixels += int(history[-1]["n_marked"])
+        seconds = sum(float(e["payload"]["seconds"]) for e in self.project.events(kind=TIME_EVENT))
+        return {"images": len(marked), "pixels": pixels, "seconds": seconds}
+
+    # -- retraining --------------------------------------------------------------------------------
+    def confidence(self, model, exclude: set[str]) -> float | None:
+        """Mean confidence (max class probability) of ``model`` on up to 30 unmarked images."""
+        ids = [info["id"] for info in self.project.images() if info["id"] not in exclude]
+        if not ids:
+            return None
+        picks = sorted(set(np.linspace(0, len(ids) - 1, min(CONFIDENCE_LIMIT, len(ids))).round().astype(int).tolist()))
+        values = [float(model.predict(self.project.image(ids[i]), name=ids[i]).probabilities.max(0).mean()) for i in picks]
+        return float(np.mean(values))
+
+    def retrain(self, model_id: int, epochs: int = 15, progress: Progress = None) -> dict:
+        """One correction round: continue model ``model_id`` on every marked image; returns the new model's record."""
+        import copy
+
+        from hitlseg.pseudo import Schedule, SelfTrainingConfig, default_strokes_config, learn_from_strokes
+        from hitlseg.server.training import PSEUDO_LABELS
+
+        started = time.perf_counter()
+        parent = self.models.record(model_id)
+        model = copy.deepcopy(self.segmodel(model_id))
+        ids, versions, images, markers = self.models.training_set()
+        pool = self.models.pool(set(ids))
+        if not len(pool):
+            raise InputError("retrain: every image is marked; there is no unmarked image to self-train on")
+
+        def step(name):
+            return lambda done, total, message="": report(progress, done, total, f"{name}: {message}".rstrip(": "))
+
+        result = learn_from_strokes(
+            images, markers, pool, model=model,
+            config=default_strokes_config(images[0].ndim - 1, epochs=epochs, seed=self.seed + len(versions),
+                                          person_weight=PERSON_WEIGHT, device=self.models.device),
+            self_training=SelfTrainingConfig(iterations=1, epochs=epochs, schedule=Schedule(beta0=0.75, gamma0=1.0)),
+            names=ids, pool_names=pool.ids, seed=self.seed, strokes_stage=False, progress=step("retraining"))
+        new = result.model
+        round_index = int(parent["params"].get("round", 0)) + 1
+        metrics = self.models._evaluate(lambda image: new.predict(image).labels, new.n_classes, set(ids), progress)
+        report(progress, 0, 1, "measuring the model's confidence on unmarked images")
+        metrics["confidence"] = self.confidence(new, set(ids))
+        params = {"kind": "sunet", "images": versions, "seed": self.seed, "n_classes": new.n_classes, "epochs": epochs,
+                  "self_training": 1, "pseudo_labels": PSEUDO_LABELS, "parent": int(model_id), "round": round_index,
+                  "effort": self.effort(), "person_weight": PERSON_WEIGHT, "stopped": result.stopped,
+                  "seconds": round(time.perf_counter() - started, 2)}
+        new.info.update({"project": str(self.project.root), "images": versions, "parent": int(model_id)})
+        with tempfile.TemporaryDirectory(prefix="hitlseg-model-") as folder:
+            path = new.save(Path(folder) / "model.pt")
+            new_id = self.project.add_model("sunet", path, params, metrics)
+        report(progress, 1, 1, "done")
+        return self.models.record(new_id)
+
+    # -- the record ----------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """Rounds (sU-Net models in order, with quality and effort), the effort now, the last proposal."""
+        rounds = []
+        for record in self.project.list_models():
+            if record["kind"] != "sunet":
+                continue
+            params, metrics = record["params"], record["metrics"] or {}
+            rounds.append({"model_id": record["id"], "round": int(params.get("round", 0)),
+                           "parent": params.get("parent"), "mean_dice": metrics.get("mean_dice"),
+                           "confidence": metrics.get("confidence"), "effort": params.get("effort"),
+                           "images": len(params.get("images", {}))})
+        return {"rounds": rounds, "effort": self.effort(), "proposal": self.last_proposal(),
+                "strategies": list(STRATEGIES)}

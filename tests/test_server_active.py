@@ -1,0 +1,109 @@
+"""Server: the Improve view's API — proposals (a job, logged), uncertainty heatmaps, starting from the
+prediction, annotation time, warm-started retraining with quality and effort per round."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hitlseg.project import Project
+from hitlseg.robot import Robot
+from hitlseg.server import create_app
+from hitlseg.server.testing import client, demo_project, marker_body, markers_of, wait_job
+
+N = 8
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("improve") / "project"
+    with demo_project(folder, n=N) as project:
+        for image_id in project.image_ids()[:2]:
+            project.save_markers(image_id, Robot(0).mark(project.mask(image_id), key=image_id), 0, author="robot")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def http(root):
+    with Project.open(root) as project, client(create_app(project, eval_limit=3, prepare=False)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def models(http):
+    ids = {}
+    for kind, extra in (("adaptive", {}), ("sunet", {"epochs": 2, "self_training": 0})):
+        job = http.post("/api/models/train", json={"kind": kind, **extra})
+        done = wait_job(http, job.json()["id"], timeout=240)
+        assert done["state"] == "done", done["error"]
+        ids[kind] = done["result"]["id"]
+    return ids
+
+
+def test_propose_accept_time_retrain_round_trip(http, models, root):
+    sunet = models["sunet"]
+    marked = Project.open(root).image_ids()[:2]
+    job = http.post("/api/active/propose", json={"model_id": sunet, "strategy": "entropy", "n": 2})
+    assert job.status_code == 202, job.text
+    done = wait_job(http, job.json()["id"], timeout=120)
+    assert done["state"] == "done", done["error"]
+    proposals = done["result"]["proposals"]
+    assert len(proposals) == 2 and not {p["image_id"] for p in proposals} & set(marked)
+    assert proposals[0]["score"] >= proposals[1]["score"] and "entropy" in done["result"]["criterion"]
+    summary = http.get("/api/active").json()
+    assert summary["proposal"]["proposals"] == proposals  # logged: shown again after a reload
+    target = proposals[0]["image_id"]
+
+    heat = http.get(f"/api/active/uncertainty/{sunet}/{target}.png")
+    assert heat.status_code == 200 and Image.open(io.BytesIO(heat.content)).size == (120, 120)
+
+    accepted = http.post("/api/active/accept", json={"model_id": sunet, "image_id": target, "base_version": 0})
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["version"] == 1 and accepted.json()["n_marked"] > 0
+    markers = markers_of(http.get(f"/api/images/{target}/markers").json())
+    fixed = markers.copy()
+    fixed[:3, :3] = 1  # the person's correction on top of the accepted prediction
+    saved = http.put(f"/api/images/{target}/markers", json=marker_body(fixed, 1))
+    assert saved.status_code == 200
+    assert http.post("/api/active/time", json={"image_id": target, "version": 2, "seconds": 12.5}).status_code == 200
+    assert http.get("/api/active").json()["effort"]["seconds"] == pytest.approx(12.5)
+    stale = http.post("/api/active/accept", json={"model_id": sunet, "image_id": target, "base_version": 1})
+    assert stale.status_code == 409
+
+    job = http.post("/api/active/retrain", json={"model_id": sunet, "epochs": 1})
+    done = wait_job(http, job.json()["id"], timeout=240)
+    assert done["state"] == "done", done["error"]
+    new = done["result"]
+    assert new["params"]["parent"] == sunet and new["params"]["round"] == 1
+    assert set(new["params"]["images"]) == set(marked) | {target}
+    assert 0 < new["metrics"]["confidence"] <= 1 and 0 <= new["metrics"]["mean_dice"] <= 1
+    rounds = http.get("/api/active").json()["rounds"]
+    assert [r["model_id"] for r in rounds][-2:] == [sunet, new["id"]]
+    assert rounds[-1]["effort"]["images"] == 3 and rounds[-1]["effort"]["seconds"] == pytest.approx(12.5)
+
+
+@pytest.mark.parametrize("path, body, status, match", [
+    ("/api/active/propose", {"model_id": 999}, 404, "not found"),
+    ("/api/active/propose", {"model_id": "x"}, 422, None),
+    ("/api/active/accept", {"model_id": 1, "image_id": "nope", "base_version": 0}, 404, "not found"),
+    ("/api/active/time", {"image_id": "nope", "version": 1, "seconds": 3}, 404, "not found"),
+])
+def test_bad_requests(http, models, path, body, status, match):
+    answer = http.post(path, json=body)
+    assert answer.status_code == status
+    if match:
+        assert match in answer.json()["error"]
+
+
+def test_clear_errors_for_wrong_models_and_strategies(http, models):
+    answer = http.post("/api/active/propose", json={"model_id": models["adaptive"]})
+    assert answer.status_code == 400 and "needs an sU-Net" in answer.json()["error"]
+    job = http.post("/api/active/propose", json={"model_id": models["sunet"], "strategy": "oracle"})
+    done = wait_job(http, job.json()["id"], timeout=60)
+    assert done["state"] == "failed" and "unknown" in done["error"]
+    job = http.post("/api/active/propose", json={"model_id": models["sunet"], "strategy": "knapsack"})
+    done = wait_job(http, job.json()["id"], timeout=60)
+    assert done["state"] == "failed" and "recorded annotation times" in done["error"]
