@@ -261,7 +261,10 @@ def test_score_pool_batches_mc_passes_through_one_encoder_pass(started_loop, dem
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(model.net.encoder, "features", spy)
         scored = score_pool(model, demo_loop_data["images"], ids, mc_passes=5)
-    assert calls == [6]  # one encoder pass for the batch, not 5 x 6
+        assert sum(calls) == 6  # each image through the encoder once, not 5 times
+        calls.clear()
+        score_pool(model, demo_loop_data["images"], ids, mc_passes=5, max_elements=1 << 23)
+        assert calls == [6]  # one batch of the six images
     for i in ids:
         np.testing.assert_allclose(scored["probabilities"][i], model.predict(demo_loop_data["images"][i]).probabilities,
                                    atol=2e-3)

@@ -115,7 +115,7 @@ def _pooled(features: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def score_pool(model, images: Mapping[str, np.ndarray], ids: Sequence[str] | None = None, *, mc_passes: int = 0,
                dropout: float = 0.2, ensemble: Sequence | None = None, features: bool = True, seed: int = 0,
-               max_elements: int = 1 << 21, progress: Progress = None) -> dict:
+               max_elements: int | None = None, progress: Progress = None) -> dict:
     """The model's view of ``ids`` (all of ``images`` by default), computed once per round.
 
     Parameters
@@ -136,8 +136,11 @@ def score_pool(model, images: Mapping[str, np.ndarray], ids: Sequence[str] | Non
         Also return pooled encoder features (global average per layer).
     seed : int
         Seed of the dropout masks.
-    max_elements : int
-        Images of one shape are batched up to this many input values (divided among the members).
+    max_elements : int, optional
+        Images of one shape are batched up to this many input values (divided among the
+        members). Default: 2**18 on CPU, where small batches stay in cache (wbc1, 96 images of
+        3x120x120 on 2 cores: 0.84 s one image at a time, 0.90 s at 2**18, 2.13 s at 2**21;
+        5 MC passes 4.16, 3.36 and 5.31 s), and 2**23 on a GPU.
 
     Returns
     -------
@@ -184,6 +187,8 @@ def score_pool(model, images: Mapping[str, np.ndarray], ids: Sequence[str] | Non
             for i in ids:
                 if i not in whole:  # larger than the sliding window: the model's own windowed prediction
                     out["probabilities"][i] = model.predict(checked[i], name=i).probabilities.astype(np.float16)
+            if max_elements is None:
+                max_elements = (1 << 23) if device.type == "cuda" else (1 << 18)
             per_batch = max(1, max_elements // max(1, mc_passes or len(members) or 1))  # members multiply the batch
             for batch in shape_batches(checked, per_batch):
                 report(progress, done, len(ids), "scoring the pool")

@@ -71,6 +71,8 @@ class ActiveConfig:
         Cross-entropy weight of the person's strokes against pseudo-labels in correction rounds
         (:attr:`hitlseg.nets.TrainConfig.person_weight`): corrections are a few hundred pixels
         among hundreds of thousands of machine labels, and without weight they barely count.
+        Chosen on wbc1's validation images (split 0, entropy, 4 rounds): mean Dice 0.854 ->
+        0.865 at weight 1, 0.871 at 10, 0.875 at 50.
     time_model : TimeModel
     seed : int
     """
@@ -88,7 +90,7 @@ class ActiveConfig:
     self_training: int = 1
     self_training_epochs: int = 15
     pool_limit: int | None = 60
-    person_weight: float = 1.0
+    person_weight: float = 50.0
     time_model: TimeModel = field(default_factory=TimeModel)
     seed: int = 0
 
@@ -304,9 +306,9 @@ class ActiveLoop:
 
     def _pseudo_pool(self, context, queried: Sequence[str], round_index: int) -> list[str]:
         free = [i for i in self.pool if i not in self.markers and i not in set(queried)]
-        if isinstance(self.strategy, DASLStrategy) and context is not None:
-            return self.strategy.pseudo_pool(context, exclude=queried)
         limit = self.config.pool_limit
+        if isinstance(self.strategy, DASLStrategy) and context is not None:  # its most confident images, at its pace
+            return self.strategy.pseudo_pool(context, exclude=queried)[:limit]
         if limit is None or len(free) <= limit:
             return free
         rng = np.random.default_rng([self.config.seed, round_index, 7])

@@ -33,6 +33,8 @@ TIME_EVENT = "annotation_time"
 STRATEGIES = ("entropy", "margin", "least_confidence", "bald", "consistency", "coreset", "suggestive", "knapsack",
               "dasl", "fg_random", "random")
 ACCEPT_DELTA = 0.95
+#: Lower than the study loop's 50 (hitlseg.active.ActiveConfig): in the web app an accepted
+#: prediction's confident pixels count as the person's too, errors included.
 PERSON_WEIGHT = 10.0
 CONFIDENCE_LIMIT = 30
 
