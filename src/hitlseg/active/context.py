@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hitlseg.active.uncertainty import entropy
 from hitlseg.errors import InputError

@@ -394,19 +394,14 @@ ALIASES = {measure: ("uncertainty", {"measure": measure}) for measure in MEASURE
 
 def make_strategy(name: str, **options) -> ActiveStrategy:
     """A strategy by name (one of :data:`STRATEGIES` or an uncertainty measure); ``options`` go to its constructor."""
-    import inspect
+    from hitlseg.selection.selectors import construct
 
     if name in ALIASES:
         name, preset = ALIASES[name]
         options = {**preset, **options}
     if name not in STRATEGIES:
         raise InputError(f"strategy: unknown name {name!r} (use one of {', '.join([*STRATEGIES, *ALIASES])})")
-    cls = STRATEGIES[name]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise InputError(f"strategy {name!r}: unknown option(s) {', '.join(unknown)} (accepted: {', '.join(sorted(accepted))})")
-    return cls(**options)
+    return construct("strategy", name, STRATEGIES[name], options)
 
 
 def needs(name: str) -> set[str]:

@@ -12,10 +12,8 @@ parts as JSON; ``OUT/results.json`` gathers them.
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +21,7 @@ import numpy as np
 
 from hitlseg.dataset import Dataset, make_split
 from hitlseg.errors import InputError
-from hitlseg.experiments.protocol import PartStore
+from hitlseg.experiments.protocol import PartStore, _check_resumable, write_results
 from hitlseg.experiments.scoring import average, is_brats, score
 from hitlseg.progress import Progress, report
 
@@ -123,27 +121,6 @@ def gtfree_first_images(images: dict, masks: dict, train_ids: list[str], first: 
         current = selector.query(session.context(), 1)[0]
 
 
-def _check_resumable(out: Path, config: ActiveProtocolConfig) -> None:
-    """Keep the settings in ``OUT/config.json``; only ``splits`` and ``strategies`` may grow between runs."""
-    path = out / "config.json"
-    settings = config.to_dict()
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text())
-        except ValueError:
-            previous = None
-        if previous is not None:
-            changed = sorted(k for k in set(settings) | set(previous)
-                             if k not in ("splits", "strategies") and settings.get(k) != previous.get(k))
-            if changed:
-                raise InputError(f"{out}: holds a study with other settings ({', '.join(changed)} differ); "
-                                 "use another output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".config.json.tmp")
-    tmp.write_text(json.dumps(settings, indent=1))
-    os.replace(tmp, path)
-
-
 def _baseline(images, masks, train, val, test, classes, brats, config: ActiveProtocolConfig) -> dict:
     from hitlseg.nets import SegModel, TrainConfig, train as fit
 
@@ -174,7 +151,7 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
 
     config = config or ActiveProtocolConfig()
     out = Path(out)
-    _check_resumable(out, config)
+    _check_resumable(out, config, mutable=("splits", "strategies"))
     store = PartStore(out)
     robot = Robot(seed=config.seed)
     ids = dataset.with_masks()
@@ -249,8 +226,5 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
         results["splits"].append(split_result)
     report(progress, total, total, "done")
     results["wall_seconds_this_run"] = time.perf_counter() - started
-    path = out / "results.json"
-    tmp = path.with_name(".results.json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, path)
+    write_results(out, results)
     return results

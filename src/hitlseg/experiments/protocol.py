@@ -280,10 +280,11 @@ def first_image_analysis(data: SplitData, config: ProtocolConfig, robot) -> dict
     }
 
 
-def _check_resumable(out: Path, config: ProtocolConfig) -> None:
+def _check_resumable(out: Path, config, mutable=("splits",)) -> None:
     """Record the settings in ``OUT/config.json``; refuse to mix parts of runs with other settings.
 
-    Only the number of splits may change between runs (more splits extend a finished run).
+    Only the settings named in ``mutable`` may change between runs (more splits extend a
+    finished run).
     """
     path = out / "config.json"
     settings = config.to_dict()
@@ -293,13 +294,21 @@ def _check_resumable(out: Path, config: ProtocolConfig) -> None:
         except ValueError:
             previous = None
         if previous is not None:
-            changed = sorted(k for k in set(settings) | set(previous) if k != "splits" and settings.get(k) != previous.get(k))
+            changed = sorted(k for k in set(settings) | set(previous) if k not in mutable and settings.get(k) != previous.get(k))
             if changed:
                 raise InputError(f"{out}: holds a run with other settings ({', '.join(changed)} differ); "
                                  "use another output folder")
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(".config.json.tmp")
     tmp.write_text(json.dumps(settings, indent=1))
+    os.replace(tmp, path)
+
+
+def write_results(out: Path, results: dict) -> None:
+    """``OUT/results.json``, written atomically."""
+    path = out / "results.json"
+    tmp = path.with_name(".results.json.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
     os.replace(tmp, path)
 
 
@@ -373,8 +382,5 @@ def run_protocol(dataset: Dataset, out: str | Path, config: ProtocolConfig | Non
         results["splits"].append(split_result)
     report(progress, total, total, "done")
     results["wall_seconds_this_run"] = time.perf_counter() - started
-    path = out / "results.json"
-    tmp = path.with_name(".results.json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, path)
+    write_results(out, results)
     return results

@@ -318,15 +318,19 @@ SELECTORS: dict[str, type[Selector]] = {
 }
 
 
-def make_selector(name: str, **options) -> Selector:
-    """A selector by name; ``options`` go to its constructor (e.g. ``policy``, ``seed``)."""
+def construct(kind: str, name: str, cls, options: dict):
+    """``cls(**options)``, refusing options its constructor does not take with an error naming ``kind`` ``name``."""
     import inspect
 
-    if name not in SELECTORS:
-        raise InputError(f"selector: unknown name {name!r} (use one of {', '.join(SELECTORS)})")
-    cls = SELECTORS[name]
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise InputError(f"selector {name!r}: unknown option(s) {', '.join(unknown)} (accepted: {', '.join(sorted(accepted))})")
+        raise InputError(f"{kind} {name!r}: unknown option(s) {', '.join(unknown)} (accepted: {', '.join(sorted(accepted))})")
     return cls(**options)
+
+
+def make_selector(name: str, **options) -> Selector:
+    """A selector by name; ``options`` go to its constructor (e.g. ``policy``, ``seed``)."""
+    if name not in SELECTORS:
+        raise InputError(f"selector: unknown name {name!r} (use one of {', '.join(SELECTORS)})")
+    return construct("selector", name, SELECTORS[name], options)
