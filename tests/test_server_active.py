@@ -107,3 +107,14 @@ def test_clear_errors_for_wrong_models_and_strategies(http, models):
     job = http.post("/api/active/propose", json={"model_id": models["sunet"], "strategy": "knapsack"})
     done = wait_job(http, job.json()["id"], timeout=60)
     assert done["state"] == "failed" and "recorded annotation times" in done["error"]
+
+
+def test_knapsack_costs_come_from_the_recorded_editor_times(http, models, root):
+    ids = Project.open(root).image_ids()
+    for image_id, seconds in zip(ids[:3], (20.0, 35.0, 50.0)):
+        version = max(1, http.get(f"/api/images/{image_id}/markers").json()["version"])
+        assert http.post("/api/active/time", json={"image_id": image_id, "version": version, "seconds": seconds}).status_code == 200
+    job = http.post("/api/active/propose", json={"model_id": models["sunet"], "strategy": "knapsack", "n": 3})
+    done = wait_job(http, job.json()["id"], timeout=120)
+    assert done["state"] == "done", done["error"]
+    assert 1 <= len(done["result"]["proposals"]) <= 3 and "budget" in done["result"]["criterion"]
