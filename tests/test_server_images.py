@@ -135,10 +135,12 @@ def test_openapi_lists_every_router(http):
                  "/api/images/{image_id}/markers/history", "/api/selection", "/api/selection/learn",
                  "/api/selection/heatmap/{image_id}.png", "/api/selection/select", "/api/models", "/api/models/train",
                  "/api/models/{model_id}/predictions/{image_id}.png", "/api/models/{model_id}/predictions/{image_id}/mask",
-                 "/api/models/{model_id}/metrics", "/api/jobs", "/api/jobs/{job_id}"):
+                 "/api/models/{model_id}/metrics", "/api/jobs", "/api/jobs/{job_id}", "/api/active", "/api/active/propose",
+                 "/api/active/uncertainty/{model_id}/{image_id}.png", "/api/active/accept", "/api/active/time",
+                 "/api/active/retrain"):
         assert path in paths, path
     assert {tag for item in schema["paths"].values() for op in item.values() for tag in op.get("tags", [])} == {
-        "images", "markers", "selection", "models", "jobs"}
+        "images", "markers", "selection", "models", "active learning", "jobs"}
     docs = http.get("/docs")
     assert docs.status_code == 200 and "cdn" not in docs.text  # Swagger UI from the installed package
     assert http.get("/static/vendor/swagger/swagger-ui-bundle.js").status_code == 200

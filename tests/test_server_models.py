@@ -158,7 +158,7 @@ def test_sunet_learns_from_strokes_then_pseudo_labels(root, monkeypatch):
     real_train = hitlseg.nets.train
 
     def spy(model, samples, val, config, **options):
-        calls.append([(image.copy(), mask.copy()) for image, mask in samples])
+        calls.append([(sample[0].copy(), sample[1].copy()) for sample in samples])  # (image, mask[, person])
         return real_train(model, samples, val, config, **options)
 
     monkeypatch.setattr(hitlseg.nets, "train", spy)
