@@ -59,12 +59,9 @@ class ImproveService:
 
     def marked(self) -> dict[str, int]:
         """``{image_id: latest version}`` of images with at least one marked pixel."""
-        out = {}
-        for image_id, version in self.project.latest_versions().items():
-            history = self.project.marker_history(image_id)
-            if history and history[-1]["n_marked"] > 0:
-                out[image_id] = version
-        return out
+        from hitlseg.server.loop import marked_versions
+
+        return marked_versions(self.project)
 
     def cost_records(self, model) -> list[tuple[list[float], float]]:
         """(cost features of ``model``'s prediction, seconds) of every timed annotation."""

@@ -32,6 +32,16 @@ from hitlseg.server.security import NotFoundError
 ROUND_EVENT = "selection_round"
 
 
+def marked_versions(project) -> dict[str, int]:
+    """``{image_id: latest version}`` of the project's images whose latest markers hold at least one marked pixel."""
+    marked = {}
+    for image_id, version in project.latest_versions().items():
+        history = project.marker_history(image_id)
+        if history and history[-1]["n_marked"] > 0:
+            marked[image_id] = version
+    return marked
+
+
 class ProjectSuperpixels:
     """:class:`hitlseg.selection.SuperpixelStore` over the project's arrays (kind ``superpixels``)."""
 
@@ -99,12 +109,7 @@ class SelectionLoop:
 
     def marked_versions(self) -> dict[str, int]:
         """``{image_id: latest version}`` of images whose latest markers hold at least one marked pixel."""
-        marked = {}
-        for image_id, version in self.project.latest_versions().items():
-            history = self.project.marker_history(image_id)
-            if history and history[-1]["n_marked"] > 0:
-                marked[image_id] = version
-        return marked
+        return marked_versions(self.project)
 
     def pending(self, rounds: list[dict] | None = None) -> list[str]:
         """Marked images whose latest markers the filters have not learned, in the order they will be learned."""
