@@ -51,3 +51,17 @@ def make_2d_dataset(root: Path, n: int = 6, size: int = 64, seed: int = 0) -> Pa
         write_png(root / "images" / f"img{i:02d}.png", rgb_from_mask(mask, seed + i))
         write_png(root / "masks" / f"img{i:02d}.png", mask)
     return root
+
+
+def copy_demo(root: Path, n: int) -> Path:
+    """The first ``n`` images of the bundled demo dataset with their masks, copied to ``root``."""
+    import shutil
+
+    from hitlseg.datasets import DEMO_ROOT
+
+    names = sorted(p.name for p in (DEMO_ROOT / "images").iterdir())[:n]
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True)
+        for name in names:
+            shutil.copy(DEMO_ROOT / folder / name, root / folder / name)
+    return root

@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 from hitlseg.dataset import Dataset
-from hitlseg.datasets import DEMO_ROOT
 from hitlseg.errors import InputError
 from hitlseg.experiments.active import ActiveProtocolConfig, run_active_protocol
 from hitlseg.experiments.active_report import effort_to_reach, write_active_report
+from tests.helpers import copy_demo
 
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_active")
-    names = sorted(p.name for p in (DEMO_ROOT / "images").iterdir())[:16]
-    for folder in ("images", "masks"):
-        (root / folder).mkdir()
-        for name in names:
-            shutil.copy(DEMO_ROOT / folder / name, root / folder / name)
-    return root
+    return copy_demo(tmp_path_factory.mktemp("tiny_active"), 16)
 
 
 def _config(**changes):

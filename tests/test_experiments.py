@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 from hitlseg.dataset import Dataset
-from hitlseg.datasets import DEMO_ROOT
 from hitlseg.errors import InputError
 from hitlseg.experiments import ProtocolConfig, correlation, run_protocol, table_one, table_two, write_report
 from hitlseg.experiments import protocol as protocol_module
 from hitlseg.experiments.scoring import is_brats, score
+from tests.helpers import copy_demo
 
 METHODS = ("gtfree", "random", "labeled", "kcenter")
 
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    names = sorted(p.name for p in (DEMO_ROOT / "images").iterdir())[:12]
-    for folder in ("images", "masks"):
-        (root / folder).mkdir()
-        for name in names:
-            shutil.copy(DEMO_ROOT / folder / name, root / folder / name)
-    return Dataset.from_folder(root)
+    return Dataset.from_folder(copy_demo(tmp_path_factory.mktemp("tiny"), 12))
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,15 @@ import pytest
 from PIL import Image
 
 from hitlseg.project import Project
-from hitlseg.robot import Robot
 from hitlseg.server import create_app
-from hitlseg.server.testing import client, demo_project, marker_body, markers_of, wait_job
+from hitlseg.server.testing import client, marked_demo_project, marker_body, markers_of, wait_job
 
 N = 8
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("improve") / "project"
-    with demo_project(folder, n=N) as project:
-        for image_id in project.image_ids()[:2]:
-            project.save_markers(image_id, Robot(0).mark(project.mask(image_id), key=image_id), 0, author="robot")
-    return folder
+    return marked_demo_project(tmp_path_factory.mktemp("improve") / "project", n=N)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ from PIL import Image
 
 from hitlseg.errors import InputError
 from hitlseg.project import Project
-from hitlseg.robot import Robot
 from hitlseg.server import create_app
-from hitlseg.server.testing import client, demo_project, marker_body, wait_job
+from hitlseg.server.testing import client, demo_project, marked_demo_project, marker_body, wait_job
 from hitlseg.server.training import PSEUDO_LABELS
 
 N = 8
@@ -23,11 +22,7 @@ N = 8
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     """An 8-image demo project with two images marked by the robot."""
-    folder = tmp_path_factory.mktemp("models") / "project"
-    with demo_project(folder, n=N) as project:
-        for image_id in project.image_ids()[:2]:
-            project.save_markers(image_id, Robot(0).mark(project.mask(image_id), key=image_id), 0, author="robot")
-    return folder
+    return marked_demo_project(tmp_path_factory.mktemp("models") / "project", n=N)
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,10 @@ from typing import Callable
 
 import numpy as np
 
+from hitlseg.active.loop import ActiveConfig
 from hitlseg.dataset import Dataset, make_split
 from hitlseg.errors import InputError
-from hitlseg.experiments.protocol import PartStore, _check_resumable, write_results
+from hitlseg.experiments.protocol import PartStore, _check_resumable, finish
 from hitlseg.experiments.scoring import average, is_brats, score
 from hitlseg.progress import Progress, report
 
@@ -61,11 +62,12 @@ class ActiveProtocolConfig:
     rounds: int = 10
     per_round: int = 1
     budget: float | None = None
-    initial_self_training: int = 5
-    epochs: int = 5
-    self_training: int = 1
-    self_training_epochs: int = 15
-    pool_limit: int | None = 60
+    # the loop's training settings, defaults from ActiveConfig (one source)
+    initial_self_training: int = ActiveConfig.initial_self_training
+    epochs: int = ActiveConfig.epochs
+    self_training: int = ActiveConfig.self_training
+    self_training_epochs: int = ActiveConfig.self_training_epochs
+    pool_limit: int | None = ActiveConfig.pool_limit
     baseline_epochs: int = 30
     reference: float | None = None
     eval_limit: int | None = None
@@ -90,9 +92,7 @@ class ActiveProtocolConfig:
         for name in self.strategies:
             self.loop_config(name)  # validates names, options and the loop's settings
 
-    def loop_config(self, strategy: str):
-        from hitlseg.active import ActiveConfig
-
+    def loop_config(self, strategy: str) -> ActiveConfig:
         options = {"budget": float(self.budget)} if strategy == "knapsack" and self.budget is not None else {}
         return ActiveConfig(strategy=strategy, strategy_options=options, rounds=self.rounds, per_round=self.per_round,
                             initial_self_training=self.initial_self_training, epochs=self.epochs,
@@ -224,7 +224,4 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
             if log:
                 log(f"{name}: done ({time.perf_counter() - started:.0f} s elapsed)")
         results["splits"].append(split_result)
-    report(progress, total, total, "done")
-    results["wall_seconds_this_run"] = time.perf_counter() - started
-    write_results(out, results)
-    return results
+    return finish(out, results, started, progress, total)

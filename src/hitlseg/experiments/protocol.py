@@ -304,12 +304,15 @@ def _check_resumable(out: Path, config, mutable=("splits",)) -> None:
     os.replace(tmp, path)
 
 
-def write_results(out: Path, results: dict) -> None:
-    """``OUT/results.json``, written atomically."""
+def finish(out: Path, results: dict, started: float, progress: Progress, total: int) -> dict:
+    """Report completion, stamp this run's wall time and write ``OUT/results.json`` atomically."""
+    report(progress, total, total, "done")
+    results["wall_seconds_this_run"] = time.perf_counter() - started
     path = out / "results.json"
     tmp = path.with_name(".results.json.tmp")
     tmp.write_text(json.dumps(results, indent=1))
     os.replace(tmp, path)
+    return results
 
 
 def _timed(compute: Callable[[], dict]) -> dict:
@@ -380,7 +383,4 @@ def run_protocol(dataset: Dataset, out: str | Path, config: ProtocolConfig | Non
             if log:
                 log(f"{name}: done ({time.perf_counter() - started:.0f} s elapsed)")
         results["splits"].append(split_result)
-    report(progress, total, total, "done")
-    results["wall_seconds_this_run"] = time.perf_counter() - started
-    write_results(out, results)
-    return results
+    return finish(out, results, started, progress, total)

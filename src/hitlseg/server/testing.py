@@ -24,6 +24,16 @@ def demo_project(root: str | Path, n: int = 12, ids=None, copy: bool = False):
     return Project.init(root, dataset=dataset.subset(chosen), copy=copy)
 
 
+def marked_demo_project(root: str | Path, n: int = 8, marked: int = 2) -> Path:
+    """:func:`demo_project` over ``n`` images with the robot's strokes saved on the first ``marked``; returns ``root``."""
+    from hitlseg.robot import Robot
+
+    with demo_project(root, n=n) as project:
+        for image_id in project.image_ids()[:marked]:
+            project.save_markers(image_id, Robot(0).mark(project.mask(image_id), key=image_id), 0, author="robot")
+    return Path(root)
+
+
 def client(app, **options):
     """A Starlette ``TestClient`` addressing the app as ``http://127.0.0.1`` (a loopback host)."""
     import warnings

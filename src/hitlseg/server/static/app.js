@@ -1012,18 +1012,25 @@ function renderImproveChart(summary) {
     { displayModeBar: false, responsive: true });
 }
 
-async function proposeNext() {
-  const body = { model_id: Number($("imp-model").value), strategy: $("imp-strategy").value, n: 1 };
-  $("imp-propose").disabled = true;
+/* run ``work`` with button ``id`` disabled; errors become a notification */
+async function whileDisabled(id, work) {
+  $(id).disabled = true;
   try {
-    const job = await api("/api/active/propose", { method: "POST", json: body });
-    await followJob(job, "Scoring the images");
-    await refreshImprove();
+    await work();
   } catch (error) {
     fail(error);
   } finally {
-    $("imp-propose").disabled = false;
+    $(id).disabled = false;
   }
+}
+
+function proposeNext() {
+  const body = { model_id: Number($("imp-model").value), strategy: $("imp-strategy").value, n: 1 };
+  return whileDisabled("imp-propose", async () => {
+    const job = await api("/api/active/propose", { method: "POST", json: body });
+    await followJob(job, "Scoring the images");
+    await refreshImprove();
+  });
 }
 
 async function acceptPrediction() {
@@ -1042,20 +1049,15 @@ async function acceptPrediction() {
   }
 }
 
-async function retrainModel() {
+function retrainModel() {
   const body = { model_id: Number($("imp-model").value), epochs: Number($("imp-epochs").value) };
-  $("imp-retrain").disabled = true;
-  try {
+  return whileDisabled("imp-retrain", async () => {
     const job = await api("/api/active/retrain", { method: "POST", json: body });
     const finished = await followJob(job, "Retraining");
     $("imp-model").value = "";
     toast(`Model ${finished.result.id} is ready (round ${finished.result.params.round})`);
     await refreshImprove();
-  } catch (error) {
-    fail(error);
-  } finally {
-    $("imp-retrain").disabled = false;
-  }
+  });
 }
 
 async function resumeImproveJob() {
