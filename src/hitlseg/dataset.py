@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,6 +29,7 @@ MARKER_STEM = re.compile(r"[-_](seeds|markers?)$", re.IGNORECASE)
 MASK_NAME = re.compile(r"(seg|label|otmulticlass|truth|groundtruth|^gt[-_.]|^mask)", re.IGNORECASE)
 ROI_NAME = re.compile(r"(brainmask|roi)", re.IGNORECASE)
 MARKER_NAME = re.compile(r"(markers?|seeds)", re.IGNORECASE)
+MAX_CLASS = 254  # markers are uint8 with class c stored as c + 1
 SPLIT_GROUPS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
@@ -174,6 +175,66 @@ class Dataset:
             return None
         parts = {name: [i for i, g in groups.items() if g == name] for name in ("train", "val", "test")}
         return Split(parts["train"], parts["val"], parts["test"], seed=None)
+
+
+def task_classes(labels: dict[str, "Iterable[int]"], n_classes: int | None = None) -> int:
+    """The number of object classes ``K`` of a task, from the labels each mask holds; refuses outliers.
+
+    One rule for every command: labels are integers 0 (background) .. ``K``. Declared (``n_classes``),
+    a label above ``K`` is an error. Inferred, ``K`` is the largest label, and every label from 1 to
+    ``K`` must occur in some mask: a gap (masks with 0, 1 and 255) means stray values, not classes.
+    No class may exceed 254 (marker files store class ``c`` as ``c + 1`` in one byte).
+
+    Parameters
+    ----------
+    labels : dict
+        Mask name (file or id) -> the labels it holds (e.g. ``np.unique(mask)``).
+    n_classes : int, optional
+        Declared number of object classes.
+
+    Returns
+    -------
+    int
+        ``K`` (at least 1).
+
+    Raises
+    ------
+    InputError
+        Naming the masks that hold the outlying labels.
+    """
+    found: dict[int, list[str]] = {}
+    for name, values in labels.items():
+        for value in values:
+            found.setdefault(int(value), []).append(str(name))
+
+    def where(value):
+        names = found[value]
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    negative = [v for v in found if v < 0]
+    if negative:
+        raise InputError(f"{where(min(negative))}: negative label {min(negative)}; labels are 0 (background) .. K")
+    if n_classes is not None:
+        if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or not 1 <= n_classes <= MAX_CLASS:
+            raise InputError(f"classes: must be an integer in 1..{MAX_CLASS}, got {n_classes!r}")
+        above = sorted(v for v in found if v > n_classes)
+        if above:
+            raise InputError(f"{where(above[0])}: label {above[0]} is above the {n_classes} declared classes "
+                             f"(labels 0..{n_classes})")
+        return int(n_classes)
+    present = sorted(v for v in found if v > 0)
+    if not present:
+        return 1
+    gap = next((k for k, v in enumerate(present, start=1) if v != k), None)  # first class with no label
+    if gap is not None:
+        stray = present[gap - 1]
+        shown = ", ".join(map(str, [0] + present[:8])) + (", ..." if len(present) > 8 else "")
+        raise InputError(f"{where(stray)}: label {stray} looks stray: the masks hold labels {shown} but no {gap}; "
+                         "labels must be consecutive 0..K (fix the masks, or declare the number of classes)")
+    if present[-1] > MAX_CLASS:
+        raise InputError(f"{where(present[-1])}: label {present[-1]} is not a class (classes are 1..{MAX_CLASS}); "
+                         "fix the mask")
+    return present[-1]
 
 
 def _index_by_stem(folder: Path, strip_marker_suffix: bool = False):
@@ -324,10 +385,11 @@ def make_split(ids: Sequence[str], fractions: Sequence[float] = (0.6, 0.1, 0.3),
     return Split(shuffled[:n_train], shuffled[n_train : n_train + n_val], shuffled[n_train + n_val :], seed, fractions)
 
 
-def describe(dataset: Dataset, progress=None) -> dict:
+def describe(dataset: Dataset, progress=None, decode: bool = True) -> dict:
     """Summary of a dataset: counts, image shapes, channels, classes, and files missing or ignored.
 
-    Reads every image header and every mask (masks give the classes); corrupt files raise
+    Reads every image (only its header with ``decode=False``), every mask (masks give the
+    classes, checked by :func:`task_classes`) and every marker file; corrupt files raise
     :class:`InputError` naming the file.
     """
     from collections import Counter
@@ -338,18 +400,23 @@ def describe(dataset: Dataset, progress=None) -> dict:
     shapes: Counter = Counter()
     channels: Counter = Counter()
     classes: set[int] = set()
+    labels: dict[str, np.ndarray] = {}
     samples = list(dataset)
     for done, sample in enumerate(samples):
         report(progress, done, len(samples), sample.id)
         n_channels, shape = peek_image(sample.image_paths)
         shapes[shape] += 1
         channels[n_channels] += 1
+        if decode:
+            dataset.image(sample.id)  # content, not only headers: truncated files, wrong formats, no finite value
         mask = dataset.mask(sample.id, shape)
         if mask is not None:
-            classes.update(int(v) for v in np.unique(mask))
+            labels[str(sample.mask_path)] = np.unique(mask)
+            classes.update(int(v) for v in labels[str(sample.mask_path)])
         if sample.markers_path is not None:
             dataset.markers(sample.id, shape)
     report(progress, len(samples), len(samples), "")
+    task_classes(labels)
     split = dataset.predefined_split()
     return {
         "root": str(dataset.root),

@@ -15,3 +15,7 @@ class InputError(ValueError):
 
 class ConflictError(InputError):
     """A write based on a stale version of stored data (e.g. markers saved over a newer version)."""
+
+
+class DataWarning(UserWarning):
+    """Input that hitlseg can use after a repair it reports (e.g. NaN voxels read as the lowest value)."""

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from hitlseg.active.loop import ActiveConfig
-from hitlseg.dataset import Dataset, make_split
+from hitlseg.dataset import Dataset, make_split, task_classes
 from hitlseg.errors import InputError
 from hitlseg.experiments.protocol import PartStore, _check_resumable, finish
 from hitlseg.experiments.scoring import average, is_brats, score
@@ -171,7 +171,7 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
                 cache[sample_id] = (loaded.image, loaded.mask.astype(np.int64))
         images = {i: cache[i][0] for i in split.train + split.val + test}
         masks = {i: cache[i][1] for i in images}
-        classes = sorted({int(c) for i in images for c in np.unique(masks[i]) if c > 0})
+        classes = list(range(1, task_classes({i: np.unique(masks[i]) for i in images}) + 1))
         brats = is_brats(classes)
         if len(split.train) <= config.images:
             raise InputError(f"images: the training split has {len(split.train)} images; round 0 asks for {config.images}")

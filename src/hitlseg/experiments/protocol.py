@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from hitlseg.dataset import Dataset, make_split
+from hitlseg.dataset import Dataset, make_split, task_classes
 from hitlseg.errors import InputError
 from hitlseg.experiments.scoring import average, is_brats, score
 from hitlseg.progress import Progress, report
@@ -161,7 +161,7 @@ def _load_split(dataset: Dataset, index: int, config: ProtocolConfig, cache: dic
             cache[sample_id] = (loaded.image, loaded.mask.astype(np.int64))
     images = {i: cache[i][0] for i in ids}
     masks = {i: cache[i][1] for i in ids}
-    classes = sorted({int(c) for i in ids for c in np.unique(masks[i]) if c > 0})
+    classes = list(range(1, task_classes({i: np.unique(masks[i]) for i in ids}) + 1))
     first = str(np.random.default_rng([config.seed, index]).choice(split.train))
     limit = config.eval_limit
     return SplitData(index, split.train, split.val[:limit] if limit else split.val, split.test[:limit] if limit else split.test,

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from hitlseg.errors import InputError
+from hitlseg.errors import DataWarning, InputError
 from hitlseg.io.color import rgb_to_normalized_lab
 from hitlseg.io.formats import IMAGE_2D_SUFFIXES, VOLUME_SUFFIXES, is_volume, suffix_of
+from hitlseg.io.limits import check_channels, check_size
 
 NORMALIZATIONS = ("percentile", "minmax", "none")
 COLOR_MODES = ("lab", "rgb", "gray")
@@ -53,12 +55,35 @@ def _read_png16(path: Path) -> np.ndarray:
     )
 
 
-def _png_bitdepth(path: Path) -> int:
+def _png_header(path: Path) -> tuple[int, int, int]:
+    """Width, height and bit depth from a PNG's IHDR chunk (no pixel is decoded)."""
     with open(path, "rb") as handle:
         head = handle.read(33)
-    if len(head) < 33 or head[:8] != b"\x89PNG\r\n\x1a\n":
+    if len(head) < 33 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         raise InputError(f"{path}: not a valid PNG file (bad signature or truncated header)")
-    return head[24]
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), head[24]
+
+
+def _checked_png(path: Path) -> int:
+    """Bit depth of a PNG whose header announces a size within the limit (pypng has no bomb limit)."""
+    width, height, depth = _png_header(path)
+    check_size(path, (height, width))
+    return depth
+
+
+def _tiff_shape(path: Path) -> tuple[tuple[int, ...], int]:
+    """Spatial shape ``(H, W)`` and channel count of a TIFF's first series, from its tags."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        shape = tuple(int(s) for s in tif.series[0].shape)
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
+        shape = shape[1:] + shape[:1]
+    if len(shape) == 2:
+        return shape, 1
+    if len(shape) == 3:
+        return shape[:2], shape[2]
+    raise InputError(f"{path}: unexpected TIFF shape {shape} (expected a 2D image, grey or with channels)")
 
 
 def read_raw_2d(path: str | Path) -> np.ndarray:
@@ -73,15 +98,19 @@ def read_raw_2d(path: str | Path) -> np.ndarray:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
+            shape, channels = _tiff_shape(path)
+            check_size(path, shape)
+            check_channels(path, channels)
             data = tifffile.imread(path)
             if data.ndim == 3 and data.shape[0] in (1, 3, 4) and data.shape[-1] not in (1, 3, 4):
                 data = np.moveaxis(data, 0, -1)
-        elif suffix == ".png" and _png_bitdepth(path) == 16:
+        elif suffix == ".png" and _checked_png(path) == 16:
             data = _read_png16(path)
         else:
             from PIL import Image
 
             with Image.open(path) as image:
+                check_size(path, (image.height, image.width))
                 image.load()
                 if image.mode == "P":
                     image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -110,7 +139,13 @@ def read_raw_volume(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
         raise InputError(f"{path}: file not found")
     try:
         nii = nib.load(str(path))
+        shape = tuple(int(v) for v in nii.shape)
+        if len(shape) in (3, 4):
+            check_size(path, shape[:3])
+            check_channels(path, shape[3] if len(shape) == 4 else 1)
         data = np.asarray(nii.dataobj)
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"{path}: cannot read NIfTI volume ({type(exc).__name__}: {exc})") from exc
     if data.ndim == 3:
@@ -144,6 +179,11 @@ def normalize_intensity(channel: np.ndarray, method: str = "percentile") -> np.n
     if method not in NORMALIZATIONS:
         raise InputError(f"normalize: unknown method {method!r} (use one of {', '.join(NORMALIZATIONS)})")
     channel = channel.astype(np.float32, copy=False)
+    finite = np.isfinite(channel)
+    if not finite.all():  # statistics over the finite values; the others become the lowest (0)
+        if not finite.any():
+            raise InputError("normalize: the channel holds no finite value")
+        channel = np.where(finite, channel, np.min(channel[finite])).astype(np.float32)
     if method == "none":
         return channel
     if method == "percentile":
@@ -155,6 +195,24 @@ def normalize_intensity(channel: np.ndarray, method: str = "percentile") -> np.n
     return np.clip((channel - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
+def check_finite(data: np.ndarray, path) -> np.ndarray:
+    """Replace NaN and infinite values of ``data`` by its lowest finite value, with a :class:`DataWarning`.
+
+    Raises :class:`InputError` naming ``path`` when no value is finite.
+    """
+    if not np.issubdtype(data.dtype, np.floating):
+        return data
+    finite = np.isfinite(data)
+    if finite.all():
+        return data
+    if not finite.any():
+        raise InputError(f"{path}: holds no finite value (every value is NaN or infinite)")
+    bad = int(data.size - np.count_nonzero(finite))
+    warnings.warn(f"{path}: {bad} of {data.size} values ({bad / data.size:.2%}) are NaN or infinite; they are read "
+                  "as the lowest finite value", DataWarning, stacklevel=3)
+    return np.where(finite, data, np.min(data[finite]))
+
+
 def _dtype_max(data: np.ndarray) -> float:
     if np.issubdtype(data.dtype, np.integer):
         return float(np.iinfo(data.dtype).max)
@@ -162,7 +220,7 @@ def _dtype_max(data: np.ndarray) -> float:
 
 
 def _image_2d(path: Path, color: str, normalize: str) -> tuple[np.ndarray, ImageMeta]:
-    raw = read_raw_2d(path)
+    raw = check_finite(read_raw_2d(path), path)
     meta = ImageMeta(path=str(path), format=suffix_of(path), spatial_shape=raw.shape[:2], dtype=str(raw.dtype))
     if raw.ndim == 3 and raw.shape[-1] == 3:
         rgb = np.moveaxis(raw.astype(np.float32) / _dtype_max(raw), -1, 0)
@@ -211,6 +269,7 @@ def read_image(
     for path in paths:
         if is_volume(path):
             raw, meta = read_raw_volume(path)
+            raw = check_finite(raw, path)
             stack = raw[None] if raw.ndim == 3 else raw
             channels.extend(normalize_intensity(c, normalize) for c in stack)
         else:
@@ -239,6 +298,8 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
                 raise InputError(f"{path}: a mask must hold one label per pixel, got a colour image")
             data = data[..., 0]
     if np.issubdtype(data.dtype, np.floating):
+        if not np.isfinite(data).all():
+            raise InputError(f"{path}: mask holds NaN or infinite values; expected integer labels")
         rounded = np.rint(data)
         if not np.allclose(rounded, data):
             raise InputError(f"{path}: mask holds non-integer values; expected integer labels")
@@ -343,15 +404,21 @@ def peek_image(paths: str | Path | Sequence[str | Path]) -> tuple[int, tuple[int
                 shape = nib.load(str(path)).shape
                 if len(shape) not in (3, 4):
                     raise InputError(f"{path}: expected a 3D or 4D NIfTI volume, got shape {shape}")
+                check_size(path, shape[:3])
+                check_channels(path, shape[3] if len(shape) == 4 else 1)
                 channels += shape[3] if len(shape) == 4 else 1
                 shapes.append(tuple(int(s) for s in shape[:3][::-1]))
             elif suffix_of(path) in (".tif", ".tiff"):
-                shape = read_raw_2d(path).shape
-                channels += shape[2] if len(shape) == 3 else 1
-                shapes.append(tuple(shape[:2]))
+                shape, n = _tiff_shape(path)
+                check_size(path, shape)
+                check_channels(path, n)
+                channels += 3 if n == 4 else n  # alpha is dropped, as read_raw_2d does
+                shapes.append(tuple(shape))
             else:
                 from PIL import Image
 
+                if suffix_of(path) == ".png":
+                    _checked_png(path)
                 with Image.open(path) as image:
                     image.verify()
                 with Image.open(path) as image:

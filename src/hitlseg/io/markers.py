@@ -16,6 +16,7 @@ import numpy as np
 from hitlseg.errors import InputError
 from hitlseg.io.formats import MARKER_TEXT_SUFFIXES, suffix_of
 from hitlseg.io.images import ImageMeta, _atomic_target, read_mask, write_array
+from hitlseg.io.limits import check_size
 
 
 def read_markers_text(path: str | Path, *, return_ids: bool = False):
@@ -46,12 +47,16 @@ def read_markers_text(path: str | Path, *, return_ids: bool = False):
         sizes = sizes[:2]
     if min(sizes) < 1 or count < 0:
         raise InputError(f"{path}: bad sizes in header {lines[0]!r}")
+    check_size(path, sizes[::-1])  # before allocating the arrays the header announces
     ncols = len(sizes) + 2
     body = [line for line in lines[1:] if line.strip()]
     if len(body) != count:
         raise InputError(f"{path}: header announces {count} marked pixels but the file has {len(body)} lines")
     try:
-        table = np.array([line.split() for line in body], dtype=np.int64).reshape(count, -1)
+        table = np.array([line.split() for line in body], dtype=np.int64).reshape(count, -1) if count else \
+            np.zeros((0, ncols), dtype=np.int64)
+    except OverflowError as exc:
+        raise InputError(f"{path}: a number after the first line is too large (beyond 64-bit integers)") from exc
     except ValueError as exc:
         raise InputError(f"{path}: every line after the first must hold {ncols} integers") from exc
     if count and table.shape[1] != ncols:
@@ -71,6 +76,10 @@ def read_markers_text(path: str | Path, *, return_ids: bool = False):
         labels = table[:, -1]
         if labels.min() < 0 or labels.max() > 254:
             raise InputError(f"{path}: labels must be 0..254 (0 background), got {labels.min()}..{labels.max()}")
+        marker = table[:, -2]
+        if marker.min() < -1 or marker.max() > np.iinfo(np.int32).max:
+            raise InputError(f"{path}: marker ids must be -1..{np.iinfo(np.int32).max}, got "
+                             f"{marker.min()}..{marker.max()}")
         index = tuple(coords[:, ::-1].T)
         markers[index] = labels + 1
         ids[index] = table[:, -2]

@@ -67,9 +67,13 @@ def load_pairs(dataset: Dataset, ids: Sequence[str], role: str = "training", pro
     return pairs
 
 
-def n_classes_of(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> int:
-    """Largest label over the masks (at least 1)."""
-    return max([1] + [int(np.max(mask)) for _, mask in pairs if np.size(mask)])
+def n_classes_of(pairs: Sequence[tuple[np.ndarray, np.ndarray]], names: Sequence[str] | None = None,
+                 n_classes: int | None = None) -> int:
+    """Object classes of the masks of ``pairs`` by the one dataset rule (:func:`hitlseg.dataset.task_classes`)."""
+    from hitlseg.dataset import task_classes
+
+    names = list(names) if names is not None else [f"mask {i}" for i in range(len(pairs))]
+    return task_classes({name: np.unique(mask) for name, (_, mask) in zip(names, pairs)}, n_classes)
 
 
 def robot_encoder(pairs: Sequence[tuple[np.ndarray, np.ndarray]], *, n_images: int = ROBOT_IMAGES, seed: int = 0,

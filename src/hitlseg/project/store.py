@@ -117,6 +117,7 @@ class Project:
         copy: bool = False,
         color: str | None = None,
         normalize: str | None = None,
+        validate: bool = True,
         progress: Progress = None,
     ) -> "Project":
         """Create a project in ``root`` (created if missing) over a folder of images or a dataset.
@@ -140,12 +141,16 @@ class Project:
         color, normalize : str, optional
             Preprocessing used by :meth:`image` (see :func:`hitlseg.io.read_image`); by default the
             dataset's, else ``"lab"`` and ``"percentile"``.
+        validate : bool
+            Decode every image and mask now (truncated files, wrong formats, non-finite values,
+            label outliers by :func:`hitlseg.dataset.task_classes`) rather than only reading
+            headers; off, such files are met by the command that first reads them.
         progress : callable, optional
-            ``progress(done, total, message)`` while image headers are read.
+            ``progress(done, total, message)`` while images are checked.
         """
         from hitlseg import __version__
-        from hitlseg.dataset import Dataset
-        from hitlseg.io import peek_image, read_markers
+        from hitlseg.dataset import Dataset, task_classes
+        from hitlseg.io import peek_image, read_image, read_mask, read_markers
         from hitlseg.io.images import COLOR_MODES, NORMALIZATIONS
 
         root = Path(root)
@@ -169,16 +174,24 @@ class Project:
             raise InputError(f"normalize: unknown method {normalize!r} (use one of {', '.join(NORMALIZATIONS)})")
 
         samples = list(dataset)
-        rows = []
+        rows, labels = [], {}
         for done, sample in enumerate(samples):
             report(progress, done, len(samples), sample.id)
             channels, shape = peek_image(sample.image_paths)
+            if validate:  # decode now, so that no later command meets a file init accepted
+                read_image(sample.image_paths, color=color, normalize=normalize)
             if sample.mask_path is not None:
-                _, mask_shape = peek_image(sample.mask_path)
+                if validate:
+                    mask, _ = read_mask(sample.mask_path)
+                    mask_shape = mask.shape
+                    labels[str(sample.mask_path)] = np.unique(mask)
+                else:
+                    _, mask_shape = peek_image(sample.mask_path)
                 if tuple(mask_shape) != tuple(shape):
                     raise InputError(f"{sample.mask_path}: mask shape {tuple(mask_shape)} differs from image "
                                      f"{sample.image_paths[0]} shape {tuple(shape)}")
             rows.append((sample, channels, tuple(int(s) for s in shape)))
+        task_classes(labels)
         report(progress, len(samples), len(samples), "")
 
         root.mkdir(parents=True, exist_ok=True)
@@ -838,7 +851,8 @@ class Project:
                 return None
             referenced = {row[0] for row in self._query("SELECT file FROM marker_versions")}
             referenced |= {row[0] for row in self._query("SELECT file FROM models")}
-            for base in ("arrays", "models"):
+            bases = ["arrays", "models"] + (["images", "masks"] if self.meta.get("copied") == "1" else [])
+            for base in bases:  # images/, masks/: the files init copied (copy_atomic's temporaries)
                 folder = self.root / base
                 if not folder.is_dir():
                     continue

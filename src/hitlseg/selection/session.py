@@ -297,6 +297,10 @@ class SelectionSession:
             chunks.append((list(ids), list(batches), index))
 
         for batch_ids in shape_batches(self.images):
+            spatial = self.images[batch_ids[0]].shape[1:]
+            if min(spatial) <= reach:
+                raise InputError(f"{', '.join(batch_ids[:3])}: an image of size {'x'.join(map(str, spatial))} is too "
+                                 f"small for the FLIM filters (they reach {reach} pixels to each side)")
             batch = ops.reflect_pad(stack(self.images, batch_ids, self.device), reach)
             if batch.dim() == 4:  # oneDNN convolves few-channel 2D images faster channels-last
                 batch = batch.contiguous(memory_format=torch.channels_last)
