@@ -3,7 +3,8 @@
 ``create_app(project)`` builds the app; ``hitlseg serve PROJECT`` and ``hitlseg demo`` run it with
 uvicorn. Resources have one router each (:mod:`hitlseg.server.routers`): images, markers,
 selection, models and jobs; long work runs as background jobs (:mod:`hitlseg.server.jobs`).
-Security (token off loopback, host check, body limit) lives in :mod:`hitlseg.server.security`.
+Security (token off loopback, host check, cross-site refusal, body limit, JSON errors
+including storage failures) lives in :mod:`hitlseg.server.security`.
 """
 
 from hitlseg.server.app import DEFAULT_MAX_BODY, ServerState, create_app

@@ -15,6 +15,9 @@ reads and writes the project:
   strokes weighted above pseudo-labels; the new model records its parent, its round, the effort
   so far and, besides held-out Dice where ground truth exists, the model's own mean confidence on
   unmarked images (what a person without ground truth can follow).
+
+An image whose file cannot be read is skipped by proposals, effort records, confidence and
+retraining (listed in the job's ``warnings``, see :mod:`hitlseg.server.reading`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 from hitlseg.errors import InputError
 from hitlseg.progress import Progress, report
+from hitlseg.server.reading import Skipped, with_warnings
 
 PROPOSAL_EVENT = "active_proposal"
 TIME_EVENT = "annotation_time"
@@ -63,10 +67,11 @@ class ImproveService:
 
         return marked_versions(self.project)
 
-    def cost_records(self, model) -> list[tuple[list[float], float]]:
-        """(cost features of ``model``'s prediction, seconds) of every timed annotation."""
+    def cost_records(self, model, skipped: Skipped | None = None) -> list[tuple[list[float], float]]:
+        """(cost features of ``model``'s prediction, seconds) of every timed annotation (readable images only)."""
         from hitlseg.active import mask_features
 
+        skipped = Skipped() if skipped is None else skipped
         seconds: dict[str, float] = {}
         for event in self.project.events(kind=TIME_EVENT):
             payload = event["payload"]
@@ -74,7 +79,10 @@ class ImproveService:
         records = []
         for image_id, total in seconds.items():
             if image_id in self.project and total > 0:
-                labels = model.predict(self.project.image(image_id), name=image_id).labels
+                image = skipped.image(self.project, image_id, "reading the annotation-cost records")
+                if image is None:
+                    continue
+                labels = model.predict(image, name=image_id).labels
                 records.append((mask_features(labels).tolist(), total))
         return records
 
@@ -87,12 +95,17 @@ class ImproveService:
             raise InputError(f"strategy: unknown {strategy!r} (use one of {', '.join(STRATEGIES)})")
         model = self.segmodel(model_id)
         report(progress, 0, 1, "reading the images")
-        images = {info["id"]: self.project.image(info["id"]) for info in self.project.images()}
+        skipped = Skipped()
+        images = skipped.images(self.project, self.project.image_ids(), "reading the images to propose from")
+        if not images:
+            raise InputError(f"propose: no image of the project can be read ({skipped.summary()})")
         options = {"budget": 120.0} if strategy == "knapsack" else {}
-        records = self.cost_records(model) if strategy == "knapsack" else ()
-        result = propose(model, images, list(self.marked()), strategy=strategy, n=n, options=options,
+        records = self.cost_records(model, skipped) if strategy == "knapsack" else ()
+        marked = [image_id for image_id in self.marked() if image_id in images]
+        result = propose(model, images, marked, strategy=strategy, n=n, options=options,
                          cost_records=records, seed=self.seed, progress=progress)
         result["model_id"] = int(model_id)
+        result = with_warnings(result, skipped)
         self.project.record_event(PROPOSAL_EVENT, result)
         report(progress, 1, 1, "done")
         return result
@@ -131,14 +144,19 @@ class ImproveService:
         return {"images": len(marked), "pixels": pixels, "seconds": seconds}
 
     # -- retraining --------------------------------------------------------------------------------
-    def confidence(self, model, exclude: set[str]) -> float | None:
-        """Mean confidence (max class probability) of ``model`` on up to 30 unmarked images."""
+    def confidence(self, model, exclude: set[str], skipped: Skipped | None = None) -> float | None:
+        """Mean confidence (max class probability) of ``model`` on up to 30 unmarked (readable) images."""
+        skipped = Skipped() if skipped is None else skipped
         ids = [info["id"] for info in self.project.images() if info["id"] not in exclude]
         if not ids:
             return None
         picks = sorted(set(np.linspace(0, len(ids) - 1, min(CONFIDENCE_LIMIT, len(ids))).round().astype(int).tolist()))
-        values = [float(model.predict(self.project.image(ids[i]), name=ids[i]).probabilities.max(0).mean()) for i in picks]
-        return float(np.mean(values))
+        values = []
+        for i in picks:
+            image = skipped.image(self.project, ids[i], "measuring the model's confidence")
+            if image is not None:
+                values.append(float(model.predict(image, name=ids[i]).probabilities.max(0).mean()))
+        return float(np.mean(values)) if values else None
 
     def retrain(self, model_id: int, epochs: int = 15, progress: Progress = None) -> dict:
         """One correction round: continue model ``model_id`` on every marked image; returns the new model's record."""
@@ -150,8 +168,9 @@ class ImproveService:
         started = time.perf_counter()
         parent = self.models.record(model_id)
         model = copy.deepcopy(self.segmodel(model_id))
-        ids, versions, images, markers = self.models.training_set()
-        pool = self.models.pool(set(ids))
+        skipped = Skipped()
+        ids, versions, images, markers = self.models.training_set(skipped)
+        pool = self.models.pool(set(ids), skipped, progress)
         if not len(pool):
             raise InputError("retrain: every image is marked; there is no unmarked image to self-train on")
 
@@ -166,19 +185,22 @@ class ImproveService:
             names=ids, pool_names=pool.ids, seed=self.seed, strokes_stage=False, progress=step("retraining"))
         new = result.model
         round_index = int(parent["params"].get("round", 0)) + 1
-        metrics = self.models._evaluate(lambda image: new.predict(image).labels, new.n_classes, set(ids), progress)
+        metrics = self.models._evaluate(lambda image: new.predict(image).labels, new.n_classes, set(ids), progress,
+                                        skipped)
         report(progress, 0, 1, "measuring the model's confidence on unmarked images")
-        metrics["confidence"] = self.confidence(new, set(ids))
+        metrics["confidence"] = self.confidence(new, set(ids), skipped)
         params = {"kind": "sunet", "images": versions, "seed": self.seed, "n_classes": new.n_classes, "epochs": epochs,
                   "self_training": 1, "pseudo_labels": PSEUDO_LABELS, "parent": int(model_id), "round": round_index,
                   "effort": self.effort(), "person_weight": PERSON_WEIGHT, "stopped": result.stopped,
                   "seconds": round(time.perf_counter() - started, 2)}
+        if len(skipped):
+            params["skipped_images"] = dict(skipped.reasons)
         new.info.update({"project": str(self.project.root), "images": versions, "parent": int(model_id)})
         with tempfile.TemporaryDirectory(prefix="hitlseg-model-") as folder:
             path = new.save(Path(folder) / "model.pt")
             new_id = self.project.add_model("sunet", path, params, metrics)
         report(progress, 1, 1, "done")
-        return self.models.record(new_id)
+        return with_warnings(self.models.record(new_id), skipped)
 
     # -- the record ----------------------------------------------------------------------------------
     def summary(self) -> dict:

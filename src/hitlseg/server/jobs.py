@@ -8,6 +8,11 @@ shows, and checks for cancellation. Each job that starts is recorded in the proj
 (:meth:`hitlseg.project.Project.start_run`, with the server's process id), finished with a
 short result or the error message; runs left ``running`` by a server that was killed are marked
 failed when the next server starts (:func:`fail_stale_runs`).
+
+A job whose result (a dict) holds ``warnings`` (e.g. images skipped because their files cannot
+be read, :mod:`hitlseg.server.reading`) shows them as the job's ``warnings`` and records them with
+its run. A job failing on a storage error (:class:`OSError`, e.g. a full disk) fails with the
+message of :func:`hitlseg.server.security.storage_error`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from hitlseg.errors import InputError
-from hitlseg.server.security import NotFoundError
+from hitlseg.server.security import NotFoundError, storage_error
 
 log = logging.getLogger("hitlseg.server")
 
@@ -53,6 +58,7 @@ class Job:
     message: str = ""
     result: Any = None
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
     run_id: int | None = None
     created_at: str = field(default_factory=_now)
     started_at: str | None = None
@@ -75,6 +81,7 @@ class Job:
             "progress": {"done": self.done, "total": self.total, "message": self.message,
                          "fraction": (self.done / self.total) if self.total else None},
             "error": self.error,
+            "warnings": list(self.warnings),
             "run_id": self.run_id,
             "created_at": self.created_at,
             "started_at": self.started_at,
@@ -195,17 +202,23 @@ class JobRunner:
             state, error = "cancelled", "cancelled"
         except InputError as exc:
             state, error = "failed", str(exc)
+        except OSError as exc:  # storage: a full disk, a read-only file system
+            log.error("job %s (%s) failed:\n%s", job.id, job.kind, traceback.format_exc())
+            state, error = "failed", storage_error(exc, f"job {job.kind}")[1]
         except Exception as exc:  # a bug: keep the server alive and say what happened
             log.error("job %s (%s) failed:\n%s", job.id, job.kind, traceback.format_exc())
             state, error = "failed", f"{type(exc).__name__}: {exc}"
         job.function = None
+        warnings = [str(w) for w in result.get("warnings", [])] if isinstance(result, dict) else []
         if job.run_id is not None:  # recorded before the job shows as finished
             try:
                 summary = job.summary(result) if (job.summary and state == "done") else None
+                if warnings and (summary is None or isinstance(summary, dict)):
+                    summary = {**(summary or {}), "warnings": warnings}
                 self.project.finish_run(job.run_id, result=summary, error=error)
             except Exception:
                 log.exception("could not record the end of job %s", job.id)
-        job.result, job.error, job.finished_at = result, error, _now()
+        job.result, job.error, job.warnings, job.finished_at = result, error, warnings, _now()
         job.state = state
 
     def start(self) -> None:

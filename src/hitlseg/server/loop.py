@@ -18,15 +18,25 @@ stopping signal). That log is the loop's state:
 
 Superpixels are computed once per project: the session's cache is the project's array store
 (kind ``superpixels``).
+
+An image whose file cannot be read (corrupt, truncated, deleted) is left out of the session's pool
+with a warning (:mod:`hitlseg.server.reading`): it is never recommended, a pending round on it is
+skipped and listed in the ``learn`` job's ``warnings``, and so is a logged round on it when the
+session is rebuilt. The session needs at least two readable images.
+
+Selecting an image is idempotent (:meth:`SelectionLoop.select`): concurrent requests for one image
+all succeed, one of them records the round.
 """
 
 from __future__ import annotations
 
 import threading
+
 import numpy as np
 
 from hitlseg.errors import InputError
 from hitlseg.progress import Progress, report
+from hitlseg.server.reading import Skipped, with_warnings
 from hitlseg.server.security import NotFoundError
 
 ROUND_EVENT = "selection_round"
@@ -90,6 +100,9 @@ class SelectionLoop:
         self._log: list[dict] = []  # payloads of the round events read so far (the log only grows)
         self._log_after = 0
         self._log_lock = threading.Lock()
+        self._select_lock = threading.Lock()
+        #: Images left out of the current session because they could not be read.
+        self.unreadable = Skipped()
 
     # -- the log -------------------------------------------------------------------------------
     def logged_rounds(self) -> list[dict]:
@@ -144,16 +157,60 @@ class SelectionLoop:
             "session_ready": self.session is not None and self._replayed == len(rounds),
         }
 
+    # -- selecting -----------------------------------------------------------------------------
+    def selected_round(self, image_id: str) -> int | None:
+        """The selection round of ``image_id``, or None when it was not selected."""
+        for row in self.project.selections():
+            if row["image_id"] == image_id:
+                return int(row["round"])
+        return None
+
+    def select(self, image_id: str, source: str) -> tuple[int, bool]:
+        """Record ``image_id`` as the next selection round unless it is selected already.
+
+        Idempotent: of concurrent calls for one image (requests of this server, its ``learn`` job,
+        another process on the project) one records the round and the others answer it.
+
+        Returns
+        -------
+        round : int
+        already_selected : bool
+            True when the image had been selected before this call.
+        """
+        with self._select_lock:
+            previous = self.selected_round(image_id)
+            if previous is not None:
+                return previous, True
+            try:
+                return self.project.add_selection(image_id, source), False
+            except InputError:  # selected meanwhile by another process (else a real error: raised)
+                previous = self.selected_round(image_id)
+                if previous is None:
+                    raise
+                return previous, True
+
     # -- the session ---------------------------------------------------------------------------
     def _build(self, progress: Progress):
         from hitlseg.selection import SelectionSession
 
-        dataset = self.project.dataset()
-        return SelectionSession(dataset, superpixel_cache=ProjectSuperpixels(self.project), seed=self.seed, k=self.k,
-                                projection=self.projection, progress=progress, **self.session_options)
+        skipped = Skipped()
+        ids = self.project.image_ids()
+        images = skipped.images(self.project, ids, "building the selection pool", progress)
+        if len(images) < 2:
+            raise InputError(f"selection: only {len(images)} of the project's {len(ids)} images can be read "
+                             f"(skipped {skipped.summary()}); the selection loop needs at least 2")
+        session = SelectionSession(images, superpixel_cache=ProjectSuperpixels(self.project), seed=self.seed, k=self.k,
+                                   projection=self.projection, progress=progress, **self.session_options)
+        self.unreadable = skipped
+        return session
 
-    def ensure_session(self, progress: Progress = None):
-        """The session, built and brought up to date with the logged rounds (blocking)."""
+    def ensure_session(self, progress: Progress = None, skipped: Skipped | None = None):
+        """The session, built and brought up to date with the logged rounds (blocking).
+
+        A logged round on an image left out of the pool (unreadable) or whose markers cannot be
+        read is skipped (recorded in ``skipped``).
+        """
+        skipped = Skipped() if skipped is None else skipped
         with self._lock:
             rounds = self.logged_rounds()
             if self.session is None or self._replayed > len(rounds):
@@ -161,15 +218,28 @@ class SelectionLoop:
             for index in range(self._replayed, len(rounds)):
                 payload = rounds[index]
                 report(progress, index, len(rounds), f"replaying round {index + 1} of {len(rounds)}")
-                markers, _ = self.project.load_markers(payload["image_id"], payload["version"])
-                self.session.step(payload["image_id"], markers)
+                self._replay(payload, skipped)
                 self._replayed = index + 1
             return self.session
 
+    def _replay(self, payload: dict, skipped: Skipped) -> None:
+        image_id = payload["image_id"]
+        if image_id in self.unreadable:
+            skipped.add(image_id, f"its file cannot be read ({self.unreadable.reasons[image_id]})",
+                        f"replaying round {payload.get('round', '?')}")
+            return
+        try:
+            markers, _ = self.project.load_markers(image_id, payload["version"])
+        except InputError as exc:
+            skipped.add(image_id, exc, f"replaying round {payload.get('round', '?')}")
+            return
+        self.session.step(image_id, markers)
+
     def restore(self, progress: Progress = None) -> dict:
         """Build the session and replay the logged rounds (the startup job)."""
-        self.ensure_session(progress)
-        return {"rounds": self._replayed}
+        skipped = Skipped()
+        self.ensure_session(progress, skipped)
+        return with_warnings({"rounds": self._replayed}, self.unreadable, skipped)
 
     def learn(self, progress: Progress = None) -> dict:
         """Run a round for every pending image; returns the last round's result (the ``learn`` job)."""
@@ -186,24 +256,39 @@ class SelectionLoop:
             def building(done, total, message):
                 report(progress, done, total, f"preparing: {message}")
 
-            session = self.ensure_session(building)
-            selected = set(self.project.selected_ids())
+            skipped = Skipped()
+            session = self.ensure_session(building, skipped)
             learned = []
             result = None
             for index, image_id in enumerate(todo):
                 report(progress, index, len(todo), f"learning filters from {image_id} ({index + 1} of {len(todo)})")
-                markers, version = self.project.load_markers(image_id)
-                round_result = session.step(image_id, markers)
-                if image_id not in selected:
-                    self.project.add_selection(image_id, "person")
-                    selected.add(image_id)
-                result = round_result.to_dict()
-                self.project.record_event(ROUND_EVENT, {"image_id": image_id, "version": version,
-                                                        "round": round_result.round, "result": result})
-                self._replayed += 1
-                learned.append({"image_id": image_id, "version": version, "round": round_result.round})
+                round_ = self._learn_one(session, image_id, skipped)
+                if round_ is not None:
+                    result = round_.pop("result")
+                    learned.append(round_)
+            if not learned:
+                raise InputError(f"learn filters: none of the newly marked images can be read ({skipped.summary()}); "
+                                 "replace or remove the damaged files, or mark another image")
             report(progress, len(todo), len(todo), "done")
-            return {"rounds": learned, "current": result}
+            return with_warnings({"rounds": learned, "current": result}, self.unreadable, skipped)
+
+    def _learn_one(self, session, image_id: str, skipped: Skipped) -> dict | None:
+        """One logged round on ``image_id``'s latest markers; None (recorded in ``skipped``) when unreadable."""
+        if image_id in self.unreadable:
+            skipped.add(image_id, f"its file cannot be read ({self.unreadable.reasons[image_id]})", "learning filters")
+            return None
+        try:
+            markers, version = self.project.load_markers(image_id)
+        except InputError as exc:
+            skipped.add(image_id, exc, "learning filters")
+            return None
+        round_result = session.step(image_id, markers)
+        self.select(image_id, "person")
+        result = round_result.to_dict()
+        self.project.record_event(ROUND_EVENT, {"image_id": image_id, "version": version,
+                                                "round": round_result.round, "result": result})
+        self._replayed += 1
+        return {"image_id": image_id, "version": version, "round": round_result.round, "result": result}
 
     def heatmap(self, image_id: str, slice_index: int | None, axis: int) -> bytes:
         """PNG of the filters' attention over ``image_id`` (3D: one slice)."""

@@ -17,6 +17,11 @@ Two kinds, both learned from the project's marked images (latest marker versions
 When the project has ground-truth masks, each new model is evaluated on held-out images (images
 with a mask that were not marked; at most ``eval_limit`` of them, evenly spread over the project)
 and the mean Dice per class is stored with the model.
+
+An image whose file cannot be read (corrupt, truncated, deleted) is skipped wherever training
+reads it (marked images, the self-training pool, evaluation; see :mod:`hitlseg.server.reading`):
+the model records the skipped images (``params["skipped_images"]``) and the job's result lists
+them as ``warnings``. Training fails only when no readable marked image is left.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 from hitlseg.errors import InputError
 from hitlseg.progress import Progress, report
 from hitlseg.server.imaging import LRU
+from hitlseg.server.reading import Skipped, with_warnings
 from hitlseg.server.security import NotFoundError
 
 #: Page name -> project model kind.
@@ -84,17 +90,35 @@ class ModelService:
         self._labels = LRU(256, max_bytes=256 * 2**20)
 
     # -- training ------------------------------------------------------------------------------
-    def training_set(self) -> tuple[list[str], dict[str, int], list[np.ndarray], list[np.ndarray]]:
-        """Marked images: ids, their marker versions, images and markers."""
+    def training_set(self, skipped: Skipped | None = None) -> tuple[list[str], dict[str, int], list[np.ndarray],
+                                                                     list[np.ndarray]]:
+        """Marked images: ids, their marker versions, images and markers.
+
+        Parameters
+        ----------
+        skipped : Skipped, optional
+            Collects the marked images whose image or markers file cannot be read (they are left out).
+        """
+        skipped = Skipped() if skipped is None else skipped
         ids, versions, images, markers = [], {}, [], []
         for image_id, version in self.project.latest_versions().items():
-            array, _ = self.project.load_markers(image_id, version)
+            try:
+                array, _ = self.project.load_markers(image_id, version)
+            except InputError as exc:
+                skipped.add(image_id, exc, "reading its markers for training")
+                continue
             if not array.any():
+                continue
+            image = skipped.image(self.project, image_id, "reading the marked images for training")
+            if image is None:
                 continue
             ids.append(image_id)
             versions[image_id] = version
-            images.append(self.project.image(image_id))
+            images.append(image)
             markers.append(array)
+        if not ids and len(skipped):
+            raise InputError(f"train: no marked image can be read ({skipped.summary()}); replace or remove the "
+                             "damaged files, or mark another image, then train")
         if not ids:
             raise InputError("train: no image has markers yet; mark the background and at least one object class "
                              "on an image, save, then train")
@@ -103,13 +127,23 @@ class ModelService:
                              "object class")
         return ids, versions, images, markers
 
-    def pool(self, marked: set[str]) -> ProjectImages:
-        """Unmarked images for self-training: at most :attr:`pool_limit`, evenly spread over the project."""
+    def pool(self, marked: set[str], skipped: Skipped | None = None, progress: Progress = None) -> ProjectImages:
+        """Unmarked images for self-training: at most :attr:`pool_limit`, evenly spread over the project.
+
+        Each is read once here, so that an unreadable one is left out (and recorded in ``skipped``)
+        before training starts rather than failing it midway.
+        """
+        skipped = Skipped() if skipped is None else skipped
         ids = [info["id"] for info in self.project.images() if info["id"] not in marked]
         if len(ids) > self.pool_limit:
             picks = np.linspace(0, len(ids) - 1, self.pool_limit).round().astype(int)
             ids = [ids[i] for i in sorted(set(picks.tolist()))]
-        return ProjectImages(self.project, ids)
+        readable = []
+        for index, image_id in enumerate(ids):
+            report(progress, index, len(ids), "checking the unmarked images")
+            if skipped.image(self.project, image_id, "reading the unmarked images for self-training") is not None:
+                readable.append(image_id)
+        return ProjectImages(self.project, readable)
 
     def train(self, kind: str, epochs: int = DEFAULT_EPOCHS, decoder: str = "labels", progress: Progress = None,
               self_training: int = DEFAULT_SELF_TRAINING) -> dict:
@@ -129,7 +163,8 @@ class ModelService:
         meta = self.project.meta
         preprocessing = {"color": meta.get("color", "lab"), "normalize": meta.get("normalize", "percentile")}
         report(progress, 0, 1, "loading marked images")
-        ids, versions, images, markers = self.training_set()
+        skipped = Skipped()
+        ids, versions, images, markers = self.training_set(skipped)
         params = {"kind": kind, "images": versions, "seed": self.seed, "decoder": decoder}
 
         def step(name):
@@ -145,7 +180,7 @@ class ModelService:
             else:
                 from hitlseg.pseudo import SelfTrainingConfig, default_strokes_config, learn_from_strokes
 
-                pool = self.pool(set(ids))
+                pool = self.pool(set(ids), skipped, progress)
                 result = learn_from_strokes(
                     images, markers, pool, encoder=flim.encoder, n_classes=flim.n_classes,
                     config=default_strokes_config(images[0].ndim - 1, epochs=epochs, seed=self.seed, device=self.device),
@@ -160,15 +195,19 @@ class ModelService:
                                            "machine_labelled": round(h["machine_labelled"], 4), "loss": round(h["loss"], 5)}
                                           for h in result.history], stopped=result.stopped)
                 predictor = lambda image: model.predict(image).labels  # noqa: E731
-            metrics = self._evaluate(predictor, flim.n_classes, set(ids), progress)
+            metrics = self._evaluate(predictor, flim.n_classes, set(ids), progress, skipped)
             params["seconds"] = round(time.perf_counter() - started, 2)
+            if len(skipped):
+                params["skipped_images"] = dict(skipped.reasons)
             model_id = self.project.add_model(KINDS[kind], path, params, metrics)
         report(progress, 1, 1, "done")
-        return self.record(model_id)
+        return with_warnings(self.record(model_id), skipped)
 
-    def _evaluate(self, predictor, n_classes: int, exclude: set[str], progress: Progress) -> dict:
+    def _evaluate(self, predictor, n_classes: int, exclude: set[str], progress: Progress,
+                  skipped: Skipped | None = None) -> dict:
         from hitlseg.metrics import dice_per_class
 
+        skipped = Skipped() if skipped is None else skipped
         held_out = [info["id"] for info in self.project.images() if info["has_mask"] and info["id"] not in exclude]
         if not held_out:
             return {}
@@ -179,9 +218,19 @@ class ModelService:
         scores = []
         for index, image_id in enumerate(held_out):
             report(progress, index, len(held_out), "evaluating on held-out images with ground truth")
-            scores.append(dice_per_class(predictor(self.project.image(image_id)), self.project.mask(image_id), labels=labels))
+            image = skipped.image(self.project, image_id, "evaluating on held-out images")
+            if image is None:
+                continue
+            try:
+                mask = self.project.mask(image_id)
+            except InputError as exc:
+                skipped.add(image_id, exc, "reading its ground-truth mask for evaluation")
+                continue
+            scores.append(dice_per_class(predictor(image), mask, labels=labels))
+        if not scores:
+            return {}
         per_class = {str(c): float(np.mean([s[c] for s in scores])) for c in labels}
-        return {"dice": per_class, "mean_dice": float(np.mean(list(per_class.values()))), "images": len(held_out),
+        return {"dice": per_class, "mean_dice": float(np.mean(list(per_class.values()))), "images": len(scores),
                 "evaluated_on": "held-out images with ground truth (not marked)"}
 
     # -- using models --------------------------------------------------------------------------
@@ -189,7 +238,7 @@ class ModelService:
         """The project's record of a model (404 for an unknown id)."""
         try:
             return self.project.model(model_id)
-        except InputError:
+        except (InputError, OverflowError):  # OverflowError: beyond SQLite's 64-bit integers
             raise NotFoundError(f"model {model_id!r} not found in this project") from None
 
     def load(self, model_id: int):

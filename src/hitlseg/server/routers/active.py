@@ -3,12 +3,13 @@ prediction, the editor's annotation time, warm-started retraining (a job), quali
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hitlseg.server.app import ServerState, state
 from hitlseg.server.imaging import check_view
+from hitlseg.server.params import MAX_INT, ModelIdPath, axis_query, slice_query
 
 router = APIRouter(prefix="/api/active", tags=["active learning"])
 
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/api/active", tags=["active learning"])
 class ProposeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    model_id: int = Field(ge=1, description="The sU-Net whose predictions are scored")
+    model_id: int = Field(ge=1, le=MAX_INT, description="The sU-Net whose predictions are scored")
     strategy: str = Field("entropy", min_length=1, max_length=40, description="Active-learning strategy")
     n: int = Field(1, ge=1, le=20, description="Images to propose")
 
@@ -24,23 +25,23 @@ class ProposeRequest(BaseModel):
 class AcceptRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    model_id: int = Field(ge=1)
+    model_id: int = Field(ge=1, le=MAX_INT)
     image_id: str = Field(min_length=1, max_length=500)
-    base_version: int = Field(ge=0, description="Marker version the person is looking at (409 when stale)")
+    base_version: int = Field(ge=0, le=MAX_INT, description="Marker version the person is looking at (409 when stale)")
 
 
 class TimeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     image_id: str = Field(min_length=1, max_length=500)
-    version: int = Field(ge=1, description="The marker version the time was spent on")
+    version: int = Field(ge=1, le=MAX_INT, description="The marker version the time was spent on")
     seconds: float = Field(gt=0, le=86400, description="Seconds of editing before that save")
 
 
 class RetrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    model_id: int = Field(ge=1, description="The sU-Net to continue (warm start)")
+    model_id: int = Field(ge=1, le=MAX_INT, description="The sU-Net to continue (warm start)")
     epochs: int = Field(15, ge=1, le=200)
 
 
@@ -62,7 +63,7 @@ def propose(body: ProposeRequest, s: ServerState = Depends(state)):
 
 @router.get("/uncertainty/{model_id}/{image_id}.png", summary="Pixel entropy of a model's prediction (PNG; 3D: one slice)",
             response_class=Response, responses={200: {"content": {"image/png": {}}}})
-def uncertainty(model_id: int, image_id: str, slice: int | None = Query(None), axis: int = Query(0),
+def uncertainty(model_id: ModelIdPath, image_id: str, slice: int | None = slice_query(), axis: int = axis_query(),
                 s: ServerState = Depends(state)):
     from hitlseg.active import uncertainty_map
     from hitlseg.selection.heatmap import overlay, png_bytes

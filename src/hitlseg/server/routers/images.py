@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from hitlseg.selection.heatmap import png_bytes, take_slice
 from hitlseg.server.app import ServerState, state
 from hitlseg.server.imaging import MARKER_ENCODING, PALETTE, check_view, label_overlay
+from hitlseg.server.params import axis_query, slice_query
 from hitlseg.server.security import NotFoundError
 
 router = APIRouter(prefix="/api", tags=["images"])
@@ -55,8 +56,7 @@ def get_image(image_id: str, s: ServerState = Depends(state)):
 
 @router.get("/images/{image_id}/png", summary="The image as display RGB PNG (3D: one slice)",
             response_class=Response, responses={200: {"content": {"image/png": {}}}})
-def image_png(image_id: str, slice: int | None = Query(None, description="3D: slice index (default: middle)"),
-              axis: int = Query(0, description="3D: axis the slice is taken along (0, 1 or 2)"),
+def image_png(image_id: str, slice: int | None = slice_query(), axis: int = axis_query(),
               s: ServerState = Depends(state)):
     info = s.require_image(image_id)
     index, axis = check_view(info["ndim"], info["shape"], slice, axis)
@@ -72,7 +72,7 @@ def image_thumbnail(image_id: str, size: int = Query(96, ge=16, le=512), s: Serv
 
 @router.get("/images/{image_id}/truth.png", summary="The ground-truth mask overlaid on the image (PNG; 3D: one slice)",
             response_class=Response, responses={200: {"content": {"image/png": {}}}})
-def truth_png(image_id: str, slice: int | None = Query(None), axis: int = Query(0),
+def truth_png(image_id: str, slice: int | None = slice_query(), axis: int = axis_query(),
               alpha: float = Query(0.45, ge=0.0, le=1.0), s: ServerState = Depends(state)):
     info = s.require_image(image_id)
     if not info["has_mask"]:

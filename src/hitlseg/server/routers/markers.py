@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hitlseg.errors import InputError
 from hitlseg.server.app import ServerState, state
 from hitlseg.server.imaging import MARKER_ENCODING, decode_labels, encode_labels
+from hitlseg.server.params import MAX_INT
 from hitlseg.server.security import NotFoundError
 
 router = APIRouter(prefix="/api/images", tags=["markers"])
@@ -23,7 +24,7 @@ class MarkerSave(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    base_version: int = Field(ge=0, description="Version the edit started from (0: the image had none)")
+    base_version: int = Field(ge=0, le=MAX_INT, description="Version the edit started from (0: the image had none)")
     shape: list[int] = Field(min_length=2, max_length=3, description="Spatial shape of the label array")
     encoding: str = Field(MARKER_ENCODING, description=f"Always {MARKER_ENCODING!r}")
     data: str = Field(min_length=1, description="base64 of the zlib-compressed uint8 labels, C order")
@@ -36,7 +37,7 @@ def _markers_payload(image_id: str, array, version: int) -> dict:
 
 
 @router.get("/{image_id}/markers", summary="Markers of an image: the latest version, or ?version=N")
-def get_markers(image_id: str, version: int | None = Query(None, ge=0), s: ServerState = Depends(state)):
+def get_markers(image_id: str, version: int | None = Query(None, ge=0, le=MAX_INT), s: ServerState = Depends(state)):
     s.require_image(image_id)
     if version is not None and version > s.project.latest_version(image_id):
         raise NotFoundError(f"markers of image {image_id!r}: no version {version} "

@@ -12,6 +12,7 @@ from hitlseg.errors import InputError
 from hitlseg.selection.heatmap import png_bytes, take_slice
 from hitlseg.server.app import ServerState, state
 from hitlseg.server.imaging import check_view, label_overlay
+from hitlseg.server.params import ModelIdPath, axis_query, slice_query
 from hitlseg.server.training import DEFAULT_EPOCHS, DEFAULT_SELF_TRAINING, MAX_EPOCHS, MAX_SELF_TRAINING
 
 router = APIRouter(prefix="/api/models", tags=["models"])
@@ -49,12 +50,12 @@ def train(body: TrainRequest, s: ServerState = Depends(state)):
 
 
 @router.get("/{model_id}", summary="One model")
-def get_model(model_id: int, s: ServerState = Depends(state)):
+def get_model(model_id: ModelIdPath, s: ServerState = Depends(state)):
     return _model_row(s.models.record(model_id))
 
 
 @router.get("/{model_id}/metrics", summary="Stored metrics (held-out Dice) and, with ?image_id=, that image's Dice")
-def metrics(model_id: int, image_id: str | None = Query(None), s: ServerState = Depends(state)):
+def metrics(model_id: ModelIdPath, image_id: str | None = Query(None), s: ServerState = Depends(state)):
     if image_id is not None:
         s.require_image(image_id)
     return s.models.metrics(model_id, image_id)
@@ -62,7 +63,7 @@ def metrics(model_id: int, image_id: str | None = Query(None), s: ServerState = 
 
 @router.get("/{model_id}/predictions/{image_id}.png", summary="Prediction overlaid on the image (PNG; 3D: one slice)",
             response_class=Response, responses={200: {"content": {"image/png": {}}}})
-def prediction_png(model_id: int, image_id: str, slice: int | None = Query(None), axis: int = Query(0),
+def prediction_png(model_id: ModelIdPath, image_id: str, slice: int | None = slice_query(), axis: int = axis_query(),
                    alpha: float = Query(0.45, ge=0.0, le=1.0), s: ServerState = Depends(state)):
     info = s.require_image(image_id)
     s.models.record(model_id)
@@ -75,7 +76,7 @@ def prediction_png(model_id: int, image_id: str, slice: int | None = Query(None)
 
 @router.get("/{model_id}/predictions/{image_id}/mask", summary="Download the predicted mask in the input's format",
             response_class=Response)
-def prediction_mask(model_id: int, image_id: str, s: ServerState = Depends(state)):
+def prediction_mask(model_id: ModelIdPath, image_id: str, s: ServerState = Depends(state)):
     s.require_image(image_id)
     s.models.record(model_id)
     data, name, media = s.models.mask_file(model_id, image_id)

@@ -3,13 +3,14 @@ filters (a background job), heatmaps of filter attention, choosing the next imag
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hitlseg.errors import InputError
 from hitlseg.server.app import ServerState, state
 from hitlseg.server.imaging import check_view
+from hitlseg.server.params import axis_query, slice_query
 
 router = APIRouter(prefix="/api/selection", tags=["selection"])
 
@@ -41,18 +42,16 @@ def learn(s: ServerState = Depends(state)):
 
 @router.get("/heatmap/{image_id}.png", summary="Where the current filters fire on an image (PNG; 3D: one slice)",
             response_class=Response, responses={200: {"content": {"image/png": {}}}})
-def heatmap(image_id: str, slice: int | None = Query(None), axis: int = Query(0), s: ServerState = Depends(state)):
+def heatmap(image_id: str, slice: int | None = slice_query(), axis: int = axis_query(),
+            s: ServerState = Depends(state)):
     info = s.require_image(image_id)
     index, axis = check_view(info["ndim"], info["shape"], slice, axis)
     return Response(s.loop.heatmap(image_id, index, axis), media_type="image/png",
                     headers={"Cache-Control": "no-cache"})
 
 
-@router.post("/select", summary="Choose an image for marking (recorded as the next selection round)")
+@router.post("/select", summary="Choose an image for marking (recorded as the next selection round; idempotent)")
 def select(body: SelectRequest, s: ServerState = Depends(state)):
     s.require_image(body.image_id)
-    for row in s.project.selections():
-        if row["image_id"] == body.image_id:
-            return {"image_id": body.image_id, "round": row["round"], "already_selected": True}
-    round_ = s.project.add_selection(body.image_id, body.source)
-    return {"image_id": body.image_id, "round": round_, "already_selected": False}
+    round_, already = s.loop.select(body.image_id, body.source)
+    return {"image_id": body.image_id, "round": round_, "already_selected": already}
