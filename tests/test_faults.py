@@ -82,3 +82,49 @@ def test_sigkill_during_training_keeps_the_checkpoint_whole_and_writes_no_half_m
     assert resumed.returncode == 0, resumed.stderr
     model = SegModel.load(out)
     assert model.n_classes == 2 and len(model.info["train"]["history"]) == 60
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (needs the right to mount; skipped elsewhere)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_refuses_saves_with_507_and_keeps_every_acknowledged_version(small_disk):
+    from hitlseg.server import create_app
+    from hitlseg.server.testing import client, demo_project, marker_body, markers_of
+
+    rng = np.random.default_rng(0)
+    acknowledged: dict[tuple[str, int], np.ndarray] = {}
+    with demo_project(small_disk / "project", n=3) as project, client(create_app(project, prepare=False)) as http:
+        ids = project.image_ids()
+        shape = project.image(ids[0]).shape[1:]
+        versions = {i: 0 for i in ids}
+        refused = None
+        for attempt in range(200):
+            image_id = ids[attempt % len(ids)]
+            markers = rng.integers(0, 3, shape).astype(np.uint8)  # noise: does not compress
+            answer = http.put(f"/api/images/{image_id}/markers", json=marker_body(markers, versions[image_id]))
+            if answer.status_code != 200:
+                refused = answer
+                break
+            versions[image_id] = answer.json()["version"]
+            acknowledged[(image_id, versions[image_id])] = markers
+        assert refused is not None, "the disk never filled"
+        assert refused.status_code == 507 and "no space left on device" in refused.json()["error"], refused.text
+        assert len(acknowledged) >= 3
+        for (image_id, version), markers in acknowledged.items():
+            served = http.get(f"/api/images/{image_id}/markers", params={"version": version})
+            assert served.status_code == 200
+            np.testing.assert_array_equal(markers_of(served.json()), markers)
+        for image_id in ids:  # the refused save changed nothing
+            assert http.get(f"/api/images/{image_id}/markers").json()["version"] == versions[image_id]
+    assert _temp_files(small_disk) == []

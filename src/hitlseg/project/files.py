@@ -85,7 +85,22 @@ def save_npy(target: Path, array: np.ndarray) -> Path:
     array = np.asarray(array)
     if array.dtype.hasobject:
         raise InputError(f"{target.name}: cannot store an array of Python objects (dtype {array.dtype})")
-    return atomic_write(target, lambda handle: np.save(handle, array, allow_pickle=False))
+    return atomic_write(target, lambda handle: _write_npy(handle, array))
+
+
+def _write_npy(handle, array: np.ndarray) -> None:
+    """The ``.npy`` format through the Python file object.
+
+    ``np.save`` hands a real file to ``ndarray.tofile``, whose short write on a full disk raises
+    an OSError without ``errno`` ("N requested and M written"); written here, a full disk raises
+    ``ENOSPC``, which the CLI and the server report as such (HTTP 507).
+    """
+    from numpy.lib import format as npy
+
+    array = np.require(array, requirements="C")  # keeps 0-d arrays 0-d
+    npy.write_array_header_1_0(handle, npy.header_data_from_array_1_0(array))
+    if array.size:
+        handle.write(memoryview(array.reshape(-1)).cast("B"))
 
 
 def load_npy(path: Path) -> np.ndarray:
