@@ -212,3 +212,48 @@ def test_open_removes_temporaries_a_killed_init_left_in_copied_folders(tmp_path)
     assert not leftover.exists() and kept.exists()
     assert "masks/.img00.png.0a1b2c3d4e5f.tmp" in project.removed_garbage
     project.close()
+
+
+# ---- edges: warnings, bounds, writers that fail ---------------------------------------------
+
+def test_cli_reports_repaired_voxels_in_one_warning_line(tmp_path, capsys):
+    from hitlseg.cli import main
+
+    data = np.random.default_rng(0).random((10, 10, 10)).astype(np.float32)
+    data[0] = np.nan
+    write_nifti(tmp_path / "data" / "images" / "v.nii.gz", data)
+    assert main(["info", str(tmp_path / "data")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(warned) == 1 and warned[0].startswith("hitlseg: warning: ") and "v.nii.gz: 100 of 1000" in warned[0]
+
+
+@pytest.mark.parametrize("field, value", [("lr", float("inf")), ("lr", float("nan")), ("sigma_xy", float("inf")),
+                                          ("weight_decay", -1.0), ("sigma_color", 0.0)])
+def test_train_config_refuses_non_finite_and_out_of_range_numbers(field, value):
+    from hitlseg.nets import TrainConfig
+
+    with pytest.raises(InputError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_failed_writes_name_the_output_and_leave_nothing(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from hitlseg.io import write_array
+    from hitlseg.project.files import write_json
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as caught:
+        write_json(tmp_path / "results.json", {"a": 1})
+    assert caught.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OSError) as caught:
+        write_array(tmp_path / "mask.png", np.zeros((4, 4), np.uint8))
+    assert caught.value.filename == str(tmp_path / "mask.png") and caught.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []

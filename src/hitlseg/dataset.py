@@ -13,7 +13,6 @@ Two layouts are recognised:
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,12 +325,9 @@ class Split:
 
     def save(self, path: str | Path) -> Path:
         """Write the split as JSON, atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
-        return path
+        from hitlseg.project.files import write_json
+
+        return write_json(path, self.to_dict(), indent=2)
 
     @classmethod
     def load(cls, path: str | Path, dataset: Dataset | None = None) -> "Split":

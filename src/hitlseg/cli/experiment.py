@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 
+from hitlseg.cli import args as argtypes
 from hitlseg.cli.common import progress_bar
 
 
@@ -14,8 +15,8 @@ def register(commands) -> None:
     sub = experiment.add_subparsers(dest="experiment_command", metavar="PROTOCOL", required=True)
     selection = sub.add_parser("selection", help="compare image-selection methods over data splits")
     selection.add_argument("--dataset", required=True, help="dataset folder with masks")
-    selection.add_argument("--splits", type=int, default=3)
-    selection.add_argument("--images", type=int, default=5, help="images each method selects")
+    selection.add_argument("--splits", type=argtypes.positive_int, default=3)
+    selection.add_argument("--images", type=argtypes.positive_int, default=5, help="images each method selects")
     selection.add_argument("--methods", default="gtfree,random,labeled,kcenter")
     selection.add_argument("--policy", default="alternate", help="gtfree policy: most_distant, closest or alternate")
     selection.add_argument("--decoder", default="labels", choices=["weights", "labels", "mean"])
@@ -25,11 +26,11 @@ def register(commands) -> None:
     selection.add_argument("--strokes", action="store_true",
                            help="also train each method's model from the robot's strokes alone (strokes learner, "
                                 "self-training on the other training images)")
-    selection.add_argument("--self-training", type=int, default=3,
+    selection.add_argument("--self-training", type=argtypes.non_negative_int, default=3,
                            help="self-training iterations with --strokes (3 keeps a study affordable; train uses 5)")
-    selection.add_argument("--epochs", type=int, default=10, help="epochs of the sU-Net decoders and the baseline")
-    selection.add_argument("--eval-limit", type=int, help="score at most this many validation/test images")
-    selection.add_argument("--seed", type=int, default=0)
+    selection.add_argument("--epochs", type=argtypes.positive_int, default=10, help="epochs of the sU-Net decoders and the baseline")
+    selection.add_argument("--eval-limit", type=argtypes.positive_int, help="score at most this many validation/test images")
+    selection.add_argument("--seed", type=argtypes.seed, default=0)
     selection.add_argument("--out", required=True, help="output folder (re-running resumes)")
     selection.set_defaults(func=run_selection)
     register_active(sub)
@@ -39,7 +40,9 @@ def run_selection(args) -> int:
     from hitlseg.dataset import Dataset
     from hitlseg.experiments import ProtocolConfig, run_protocol, write_report
     from hitlseg.experiments.protocol import compute_seconds
+    from hitlseg.validate import check_output_dir
 
+    check_output_dir(args.out)
     config = ProtocolConfig(splits=args.splits, images=args.images, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
                             policy=args.policy, decoder=args.decoder, sunet=not args.no_sunet,
                             baseline=args.baseline == "all", epochs=args.epochs,
@@ -61,20 +64,20 @@ def register_active(sub) -> None:
     active.add_argument("--strategies", default="random,fg_random,entropy,coreset",
                         help="comma-separated strategies (random, fg_random, entropy, margin, least_confidence, bald, "
                              "ensemble, consistency, suggestive, coreset, knapsack, dasl)")
-    active.add_argument("--splits", type=int, default=3)
-    active.add_argument("--images", type=int, default=5, help="round-0 images (ground-truth-free selection)")
-    active.add_argument("--rounds", type=int, default=10)
-    active.add_argument("--per-round", type=int, default=1, help="images corrected per round")
-    active.add_argument("--budget", type=float, help="seconds of effort per round for the knapsack strategy")
-    active.add_argument("--initial-self-training", type=int, default=5, help="self-training iterations of round 0")
-    active.add_argument("--self-training", type=int, default=1, help="self-training iterations per round")
-    active.add_argument("--epochs", type=int, default=5, help="warm-started epochs on the strokes per round")
-    active.add_argument("--pool-limit", type=int, default=60, help="pool images self-training uses per round")
-    active.add_argument("--baseline-epochs", type=int, default=30,
+    active.add_argument("--splits", type=argtypes.positive_int, default=3)
+    active.add_argument("--images", type=argtypes.positive_int, default=5, help="round-0 images (ground-truth-free selection)")
+    active.add_argument("--rounds", type=argtypes.non_negative_int, default=10)
+    active.add_argument("--per-round", type=argtypes.positive_int, default=1, help="images corrected per round")
+    active.add_argument("--budget", type=argtypes.positive_float, help="seconds of effort per round for the knapsack strategy")
+    active.add_argument("--initial-self-training", type=argtypes.non_negative_int, default=5, help="self-training iterations of round 0")
+    active.add_argument("--self-training", type=argtypes.non_negative_int, default=1, help="self-training iterations per round")
+    active.add_argument("--epochs", type=argtypes.positive_int, default=5, help="warm-started epochs on the strokes per round")
+    active.add_argument("--pool-limit", type=argtypes.positive_int, default=60, help="pool images self-training uses per round")
+    active.add_argument("--baseline-epochs", type=argtypes.non_negative_int, default=30,
                         help="epochs of the all-backprop U-Net reference (0: use --reference)")
-    active.add_argument("--reference", type=float, help="fixed reference Dice when --baseline-epochs 0")
-    active.add_argument("--eval-limit", type=int, help="score at most this many test images")
-    active.add_argument("--seed", type=int, default=0)
+    active.add_argument("--reference", type=argtypes.fraction, help="fixed reference Dice when --baseline-epochs 0")
+    active.add_argument("--eval-limit", type=argtypes.positive_int, help="score at most this many test images")
+    active.add_argument("--seed", type=argtypes.seed, default=0)
     active.add_argument("--out", required=True, help="output folder (re-running resumes)")
     active.set_defaults(func=run_active)
 
@@ -83,7 +86,9 @@ def run_active(args) -> int:
     from hitlseg.dataset import Dataset
     from hitlseg.experiments.active import ActiveProtocolConfig, run_active_protocol
     from hitlseg.experiments.active_report import write_active_report
+    from hitlseg.validate import check_output_dir
 
+    check_output_dir(args.out)
     config = ActiveProtocolConfig(strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
                                   splits=args.splits, images=args.images, rounds=args.rounds, per_round=args.per_round,
                                   budget=args.budget, initial_self_training=args.initial_self_training,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hitlseg.cli import args as argtypes
 from hitlseg.cli.common import print_json, progress_bar
 from hitlseg.errors import InputError
 
@@ -20,8 +21,8 @@ def register(commands) -> None:
     fit.add_argument("--markers", help="folder of marker files (NAME[-seeds].txt or label images), matched by stem")
     fit.add_argument("--arch", help="architecture JSON (hitlseg's or the FLIM community's arch.json)")
     fit.add_argument("--decoder", default="labels", choices=["weights", "labels", "mean"], help="default decoder rule")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    fit.add_argument("--seed", type=argtypes.seed, default=0)
+    fit.add_argument("--device", type=argtypes.device, default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     fit.add_argument("--out", required=True, help="model file to write")
     fit.add_argument("--json", action="store_true")
     fit.set_defaults(func=run_fit)
@@ -32,7 +33,7 @@ def register(commands) -> None:
     predict.add_argument("--out", required=True, help="folder for masks (same format as the inputs)")
     predict.add_argument("--decoder", choices=["weights", "labels", "mean"], help="decoder rule (default: the model's)")
     predict.add_argument("--saliency", action="store_true", help="also write saliency maps")
-    predict.add_argument("--device", default="auto")
+    predict.add_argument("--device", type=argtypes.device, default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     predict.set_defaults(func=run_predict)
 
 
@@ -48,7 +49,9 @@ def _marked_dataset(images: str, markers: str | None):
 
 def run_fit(args) -> int:
     from hitlseg.flim import FLIMModel, default_arch, read_arch
+    from hitlseg.validate import check_image_size, check_output_file
 
+    check_output_file(args.out)
     dataset = _marked_dataset(args.images, args.markers)
     marked = [s.id for s in dataset if s.markers_path is not None]
     if not marked:
@@ -57,6 +60,7 @@ def run_fit(args) -> int:
     images, markers = [], []
     for sample_id in marked:
         sample = dataset.load(sample_id)
+        check_image_size(sample.image.shape[1:], arch, str(dataset.sample(sample_id).image_paths[0]))
         images.append(sample.image)
         markers.append(sample.markers)
     with progress_bar("fitting", enabled=not args.json) as progress:
@@ -84,16 +88,17 @@ def run_predict(args) -> int:
     from hitlseg.flim import FLIMModel
     from hitlseg.io import output_name, write_array
     from hitlseg.nets.workflow import open_images
+    from hitlseg.validate import check_output_dir
 
+    out = check_output_dir(args.out)
     model = FLIMModel.load(args.model, device=args.device)
     dataset = open_images(args.images, model.preprocessing)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with progress_bar("predicting") as progress:
         for index, sample_id in enumerate(dataset.ids):
             progress(index, len(dataset), sample_id)
             image, meta = dataset.image(sample_id)
-            result = model.predict(image, args.decoder)
+            result = model.predict(image, args.decoder, name=str(dataset.sample(sample_id).image_paths[0]))
             name = output_name(sample_id, meta)
             write_array(out / name, result.mask, meta)
             if args.saliency:

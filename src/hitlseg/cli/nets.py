@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hitlseg.cli import args as argtypes
 from hitlseg.cli.common import print_json, progress_bar
 
 
@@ -21,22 +22,22 @@ def register(commands) -> None:
                        help="masks: learn from the masks/ folder (full supervision); markers: learn from the "
                             "markers/ strokes alone (no mask file is opened), with self-training on the other "
                             "training images")
-    train.add_argument("--self-training", type=int, default=5, metavar="N",
+    train.add_argument("--self-training", type=argtypes.non_negative_int, default=5, metavar="N",
                        help="with --labels markers: pseudo-label iterations over the unmarked training images "
                             "(default 5; 0: strokes only)")
-    train.add_argument("--ncut-weight", type=float, default=None,
+    train.add_argument("--ncut-weight", type=argtypes.non_negative_float, default=None,
                        help="weight of the normalized-cut loss (default 0.1 with --labels markers, else 0)")
-    train.add_argument("--crf-weight", type=float, default=None,
+    train.add_argument("--crf-weight", type=argtypes.non_negative_float, default=None,
                        help="weight of the dense-CRF loss (default 0.5 with --labels markers, else 0)")
-    train.add_argument("--epochs", type=int, default=None,
+    train.add_argument("--epochs", type=argtypes.positive_int, default=None,
                        help="training epochs (default 100; with --labels markers 50 on the strokes, then 15 per "
                             "self-training iteration)")
-    train.add_argument("--batch-size", type=int, default=1, help="images per step (default 1)")
-    train.add_argument("--lr", type=float, default=2.5e-3, help="initial learning rate, decayed linearly (default 2.5e-3)")
-    train.add_argument("--crop-size", type=int, help="training crop per axis for larger images (default 256 in 2D, "
+    train.add_argument("--batch-size", type=argtypes.positive_int, default=1, help="images per step (default 1)")
+    train.add_argument("--lr", type=argtypes.positive_float, default=2.5e-3, help="initial learning rate, decayed linearly (default 2.5e-3)")
+    train.add_argument("--crop-size", type=argtypes.crop_size, help="training crop per axis for larger images (default 256 in 2D, "
                                                        "96 in 3D); prediction slides a window of at least that default")
-    train.add_argument("--seed", type=int, default=0, help="seed of the split, markers, initialisation and sampling")
-    train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    train.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the split, markers, initialisation and sampling")
+    train.add_argument("--device", type=argtypes.device, default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     train.add_argument("--checkpoint", help="checkpoint file written every epoch; resumes from it when it exists")
     train.add_argument("--out", help="model file to write (default: DATASET_NAME-sunet.pt or -unet.pt)")
     train.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -49,9 +50,24 @@ def register(commands) -> None:
     predict.add_argument("--split", help="split JSON: predict only the ids of --part")
     predict.add_argument("--part", choices=("train", "val", "test"), default="test", help="part of --split to predict")
     predict.add_argument("--probabilities", action="store_true", help="also write per-class probability maps to OUT/probabilities")
-    predict.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when present)")
+    predict.add_argument("--device", type=argtypes.device, default=None, help="cpu, cuda ... (default: CUDA when present)")
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.set_defaults(func=run_predict)
+
+
+def _split_file(model_file: Path) -> Path:
+    """Where ``train`` saves the split it made: next to the model, ``NAME.split.json``."""
+    return model_file.with_name(model_file.name.split(".")[0] + ".split.json")
+
+
+def _check_sizes(dataset, ids, arch, *, reflect: bool, training: bool) -> None:
+    """Raise :class:`InputError` naming the first image of ``ids`` too small for ``arch`` (from file headers)."""
+    from hitlseg.io import peek_image
+    from hitlseg.validate import check_image_size
+
+    for sample_id in ids:
+        paths = dataset.sample(sample_id).image_paths
+        check_image_size(peek_image(paths)[1], arch, str(paths[0]), reflect=reflect, training=training)
 
 
 def run_train(args) -> int:
@@ -60,8 +76,10 @@ def run_train(args) -> int:
     from hitlseg.dataset import Dataset
     from hitlseg.errors import InputError
     from hitlseg.flim.model import FLIMModel
+    from hitlseg.flim.spec import default_arch
     from hitlseg.nets import SegModel, TrainConfig, train
     from hitlseg.nets import workflow
+    from hitlseg.validate import check_output_file
 
     if args.labels == "markers":
         return run_train_markers(args)
@@ -74,6 +92,10 @@ def run_train(args) -> int:
     if encoder_spec is None:
         encoder_spec = "flim:markers" if any(s.markers_path is not None for s in peek) else "flim:robot"
     kind, source = workflow.parse_encoder(encoder_spec)
+    out = Path(args.out) if args.out else Path(f"{root.resolve().name}-{'unet' if kind == 'backprop' else 'sunet'}.pt")
+    check_output_file(out, "--out" if args.out else "model file")
+    if args.checkpoint:
+        check_output_file(args.checkpoint, "--checkpoint")
     flim = None
     preprocessing = {"color": "lab", "normalize": "percentile"}
     if kind == "flim" and source not in ("robot", "markers"):
@@ -83,12 +105,17 @@ def run_train(args) -> int:
     split, split_source = workflow.resolve_split(dataset, args.split, args.seed)
     if not split.train:
         raise InputError(f"{args.split or root}: the training set is empty")
-    out = Path(args.out) if args.out else Path(f"{root.resolve().name}-{'unet' if kind == 'backprop' else 'sunet'}.pt")
+    if args.split is None and split_source != "predefined":
+        check_output_file(_split_file(out), "split file")
+    arch = flim.encoder.arch if flim is not None else default_arch()
+    _check_sizes(dataset, split.train, arch, reflect=kind == "flim", training=True)
+    _check_sizes(dataset, split.val, arch, reflect=kind == "flim", training=False)
     quiet = args.json
     with progress_bar("loading", enabled=not quiet) as progress:
         train_pairs = workflow.load_pairs(dataset, split.train, "training", progress)
         val_pairs = workflow.load_pairs(dataset, split.val, "validation", progress)
-    n_classes = workflow.n_classes_of(train_pairs + val_pairs)
+    n_classes = workflow.n_classes_of(train_pairs + val_pairs,
+                                      [str(dataset.sample(i).mask_path) for i in split.train + split.val])
     channels = train_pairs[0][0].shape[0]
     ndim = train_pairs[0][0].ndim - 1
     info = {"dataset": str(root.resolve()), "split": split.to_dict(), "split_source": split_source, "encoder": encoder_spec}
@@ -119,7 +146,7 @@ def run_train(args) -> int:
     model.save(out)
     split_file = None
     if args.split is None and split_source != "predefined":
-        split_file = split.save(out.with_name(out.name.split(".")[0] + ".split.json"))
+        split_file = split.save(_split_file(out))
     summary = {"model": str(out), "kind": model.kind, "encoder": encoder_spec, "n_classes": n_classes,
                "train": len(split.train), "val": len(split.val), "test": len(split.test), "epochs": config.epochs,
                "best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice, "seconds": info["seconds"],
@@ -144,8 +171,10 @@ def run_train_markers(args) -> int:
     from hitlseg.dataset import Dataset
     from hitlseg.errors import InputError
     from hitlseg.flim.model import FLIMModel
+    from hitlseg.flim.spec import default_arch
     from hitlseg.nets import workflow
     from hitlseg.pseudo import SelfTrainingConfig, default_strokes_config, learn_from_strokes
+    from hitlseg.validate import check_output_file
 
     started = time.perf_counter()
     encoder_spec = args.encoder or "flim:markers"
@@ -153,12 +182,14 @@ def run_train_markers(args) -> int:
     if kind != "flim" or source == "robot":
         raise InputError(f"--encoder: with --labels markers use flim:markers or flim:MODEL_FILE, got {encoder_spec!r} "
                          f"(the robot needs masks)")
+    root = Path(args.dataset)
+    out = Path(args.out) if args.out else Path(f"{root.resolve().name}-strokes-sunet.pt")
+    check_output_file(out, "--out" if args.out else "model file")
     preprocessing = {"color": "lab", "normalize": "percentile"}
     flim = None
     if source != "markers":
         flim = FLIMModel.load(source)
         preprocessing = dict(flim.preprocessing)
-    root = Path(args.dataset)
     dataset = Dataset.from_folder(root, color=preprocessing["color"], normalize=preprocessing["normalize"])
     stray = [str(path.name) for path, reason in dataset.ignored if reason.startswith("markers without an image")]
     if stray:
@@ -167,6 +198,11 @@ def run_train_markers(args) -> int:
     split, split_source = workflow.resolve_split(dataset, args.split, args.seed, labels="markers")
     if not split.train:
         raise InputError(f"{args.split or root}: the training set is empty")
+    if args.split is None and split_source != "predefined":
+        check_output_file(_split_file(out), "split file")
+    _check_sizes(dataset, split.train if args.self_training > 0 else
+                 [i for i in split.train if dataset.sample(i).markers_path is not None],
+                 flim.encoder.arch if flim is not None else default_arch(), reflect=True, training=True)
     overrides = {"seed": args.seed, "device": args.device, "batch_size": args.batch_size, "lr": args.lr,
                  "crop_size": args.crop_size}
     for name in ("epochs", "ncut_weight", "crf_weight"):
@@ -187,13 +223,12 @@ def run_train_markers(args) -> int:
                                     names=marked, pool_names=pool.ids, seed=args.seed, device=args.device,
                                     progress=progress)
     model = result.model
-    out = Path(args.out) if args.out else Path(f"{root.resolve().name}-strokes-sunet.pt")
     model.info.update({"dataset": str(root.resolve()), "split": split.to_dict(), "split_source": split_source,
                        "encoder": encoder_spec, "marked_images": marked, "seconds": time.perf_counter() - started})
     model.save(out)
     split_file = None
     if args.split is None and split_source != "predefined":
-        split_file = split.save(out.with_name(out.name.split(".")[0] + ".split.json"))
+        split_file = split.save(_split_file(out))
     last = result.history[-1]
     summary = {"model": str(out), "kind": model.kind, "labels": "markers", "encoder": encoder_spec,
                "n_classes": model.n_classes, "marked_images": marked, "marked_fraction": result.marked_fraction,
@@ -222,7 +257,9 @@ def run_predict(args) -> int:
     from hitlseg.dataset import Split
     from hitlseg.nets import SegModel
     from hitlseg.nets import workflow
+    from hitlseg.validate import check_output_dir
 
+    check_output_dir(args.out)
     model = SegModel.load(args.model, device=args.device)
     dataset = workflow.open_images(args.images, model.preprocessing)
     ids = None

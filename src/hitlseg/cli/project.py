@@ -33,9 +33,11 @@ def register(commands) -> None:
 def run_init(args) -> int:
     from hitlseg.errors import InputError
     from hitlseg.project import Project
+    from hitlseg.validate import check_output_dir
 
     if args.masks and not args.images:
         raise InputError("--masks goes with --images (a dataset folder brings its own masks)")
+    check_output_dir(args.dir, "project folder")
     with progress_bar("reading headers", enabled=not args.json) as progress:
         project = Project.init(args.dir, images_dir=args.images, masks_dir=args.masks, dataset=args.dataset,
                                name=args.name, copy=args.copy, color=args.color, normalize=args.normalize,

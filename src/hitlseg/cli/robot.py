@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hitlseg.cli import args as argtypes
 from hitlseg.cli.common import print_json, progress_bar
 from hitlseg.errors import InputError
 
@@ -26,8 +27,8 @@ def register(commands) -> None:
     mark.add_argument("--dataset", required=True, help="dataset folder (images/ and masks/, or one folder per case)")
     mark.add_argument("--ids", required=True, help=_IDS_HELP)
     mark.add_argument("--out", required=True, help="folder for the marker files (DATASET/markers makes them the dataset's markers)")
-    mark.add_argument("--seed", type=int, default=0, help="robot seed (default 0); the same seed gives the same markers")
-    mark.add_argument("--max-marked-fraction", type=float, default=None,
+    mark.add_argument("--seed", type=argtypes.seed, default=0, help="robot seed (default 0); the same seed gives the same markers")
+    mark.add_argument("--max-marked-fraction", type=argtypes.fraction, default=None,
                       help="pixel budget as a fraction of the image, in (0, 1] (default 0.05)")
     mark.add_argument("--json", action="store_true", help="print a JSON summary")
     mark.set_defaults(func=run_mark)
@@ -37,8 +38,8 @@ def register(commands) -> None:
     correct.add_argument("--predictions", required=True, help="folder of predicted masks ID.ext, as written by 'hitlseg predict'")
     correct.add_argument("--ids", required=True, help=_IDS_HELP)
     correct.add_argument("--out", required=True, help="folder for the marker files")
-    correct.add_argument("--round", type=int, default=0, help="annotation round, part of the robot's key (default 0)")
-    correct.add_argument("--seed", type=int, default=0, help="robot seed (default 0)")
+    correct.add_argument("--round", type=argtypes.non_negative_int, default=0, help="annotation round, part of the robot's key (default 0)")
+    correct.add_argument("--seed", type=argtypes.seed, default=0, help="robot seed (default 0)")
     correct.add_argument("--merge", action="store_true",
                          help="add the strokes to the image's markers already in OUT (new strokes win) instead of replacing them")
     correct.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -82,10 +83,9 @@ def _check_ids(dataset, ids: list[str]) -> None:
 
 
 def _out_folder(out: str) -> Path:
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{path}: --out must be a folder, but it is a file")
-    return path
+    from hitlseg.validate import check_output_dir
+
+    return check_output_dir(out)
 
 
 def _shapes(dataset, ids: list[str]) -> dict[str, tuple[int, ...]]:
@@ -245,8 +245,6 @@ def run_correct(args) -> int:
     dataset = Dataset.from_folder(args.dataset)
     ids = _parse_ids(args.ids)
     _check_ids(dataset, ids)
-    if args.round < 0:
-        raise InputError(f"--round: must be >= 0, got {args.round}")
     out = _out_folder(args.out)
     robot = _robot(args.seed)
     shapes = _shapes(dataset, ids)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from hitlseg.cli import args as argtypes
+
 # Names of hitlseg.selection.SELECTORS and GTFREE_POLICIES, spelled out so that building the
 # parser does not import torch (every command would pay for it); a test keeps them in step.
 SELECTOR_NAMES = ("gtfree", "random", "labeled", "kcenter")
@@ -22,27 +24,27 @@ def register(commands) -> None:
     parser.add_argument("--dataset", required=True, help="dataset folder (images with masks, for the robot)")
     parser.add_argument("--robot", action="store_true",
                         help="let the simulated annotator mark each selected image from its mask (required)")
-    parser.add_argument("--rounds", type=int, default=5, help="images to select and mark (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first choice, the robot and FLIM (default 0)")
+    parser.add_argument("--rounds", type=argtypes.positive_int, default=5, help="images to select and mark (default 5)")
+    parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the first choice, the robot and FLIM (default 0)")
     parser.add_argument("--selector", default="gtfree", choices=list(SELECTOR_NAMES),
                         help="how the next image is chosen (default gtfree)")
     parser.add_argument("--policy", default="most_distant", choices=list(POLICY_NAMES),
                         help="gtfree policy (default most_distant)")
-    parser.add_argument("--k", type=int, default=5, help="recommendations per list (default 5)")
+    parser.add_argument("--k", type=argtypes.positive_int, default=5, help="recommendations per list (default 5)")
     parser.add_argument("--distance", default="min", choices=["min", "last"],
                         help="distance to the selected set: nearest selected image or the last one")
     parser.add_argument("--maps", default="object", choices=["object", "all", "saliency"],
                         help="feature maps in the descriptor (default: kernels from object markers)")
     parser.add_argument("--projection", default="tsne", choices=["tsne", "pca"], help="2D projection (default tsne)")
-    parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (reduced for small pools)")
-    parser.add_argument("--superpixels", type=int, default=None, help="superpixels per image (default 20 in 2D, 40 in 3D)")
+    parser.add_argument("--perplexity", type=argtypes.positive_float, default=30.0, help="t-SNE perplexity (reduced for small pools)")
+    parser.add_argument("--superpixels", type=argtypes.positive_int, default=None, help="superpixels per image (default 20 in 2D, 40 in 3D)")
     parser.add_argument("--cache", default=None, help="folder caching superpixels between runs")
-    parser.add_argument("--stop-threshold", type=float, default=0.05,
+    parser.add_argument("--stop-threshold", type=argtypes.non_negative_float, default=0.05,
                         help="relative coverage-radius improvement below which stopping is suggested")
-    parser.add_argument("--stop-patience", type=int, default=2,
+    parser.add_argument("--stop-patience", type=argtypes.positive_int, default=2,
                         help="rounds in a row below the threshold before stopping is suggested (default 2)")
     parser.add_argument("--stop-early", action="store_true", help="end the loop when stopping is suggested")
-    parser.add_argument("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
+    parser.add_argument("--device", type=argtypes.device, default=None, help="torch device (default: CUDA when present, else CPU)")
     parser.add_argument("--json", action="store_true", help="print all rounds as JSON")
     parser.set_defaults(func=run_select)
 
@@ -71,14 +73,13 @@ def run_select(args) -> int:
     from hitlseg.errors import InputError
     from hitlseg.robot import Robot
     from hitlseg.selection import SelectionSession, SuperpixelCache, make_selector
+    from hitlseg.validate import check_output_dir
 
     if not args.robot:
         raise InputError("--robot: the command line runs the loop with the simulated annotator; pass --robot "
                          "(a person marks images in the web interface)")
-    if args.rounds < 1:
-        raise InputError(f"--rounds: must be at least 1, got {args.rounds}")
-    if args.seed < 0:
-        raise InputError(f"--seed: must be non-negative, got {args.seed}")
+    if args.cache:
+        check_output_dir(args.cache, "--cache")
     dataset = Dataset.from_folder(args.dataset)
     missing = [i for i in dataset.ids if dataset.sample(i).mask_path is None]
     if missing:

@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+from hitlseg.cli import args as argtypes
+
 DEFAULT_PORT = 8000
 DEMO_CLASS_NAMES = ["Cytoplasm", "Nucleus"]
 
@@ -21,7 +23,7 @@ def register(commands) -> None:
                                             "(--token, or one is generated and printed in the URL).")
     serve.add_argument("project", help="project folder (create one with 'hitlseg project init')")
     _common(serve)
-    serve.add_argument("--classes", type=int, default=None,
+    serve.add_argument("--classes", type=argtypes.positive_int, default=None,
                        help="object classes offered by the marker editor (default: from masks and markers, at least 1)")
     serve.add_argument("--class-names", default=None, help="comma-separated names of the object classes")
     serve.set_defaults(func=run_serve)
@@ -37,13 +39,13 @@ def register(commands) -> None:
 
 def _common(parser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=argtypes.port, default=DEFAULT_PORT,
                         help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
     parser.add_argument("--token", default=None,
                         help="access token (required off loopback; generated when not given)")
     parser.add_argument("--no-browser", action="store_true", help="do not open a web browser")
-    parser.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body in MB (default 20)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of FLIM fitting, projection and training (default 0)")
+    parser.add_argument("--max-body-mb", type=argtypes.positive_float, default=20.0, help="largest request body in MB (default 20)")
+    parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of FLIM fitting, projection and training (default 0)")
 
 
 def demo_dir() -> Path:
@@ -57,36 +59,25 @@ def open_demo_project(folder: Path):
     from hitlseg.datasets import DEMO_ROOT
     from hitlseg.errors import InputError
     from hitlseg.project import DB_NAME, Project
+    from hitlseg.validate import check_output_dir
 
     if (folder / DB_NAME).is_file():
         return Project.open(folder), False
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise InputError(f"{folder}: exists and is not a hitlseg project; choose another folder with --dir")
+    check_output_dir(folder, "--dir")
     return Project.init(folder, dataset=DEMO_ROOT, copy=True, name="WBC demo"), True
-
-
-def _check_args(args) -> None:
-    from hitlseg.errors import InputError
-
-    if not 0 <= args.port <= 65535:
-        raise InputError(f"--port: must be in 0..65535, got {args.port}")
-    if not args.max_body_mb > 0:
-        raise InputError(f"--max-body-mb: must be positive, got {args.max_body_mb}")
-    if args.seed < 0:
-        raise InputError(f"--seed: must be non-negative, got {args.seed}")
 
 
 def run_serve(args) -> int:
     from hitlseg.project import Project
 
-    _check_args(args)
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
     project = Project.open(args.project)
     return serve(project, args, classes=args.classes, class_names=names)
 
 
 def run_demo(args) -> int:
-    _check_args(args)
     folder = Path(args.dir) if args.dir else demo_dir()
     project, created = open_demo_project(folder)
     what = "created" if created else "reusing"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from hitlseg.project.files import save_figure, write_json, write_text
 
 THRESHOLDS = (0.9, 0.95)
 
@@ -97,7 +97,7 @@ def _figure(per_strategy: dict, key: str, label: str, path: Path, refs) -> None:
     ax.set_title("Quality against annotation effort (mean ± std over splits)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -159,8 +159,6 @@ def write_active_report(results: dict, out: str | Path, command: str | None = No
         for strategy, part in split["strategies"].items():
             queried = [", ".join(r["queried"]) for r in part["rounds"][1:]]
             lines.append(f"- split {split['index']}, {strategy}: {'; '.join(queried)}")
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps({"curves": per_strategy, "effort_to_reach": reach, "reference": refs}, indent=1))
-    os.replace(tmp, out / "summary.json")
+    write_text(out / "report.md", "\n".join(lines) + "\n")
+    write_json(out / "summary.json", {"curves": per_strategy, "effort_to_reach": reach, "reference": refs})
     return out / "report.md"

@@ -13,7 +13,6 @@ Every finished part (one split x one method, a baseline, the first-image analysi
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from hitlseg.dataset import Dataset, make_split, task_classes
 from hitlseg.errors import InputError
 from hitlseg.experiments.scoring import average, is_brats, score
 from hitlseg.progress import Progress, report
+from hitlseg.project.files import write_json
 
 METHODS = ("gtfree", "random", "labeled", "kcenter")
 
@@ -136,10 +136,7 @@ class PartStore:
             return None  # a damaged part is recomputed
 
     def put(self, name: str, data: dict) -> dict:
-        path = self.path(name)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        write_json(self.path(name), data, indent=None)
         return data
 
     def cached(self, name: str, compute: Callable[[], dict]) -> dict:
@@ -299,19 +296,14 @@ def _check_resumable(out: Path, config, mutable=("splits",)) -> None:
                 raise InputError(f"{out}: holds a run with other settings ({', '.join(changed)} differ); "
                                  "use another output folder")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".config.json.tmp")
-    tmp.write_text(json.dumps(settings, indent=1))
-    os.replace(tmp, path)
+    write_json(path, settings)
 
 
 def finish(out: Path, results: dict, started: float, progress: Progress, total: int) -> dict:
     """Report completion, stamp this run's wall time and write ``OUT/results.json`` atomically."""
     report(progress, total, total, "done")
     results["wall_seconds_this_run"] = time.perf_counter() - started
-    path = out / "results.json"
-    tmp = path.with_name(".results.json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, path)
+    write_json(out / "results.json", results)
     return results
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from hitlseg.experiments.scoring import columns
+from hitlseg.project.files import save_figure, write_json, write_text
 
 
 def _models(split: dict) -> list[str]:
@@ -77,7 +76,7 @@ def _figure_curves(results: dict, path: Path) -> None:
     ax.set_xticks(x)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -96,7 +95,7 @@ def _figure_projection(first: dict, path: Path) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -117,7 +116,7 @@ def _figure_correlation(first: dict, fit: dict, path: Path) -> None:
     ax.set_ylabel("Dice under its filters")
     ax.set_title("Figure 9: closeness to the marked image vs Dice")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -183,10 +182,8 @@ def write_report(results: dict, out: str | Path, command: str | None = None, wal
     for split in results["splits"]:
         for method, part in split["methods"].items():
             lines.append(f"- split {split['index']}, {method}: {', '.join(part['selected'])}")
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "report.md", "\n".join(lines) + "\n")
     summary = {"table_one": {m: {k: {c: list(v) for c, v in cells.items()} for k, cells in models.items()} for m, models in one.items()},
                "table_two": two, "correlation": fits}
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out / "summary.json")
+    write_json(out / "summary.json", summary)
     return out / "report.md"

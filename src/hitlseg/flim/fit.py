@@ -10,6 +10,7 @@ resolution, feed the next layer. One code path serves 2D and 3D.
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -22,14 +23,54 @@ from hitlseg.flim.encoder import FLIMEncoder, FLIMLayer
 from hitlseg.flim.kmeans import batched_kmeans, nearest_points
 from hitlseg.flim.spec import ArchSpec, LayerSpec, default_arch
 from hitlseg.progress import Progress, report
+from hitlseg.validate import check_image_size
 
 MAX_PATCHES_PER_MARKER = 500
 
 
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def device_problem(device: str | torch.device | None) -> str | None:
+    """Why ``device`` cannot be used on this machine, or ``None`` when it can.
+
+    Accepted: ``None``/``"auto"``, ``"cpu"``, ``"cuda"`` and ``"cuda:N"`` (N below the number of
+    CUDA devices; only with a CUDA GPU) and ``"mps"`` (only where Apple's MPS backend is available),
+    as strings or :class:`torch.device`.
+    """
+    if device is None or device == "auto":
+        return None
+    match = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", str(device))
+    if match is None:
+        return f"unknown device (use {DEVICE_NAMES})"
+    kind, index = match.group(1), match.group(2)
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            return "no CUDA GPU is available on this machine"
+        count = torch.cuda.device_count()
+        if index is not None and int(index) >= count:
+            plural = "s" if count != 1 else ""
+            return f"no such GPU: this machine has {count} CUDA device{plural} (cuda:0..cuda:{count - 1})"
+    elif kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return "the MPS backend is not available on this machine"
+    elif index is not None and int(index) != 0:
+        return f"there is one {kind} device ({kind} or {kind}:0)"
+    return None
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` or ``"auto"`` picks CUDA when present, else CPU."""
+    """``None`` or ``"auto"`` picks CUDA when present, else CPU.
+
+    Raises
+    ------
+    InputError
+        When this machine has no such device (see :func:`device_problem`).
+    """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    problem = device_problem(device)
+    if problem:
+        raise InputError(f"device {str(device)!r}: {problem}")
     return torch.device(device)
 
 
@@ -53,7 +94,8 @@ def marker_components(markers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids[markers > 0] - 1, np.asarray(classes, dtype=np.int64)
 
 
-def _validate(images: Sequence[np.ndarray], markers: Sequence[np.ndarray], names: Sequence[str] | None):
+def _validate(images: Sequence[np.ndarray], markers: Sequence[np.ndarray], names: Sequence[str] | None,
+              arch: ArchSpec):
     if len(images) == 0:
         raise InputError("images: at least one image with markers is needed")
     if len(images) != len(markers):
@@ -68,6 +110,8 @@ def _validate(images: Sequence[np.ndarray], markers: Sequence[np.ndarray], names
     for image, marker, name in zip(images, markers, names):
         if tuple(np.asarray(marker).shape) != tuple(np.asarray(image).shape[1:]):
             raise InputError(f"{name}: markers have shape {np.asarray(marker).shape} but the image is {tuple(np.asarray(image).shape[1:])}")
+        if np.any(np.asarray(marker) > 0):  # unmarked images are left out of fitting
+            check_image_size(np.shape(image)[1:], arch, name)
     if not any(np.any(np.asarray(m) > 0) for m in markers):
         raise InputError("markers: no marked pixel in any image (draw at least one stroke)")
 
@@ -153,7 +197,7 @@ def fit_encoder(
     FLIMEncoder
     """
     arch = arch or default_arch()
-    _validate(images, markers, names)
+    _validate(images, markers, names, arch)
     device = resolve_device(device)
     features = [torch.as_tensor(np.asarray(im, dtype=np.float32), device=device) for im in images]
     marks = [np.asarray(m).astype(np.uint8) for m in markers]

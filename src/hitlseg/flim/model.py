@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +18,7 @@ from hitlseg.errors import InputError
 from hitlseg.flim.decoders import DECODERS, Decoded, decode
 from hitlseg.flim.encoder import FLIMEncoder
 from hitlseg.flim.fit import fit_encoder, resolve_device
-from hitlseg.flim.spec import ArchSpec
+from hitlseg.flim.spec import ArchSpec, LayerSpec
 from hitlseg.progress import Progress
 
 FORMAT = "hitlseg-flim-model"
@@ -72,8 +74,12 @@ class FLIMModel:
         with torch.no_grad():
             return self.encoder.features(x, upto=index)[index][0]
 
-    def predict(self, image: np.ndarray, decoder: str | None = None) -> Decoded:
-        """Saliency (K, *spatial) and mask (*spatial) of one image (C, *spatial)."""
+    def predict(self, image: np.ndarray, decoder: str | None = None, *, name: str = "image") -> Decoded:
+        """Saliency (K, *spatial) and mask (*spatial) of one image (C, *spatial); ``name`` is used in error messages."""
+        from hitlseg.validate import check_image_size
+
+        index = self.decoder_layer % len(self.encoder.layers)
+        check_image_size(np.shape(image)[1:], [layer.spec for layer in self.encoder.layers[: index + 1]], name)
         rule = decoder or self.decoder
         layer = self.encoder.layers[self.decoder_layer]
         n_classes = self.n_classes if rule != "weights" else None
@@ -93,10 +99,24 @@ class FLIMModel:
 
     @classmethod
     def from_state(cls, state: dict, source: str = "model") -> "FLIMModel":
+        """Inverse of :meth:`to_state`; a state that is not one raises :class:`InputError` naming ``source``."""
+        if isinstance(state, dict) and state.get("format") == "hitlseg-seg-model":
+            raise InputError(f"{source}: is a segmentation model (SegModel), not a FLIM model")
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise InputError(f"{source}: not a hitlseg FLIM model file")
-        return cls(FLIMEncoder.from_state(state["encoder"]).eval(), int(state["n_classes"]), dict(state["preprocessing"]),
-                   str(state["decoder"]), int(state["decoder_layer"]))
+        try:
+            encoder = encoder_from_state(state_value(state, "encoder", dict))
+            n_classes = state_int(state, "n_classes", 1)
+            preprocessing = check_preprocessing(state_value(state, "preprocessing", dict))
+            decoder = state_value(state, "decoder", str)
+            if decoder not in DECODERS:
+                raise InputError(f"'decoder' is {decoder!r}, not one of {', '.join(DECODERS)}")
+            layer = state_int(state, "decoder_layer", -len(encoder.layers))
+            if layer >= len(encoder.layers):
+                raise InputError(f"'decoder_layer' is {layer}, but the encoder has {len(encoder.layers)} layers")
+        except InputError as exc:
+            raise InputError(f"{source}: corrupt FLIM model file: {exc}") from None
+        return cls(encoder.eval(), n_classes, preprocessing, decoder, layer)
 
     def save(self, path: str | Path) -> Path:
         """Write the model to one file, atomically."""
@@ -117,6 +137,8 @@ def save_state(state: dict, path: str | Path) -> Path:
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
+    except OSError as exc:  # name the model file, not the temporary one
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -124,11 +146,129 @@ def save_state(state: dict, path: str | Path) -> Path:
 
 
 def load_state(path: str | Path) -> dict:
-    """Load a dictionary saved by :func:`save_state` (tensors and plain values only)."""
+    """Load a dictionary saved by :func:`save_state` (tensors and plain values only).
+
+    Pickled objects other than tensors and plain values are refused (``weights_only``); a file
+    that cannot be read raises :class:`InputError` naming it.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a model file")
     if not path.is_file():
         raise InputError(f"{path}: model file not found")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: model file is empty")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputError(f"{path}: not a hitlseg model file: it holds objects other than tensors and plain values, "
+                         f"which are refused (unpickling them could run code)") from None
     except Exception as exc:
-        raise InputError(f"{path}: cannot read model file ({type(exc).__name__}: {exc})") from exc
+        raise InputError(f"{path}: cannot read model file: truncated, or not written by hitlseg "
+                         f"({brief_error(exc)})") from None
+
+
+def brief_error(exc: BaseException, limit: int = 240) -> str:
+    """``Type: message`` of ``exc`` on one line, at most ``limit`` characters."""
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- checks of a model file's contents ---------------------------------------------------------------
+# A model file is a dictionary of plain values and tensors; a missing key, a value of the wrong
+# type or tensors that do not fit together raise InputError saying which (callers add the file).
+
+
+def state_value(state: dict, key: str, kinds, what: str = ""):
+    """``state[key]``, checked to be an instance of ``kinds``."""
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if key not in state:
+        raise InputError(f"missing {what}{key!r}")
+    value = state[key]
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise InputError(f"{what}{key!r} has type {type(value).__name__}, expected {expected}")
+    return value
+
+
+def state_int(state: dict, key: str, minimum: int, what: str = "") -> int:
+    """``state[key]`` as an integer of at least ``minimum``."""
+    value = state_value(state, key, int, what)
+    if value < minimum:
+        raise InputError(f"{what}{key!r} is {value}, below {minimum}")
+    return int(value)
+
+
+def check_preprocessing(preprocessing: dict) -> dict:
+    """A copy of ``preprocessing`` with ``color`` and ``normalize`` checked against what the readers accept."""
+    from hitlseg.io.images import COLOR_MODES, NORMALIZATIONS
+
+    for key, allowed in (("color", COLOR_MODES), ("normalize", NORMALIZATIONS)):
+        value = preprocessing.get(key)
+        if value is not None and value not in allowed:
+            raise InputError(f"preprocessing {key!r} is {value!r}, not one of {', '.join(allowed)}")
+    return dict(preprocessing)
+
+
+def _tensor(layer: dict, key: str, what: str, ndims: tuple[int, ...], floating: bool = True) -> torch.Tensor:
+    value = state_value(layer, key, torch.Tensor, what)
+    if value.dim() not in ndims:
+        raise InputError(f"{what}{key!r} has {value.dim()} dimensions, not {' or '.join(map(str, ndims))}")
+    if floating and not value.is_floating_point():
+        raise InputError(f"{what}{key!r} holds {value.dtype} values, not floating point")
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise InputError(f"{what}{key!r} holds NaN or infinite values")
+    return value
+
+
+def _check_layer(layer, index: int, channels: int | None) -> int:
+    """Check one layer of an encoder state; returns its output channels."""
+    what = f"encoder layer {index} "
+    if not isinstance(layer, dict):
+        raise InputError(f"{what}is a {type(layer).__name__}, not a dict")
+    weight = _tensor(layer, "weight", what, (4, 5))
+    out, inputs, *kernel = weight.shape
+    if channels is not None and inputs != channels:
+        raise InputError(f"{what}takes {inputs} channels, but the layer before gives {channels}")
+    for key in ("mean", "std"):
+        values = _tensor(layer, key, what, (1,))
+        if values.numel() != inputs:
+            raise InputError(f"{what}{key!r} has {values.numel()} values for {inputs} input channels")
+    if not bool((layer["std"] > 0).all()):
+        raise InputError(f"{what}'std' holds values <= 0")
+    classes = _tensor(layer, "kernel_classes", what, (1,), floating=False)
+    if tuple(classes.shape) != (out,) or classes.is_floating_point() or classes.dtype == torch.bool:
+        raise InputError(f"{what}'kernel_classes' must hold {out} integer classes, one per kernel")
+    spec = state_value(layer, "spec", dict, what)
+    try:
+        spec = LayerSpec(**spec)
+    except TypeError as exc:
+        raise InputError(f"{what}'spec' is not a layer specification ({exc})") from None
+    except InputError as exc:
+        raise InputError(f"{what}'spec': {exc}") from None
+    if len(set(kernel)) != 1 or kernel[0] != spec.kernel_size:
+        raise InputError(f"{what}'weight' has kernels of size {tuple(kernel)}, but its spec says {spec.kernel_size}")
+    return out
+
+
+def encoder_from_state(state: dict) -> FLIMEncoder:
+    """A :class:`FLIMEncoder` from :meth:`FLIMEncoder.to_state` output, every part checked first.
+
+    Raises
+    ------
+    InputError
+        Naming the missing key or the value that is wrong (callers add the file).
+    """
+    ArchSpec.from_dict(state_value(state, "arch", dict, "encoder "), "encoder 'arch'")
+    layers = state_value(state, "layers", list, "encoder ")
+    if not layers:
+        raise InputError("encoder 'layers' is empty")
+    channels = None
+    for index, layer in enumerate(layers, 1):
+        channels = _check_layer(layer, index, channels)
+    if len({layer["weight"].dim() for layer in layers}) != 1:
+        raise InputError("encoder layers mix 2D and 3D kernels")
+    return FLIMEncoder.from_state(state)

@@ -9,7 +9,6 @@ means 2D).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,11 +94,9 @@ class ArchSpec:
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON, atomically."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
-        return path
+        from hitlseg.project.files import write_json
+
+        return write_json(path, self.to_dict(), indent=2)
 
 
 def _from_community(data: dict) -> ArchSpec:

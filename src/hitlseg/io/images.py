@@ -372,6 +372,8 @@ def write_array(path: str | Path, array: np.ndarray, meta: ImageMeta | None = No
         else:
             raise InputError(f"{path}: unsupported output format (use .png, .tif, .nii or .nii.gz)")
         os.replace(tmp, path)
+    except OSError as exc:  # name the output, not its temporary file
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -14,10 +14,12 @@ from hitlseg.errors import InputError
 from hitlseg.plain import to_plain
 from hitlseg.flim.encoder import FLIMEncoder
 from hitlseg.flim.fit import resolve_device
-from hitlseg.flim.model import load_state, save_state
+from hitlseg.flim.model import (brief_error, check_preprocessing, encoder_from_state, load_state, save_state, state_int,
+                                state_value)
 from hitlseg.flim.spec import ArchSpec, default_arch
 from hitlseg.nets.infer import Prediction, predict
 from hitlseg.nets.unet import BackpropEncoder, SegNet
+from hitlseg.validate import check_image_size
 
 FORMAT = "hitlseg-seg-model"
 KINDS = ("sunet", "unet")
@@ -98,13 +100,15 @@ class SegModel:
 
     # -- inference -------------------------------------------------------------------------------
     def check_image(self, image: np.ndarray, name: str = "image") -> np.ndarray:
-        """Return ``image`` as float32, or raise :class:`InputError` naming it if it does not fit the model."""
+        """Return ``image`` as float32, or raise :class:`InputError` naming it if it does not fit the model
+        (dimensions, channels, or too small for the encoder)."""
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != self.ndim + 1:
             raise InputError(f"{name}: the model is {self.ndim}D and needs (C, *spatial) images, got shape {image.shape}")
         if image.shape[0] != self.in_channels:
             raise InputError(f"{name}: has {image.shape[0]} channels, but the model was trained on "
                              f"{self.in_channels}-channel images")
+        check_image_size(image.shape[1:], self.arch, name, reflect=self.kind == "sunet")
         return image
 
     def predict(self, image: np.ndarray, *, name: str = "image", window="auto", overlap: float = 0.5,
@@ -142,28 +146,18 @@ class SegModel:
 
     @classmethod
     def from_state(cls, state: dict, source: str = "model") -> "SegModel":
-        """Inverse of :meth:`to_state`."""
+        """Inverse of :meth:`to_state`; a state that is not one raises :class:`InputError` naming ``source``."""
+        if isinstance(state, dict) and state.get("format") == "hitlseg-flim-model":
+            raise InputError(f"{source}: is a FLIM model (use it with 'flim predict' or as --encoder flim:FILE), "
+                             f"not a segmentation model")
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise InputError(f"{source}: not a hitlseg segmentation model file")
         try:
-            kind = state["kind"]
-            arch = ArchSpec.from_dict(state["arch"], source)
-            if kind == "sunet":
-                model = cls.sunet(FLIMEncoder.from_state(state["flim_encoder"]), int(state["n_classes"]),
-                                  preprocessing=state["preprocessing"], norm=state["norm"], widths=state["decoder_widths"])
-            elif kind == "unet":
-                model = cls.unet(int(state["in_channels"]), int(state["n_classes"]), int(state["ndim"]), arch=arch,
-                                 preprocessing=state["preprocessing"], norm=state["norm"], widths=state["decoder_widths"],
-                                 convs_per_layer=int(state.get("convs_per_layer", 1)))
-            else:
-                raise InputError(f"{source}: unknown model kind {kind!r}")
-            model.net.load_trainable_state(state["weights"])
-        except InputError:
-            raise
+            model = _model_from_state(cls, state)
+        except InputError as exc:
+            raise InputError(f"{source}: corrupt segmentation model file: {exc}") from None
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise InputError(f"{source}: corrupt segmentation model ({type(exc).__name__}: {exc})") from None
-        model.window = tuple(state["window"]) if state.get("window") is not None else None
-        model.info = dict(state.get("info") or {})
+            raise InputError(f"{source}: corrupt segmentation model file ({brief_error(exc)})") from None
         model.net.eval()
         return model
 
@@ -181,3 +175,47 @@ def _convs_per_layer(encoder) -> int:
     if isinstance(encoder, BackpropEncoder):
         return sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) for m in encoder.blocks[0])
     return 1
+
+
+def _model_from_state(cls, state: dict) -> SegModel:
+    """Build the model of :meth:`SegModel.to_state` output, checking each entry first."""
+    kind = state_value(state, "kind", str)
+    if kind not in KINDS:
+        raise InputError(f"unknown model kind {kind!r} (use one of {', '.join(KINDS)})")
+    ndim = state_int(state, "ndim", 2)
+    if ndim not in (2, 3):
+        raise InputError(f"'ndim' is {ndim}, not 2 or 3")
+    in_channels, n_classes = state_int(state, "in_channels", 1), state_int(state, "n_classes", 1)
+    arch = ArchSpec.from_dict(state_value(state, "arch", dict), "'arch'")
+    norm = state_value(state, "norm", str)
+    widths = state_value(state, "decoder_widths", list)
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+        raise InputError(f"'decoder_widths' must be positive integers, got {widths!r}")
+    preprocessing = check_preprocessing(state_value(state, "preprocessing", dict))
+    weights = state_value(state, "weights", dict)
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise InputError("'weights' must map names to tensors")
+    if not all(bool(torch.isfinite(v).all()) for v in weights.values() if v.is_floating_point()):
+        raise InputError("'weights' hold NaN or infinite values")
+    options = {"preprocessing": preprocessing, "norm": norm, "widths": widths}
+    if kind == "sunet":
+        encoder = encoder_from_state(state_value(state, "flim_encoder", dict))
+        if (encoder.ndim, encoder.in_channels) != (ndim, in_channels):
+            raise InputError(f"the FLIM encoder takes {encoder.in_channels}-channel {encoder.ndim}D images, but the "
+                             f"model says {in_channels}-channel {ndim}D")
+        model = cls.sunet(encoder, n_classes, **options)
+    else:
+        convs = state_int(state, "convs_per_layer", 1) if "convs_per_layer" in state else 1
+        model = cls.unet(in_channels, n_classes, ndim, arch=arch, convs_per_layer=convs, **options)
+    model.net.load_trainable_state(weights)
+    window = state.get("window")
+    if window is not None:
+        if not (isinstance(window, (list, tuple)) and len(window) == ndim
+                and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in window)):
+            raise InputError(f"'window' must be {ndim} positive integers or None, got {window!r}")
+        model.window = tuple(window)
+    info = state.get("info")
+    if info is not None and not isinstance(info, dict):
+        raise InputError(f"'info' is a {type(info).__name__}, expected dict")
+    model.info = dict(info or {})
+    return model

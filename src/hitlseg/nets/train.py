@@ -108,8 +108,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{name}: must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise InputError(f"lr: must be positive, got {self.lr}")
+        if not (isinstance(self.lr, (int, float, np.floating)) and np.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"lr: must be a positive finite number, got {self.lr!r}")
         if self.lr_decay not in ("linear", "none"):
             raise InputError(f"lr_decay: use 'linear' or 'none', got {self.lr_decay!r}")
         if not 0.0 <= self.foreground_crops <= 1.0:
@@ -122,13 +122,14 @@ class TrainConfig:
             raise InputError(f"class_weights: use 'balanced', a list of weights or None, got {self.class_weights!r}")
         if isinstance(self.class_weights, tuple) and not all(float(w) >= 0 for w in self.class_weights):
             raise InputError(f"class_weights: weights must be non-negative, got {self.class_weights}")
-        for name in ("crf_weight", "ncut_weight"):
+        for name in ("crf_weight", "ncut_weight", "weight_decay"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
                 raise InputError(f"{name}: must be a non-negative number, got {value!r}")
         for name in ("sigma_xy", "sigma_color"):
-            if not getattr(self, name) > 0:
-                raise InputError(f"{name}: must be positive, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise InputError(f"{name}: must be a positive finite number, got {value!r}")
         if not 0 < self.regularizer_scale <= 1:
             raise InputError(f"regularizer_scale: must be in (0, 1], got {self.regularizer_scale!r}")
 

@@ -80,6 +80,25 @@ def atomic_write(target: Path, write) -> Path:
     return target
 
 
+def write_text(target: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``target`` atomically; a failure leaves neither half a file nor a temporary."""
+    return atomic_write(Path(target), lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_json(target: str | Path, data, indent: int | None = 1) -> Path:
+    """Write ``data`` as JSON to ``target`` atomically."""
+    import json
+
+    return write_text(target, json.dumps(data, indent=indent))
+
+
+def save_figure(figure, target: str | Path, **options) -> Path:
+    """``figure.savefig`` to ``target`` atomically (the format from the suffix)."""
+    target = Path(target)
+    return atomic_write(target, lambda handle: figure.savefig(handle, format=target.suffix.lstrip(".") or "png",
+                                                               **options))
+
+
 def save_npy(target: Path, array: np.ndarray) -> Path:
     """Write ``array`` as ``.npy`` atomically (no pickled objects)."""
     array = np.asarray(array)
