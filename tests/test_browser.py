@@ -31,14 +31,27 @@ DOCS = REPO / "docs" / "screenshots"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 180_000
+#: Set (to anything but "" or "0") by ``.ci/run``: there the browser tests must run, so a missing
+#: browser or Playwright fails them instead of skipping them.
+REQUIRE_BROWSER = "HITLSEG_REQUIRE_BROWSER"
+
+
+def browser_unavailable(reason: str):
+    """Skip the browser tests (a machine without Chromium), or fail them when ``REQUIRE_BROWSER`` is set."""
+    if os.environ.get(REQUIRE_BROWSER, "") not in ("", "0"):
+        pytest.fail(f"{reason}, and {REQUIRE_BROWSER} is set: the browser tests must run here", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """``hitlseg demo`` on a free loopback port, in a fresh data folder: (url, project folder)."""
     if not CHROMIUM.is_file():
-        pytest.skip("Debian's Chromium (/usr/bin/chromium) is not installed")
-    pytest.importorskip("playwright.sync_api")
+        browser_unavailable(f"Debian's Chromium ({CHROMIUM}) is not installed")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        browser_unavailable("Playwright (playwright.sync_api) is not installed")
     folder = tmp_path_factory.mktemp("browser") / "demo"
     process = subprocess.Popen([sys.executable, "-m", "hitlseg", "demo", "--dir", str(folder), "--port", "0", "--no-browser"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -290,3 +290,44 @@ def test_schisto_human_markers(shared):
         scores = [dice_score(model.predict(loaded[i].image, rule).mask, loaded[i].mask)
                   for i in dataset.ids if i not in marked]
         assert np.mean(scores) > 0.65, rule
+
+
+def two_colour_image(mask, seed=0):
+    """Lab image of ``mask``: pink background, dark-blue class 1, yellow class 2 (clearly apart)."""
+    from hitlseg.io.color import rgb_to_normalized_lab
+
+    rng = np.random.default_rng(seed)
+    palette = np.array([[230, 180, 190], [60, 20, 140], [220, 200, 40]], dtype=float)
+    rgb = np.clip(palette[mask] + rng.normal(0, 8, mask.shape + (3,)), 0, 255).astype(np.uint8)
+    return rgb_to_normalized_lab(np.moveaxis(rgb, -1, 0) / 255.0)
+
+
+@pytest.mark.parametrize("rule", ["labels", "mean", "weights"])
+def test_decoders_keep_class_identity(rule):
+    """Disk A (class-1 colour) is predicted as class 1 and disk B (class-2 colour) as class 2.
+
+    The model is fitted on one image and applied to another where the disks trade places, so the
+    class follows the colour that was marked, not the position. ``weights`` has no kernel classes
+    and gives one foreground map: both disks are class 1 there.
+    """
+    train = disk_mask((64, 64), ((20, 20), (44, 44)), radius=10, labels=[1, 2])
+    model = FLIMModel.fit([two_colour_image(train)], [Robot(seed=0).mark(train)], SMALL)
+    assert model.n_classes == 2
+    test = disk_mask((64, 64), ((44, 44), (20, 20)), radius=10, labels=[1, 2])  # A and B swapped
+    result = model.predict(two_colour_image(test, seed=1), rule)
+    disk_a, disk_b = test == 1, test == 2
+
+    def majority(region):
+        return int(np.bincount(result.mask[region], minlength=3).argmax())
+
+    assert (result.mask[test == 0] == 0).mean() > 0.9
+    if rule == "weights":
+        assert result.saliency.shape == (1, 64, 64) and set(np.unique(result.mask)) <= {0, 1}
+        assert majority(disk_a) == 1 and majority(disk_b) == 1
+        return
+    assert result.saliency.shape == (2, 64, 64)
+    assert majority(disk_a) == 1 and majority(disk_b) == 2
+    assert (result.mask[disk_a] == 2).mean() < 0.1 and (result.mask[disk_b] == 1).mean() < 0.1
+    # saliency map k is the map of class k + 1: it is higher on that class's disk
+    assert result.saliency[0][disk_a].mean() > 2 * result.saliency[0][disk_b].mean() + 0.1
+    assert result.saliency[1][disk_b].mean() > 2 * result.saliency[1][disk_a].mean() + 0.1

@@ -51,6 +51,7 @@ def test_16bit_rgb_png_keeps_full_depth(tmp_path):
     assert image[0, 0, 1] == pytest.approx(256 / 65535, rel=1e-4)
 
 
+@pytest.mark.shared
 def test_schisto_16bit_png(shared):
     image, _ = read_image(shared("schisto") / "images" / "000002.png", color="rgb")
     assert image.shape == (3, 400, 400)
@@ -135,6 +136,7 @@ def test_marker_text_pixel_convention(tmp_path):
     assert markers[1, 3] == 1 and markers[2, 0] == 2 and markers.sum() == 3
 
 
+@pytest.mark.shared
 def test_schisto_human_markers_round_trip(shared, tmp_path):
     for source in sorted((shared("schisto") / "markers").glob("*.txt")):
         markers, ids = read_markers_text(source, return_ids=True)

@@ -444,6 +444,82 @@ def test_saliency_3d():
     assert out["MAE"] == pytest.approx(np.abs(sal - gt).mean())
 
 
+# --------------------------------------------------------------------------- PySODMetrics
+
+
+def sod_cases():
+    """Ten seeded (sal, gt) pairs: random blobs, maps made of other blobs, 8-bit and binary maps, edge cases."""
+    cases = []
+    for seed in range(8):
+        shape = (40 + 3 * seed, 52 - 2 * seed)
+        gt = blob(shape, seed, sigma=3.0, level=0.55 + 0.04 * seed)
+        if seed % 4 == 0:  # blurred blobs under noise
+            noise = np.random.default_rng(seed).random(shape)
+            sal = np.clip(0.7 * ndimage.gaussian_filter(gt.astype(float), 2.0) + 0.3 * noise, 0, 1)
+        elif seed % 4 == 1:  # a map of other blobs, partly overlapping
+            other = ndimage.gaussian_filter(blob(shape, seed + 100, sigma=3.0).astype(float), 2.0)
+            sal = np.clip(0.6 * other + 0.4 * ndimage.gaussian_filter(gt.astype(float), 1.0), 0, 1)
+        elif seed % 4 == 2:  # an 8-bit map, as read from a PNG
+            sal = np.round(smooth_map(gt, seed) * 255) / 255
+        else:  # a binary prediction: the blobs shifted
+            sal = np.roll(gt, (2, -3), axis=(0, 1)).astype(float)
+        cases.append((sal, gt))
+    rng = np.random.default_rng(99)
+    cases.append((rng.random((30, 30)) * 0.4, np.zeros((30, 30), bool)))  # no foreground
+    cases.append((rng.random((30, 30)), np.ones((30, 30), bool)))  # all foreground
+    return cases
+
+
+def _centroid_tie(gt):
+    """True when a gt centroid coordinate is exactly k + 0.5 (0-based) with k even.
+
+    hitlseg rounds half away from zero (MATLAB ``round``), PySODMetrics uses ``np.round``
+    (half to even): there the S-measure quadrants differ by one row or column.
+    """
+    if not gt.any() or gt.all():
+        return False
+    means = np.argwhere(gt).mean(axis=0)
+    return any(m % 1 == 0.5 and int(m) % 2 == 0 for m in means)
+
+
+def test_saliency_metrics_agree_with_pysodmetrics():
+    """S, E (adaptive, mean, max), F (adaptive, max) and MAE against PySODMetrics on ten maps.
+
+    Known difference: PySODMetrics (like Fan et al.'s MATLAB code) divides the enhanced-alignment
+    sum by ``N - 1``, hitlseg by ``N`` (as in the paper), so its E values are hitlseg's times
+    ``N / (N - 1)``; they are compared after that correction. PySODMetrics' threshold curves run
+    from threshold 255 down to 0, hitlseg's from 0 up to 255.
+    """
+    sod = pytest.importorskip("py_sod_metrics")
+    for sal, gt in sod_cases():
+        ours = M.saliency_metrics(sal, gt)
+        e_ours, f_ours = M.e_measure(sal, gt), M.f_measure(sal, gt)
+        n = gt.size
+
+        s_ref = sod.Smeasure(alpha=0.5)
+        e_ref = sod.Emeasure()
+        f_ref = sod.FmeasureV2({"f": sod.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=0.3)})
+        mae_ref = sod.MAE()
+        for evaluator in (s_ref, e_ref, f_ref, mae_ref):
+            evaluator.step(sal.astype(np.float64), gt, normalize=False)
+
+        if not _centroid_tie(gt):
+            assert ours["S"] == pytest.approx(float(s_ref.get_results()["sm"]), abs=1e-10)
+        e = e_ref.get_results()["em"]
+        scale = n / (n - 1)
+        assert ours["E_adaptive"] * scale == pytest.approx(float(e["adp"]), abs=1e-10)
+        np.testing.assert_allclose(e_ours.curve * scale, np.asarray(e["curve"])[::-1], atol=1e-10)
+        assert ours["E_mean"] * scale == pytest.approx(float(np.mean(e["curve"])), abs=1e-10)
+        assert ours["E_max"] * scale == pytest.approx(float(np.max(e["curve"])), abs=1e-10)
+        # without the correction the two differ by E / (N - 1): small, but more than rounding
+        assert abs(ours["E_mean"] - float(np.mean(e["curve"]))) == pytest.approx(ours["E_mean"] / (n - 1), rel=1e-6)
+        f = f_ref.get_results()["f"]
+        assert ours["F_adaptive"] == pytest.approx(float(f["adaptive"]), abs=1e-10)
+        np.testing.assert_allclose(f_ours.curve, np.asarray(f["dynamic"])[::-1], atol=1e-10)
+        assert ours["F_max"] == pytest.approx(float(np.max(f["dynamic"])), abs=1e-10)
+        assert ours["MAE"] == pytest.approx(float(mae_ref.get_results()["mae"]), abs=1e-12)
+
+
 # --------------------------------------------------------------------------- bad input
 
 M2 = np.zeros((4, 4), np.int32)

@@ -592,6 +592,44 @@ def test_session_bad_input(pool):
     assert session.selected == ["im00"]
 
 
+def test_gtfree_session_never_reads_a_mask(tmp_path, monkeypatch):
+    """The ground-truth-free loop on a Dataset whose masks cannot be read: markers come from the
+    person (here computed from the masks before they become unreadable), and ``gtfree`` queries
+    need descriptors only."""
+    import hitlseg.dataset
+    import hitlseg.io
+    import hitlseg.io.images
+    from hitlseg.dataset import Dataset
+    from hitlseg.robot import markers_from_mask
+
+    root = make_2d_dataset(tmp_path / "ds", n=6, size=40)
+    dataset = Dataset.from_folder(root)
+    markers = {i: markers_from_mask(dataset.mask(i), rng=k) for k, i in enumerate(dataset.ids[:2])}
+
+    def no_mask(*args, **kwargs):
+        raise AssertionError("the ground-truth-free selection read a mask")
+
+    for module in (hitlseg.io, hitlseg.io.images, hitlseg.dataset):
+        monkeypatch.setattr(module, "read_mask", no_mask)
+    monkeypatch.setattr(Dataset, "mask", no_mask)
+    with pytest.raises(AssertionError, match="read a mask"):
+        dataset.mask(dataset.ids[0])  # the patch is in force
+
+    session = SelectionSession(dataset, n_superpixels=8, projection="pca", k=2)
+    first = dataset.ids[0]
+    result = session.step(first, markers[first])
+    context = session.context()
+    assert context.masks is None and context.descriptors is not None
+    for policy in ("most_distant", "closest", "alternate"):
+        chosen = make_selector("gtfree", policy=policy).query(context)
+        assert len(chosen) == 1 and chosen[0] in session.ids and chosen[0] not in session.selected
+    assert make_selector("gtfree").query(context) == [result.recommendation.most_distant_ids[0]]
+    second = dataset.ids[1]
+    session.step(second, markers[second])
+    chosen = make_selector("gtfree").query(session.context(), n=2)
+    assert len(set(chosen)) == 2 and not set(chosen) & {first, second}
+
+
 # --------------------------------------------------------------------------------------------
 # command line
 # --------------------------------------------------------------------------------------------

@@ -30,10 +30,18 @@ Notes
 -----
 The S- and E-measures follow Fan et al.'s MATLAB code (and PySODMetrics) formula for formula,
 with three deliberate differences that only matter in corner cases: the E-measure divides the
-enhanced-alignment sum by the number of pixels N, as in the paper, where the MATLAB code divides
-by ``N - 1`` (so a perfect map scores exactly 1); the S-measure centroid is rounded half away
-from zero as MATLAB's ``round`` does; and an S-measure quadrant with no pixels (centroid on the
-last row or column) contributes 0 instead of NaN.
+enhanced-alignment sum by the number of pixels N, as in the paper, where the MATLAB code and
+PySODMetrics divide by ``N - 1`` (so a perfect map scores exactly 1; their E is ours times
+``N / (N - 1)``); the S-measure centroid is rounded half away from zero as MATLAB's ``round``
+does (PySODMetrics uses ``np.round``, half to even, so the two differ when a centroid coordinate
+is exactly ``k + 0.5`` with ``k`` even); and an S-measure quadrant with no pixels (centroid on
+the last row or column) contributes 0 instead of NaN.
+
+``tests/test_metrics.py::test_saliency_metrics_agree_with_pysodmetrics`` compares S, E
+(adaptive, mean, max and the curve, after the ``N / (N - 1)`` correction), F (adaptive, max and
+the curve) and MAE with PySODMetrics 1.6 (``Smeasure``, ``Emeasure``, ``FmeasureV2``, ``MAE``)
+on ten seeded maps, to 1e-10; it is skipped where ``py_sod_metrics`` is not installed.
+PySODMetrics' threshold curves run from threshold 255 down to 0.
 
 References
 ----------

@@ -1,8 +1,12 @@
 """Batched k-means in torch: many small clusterings (one per marker) in a few tensor operations.
 
 FLIM runs one k-means per marker stroke (often a hundred strokes of a few hundred patches) inside
-an interactive loop; looping over a general-purpose k-means costs tens of milliseconds per call,
-while this batched version runs them all at once, on CPU or GPU, deterministically for a seed.
+an interactive loop. This batched version runs them all at once in a few tensor operations, on CPU
+or GPU, deterministically for a seed, instead of one general-purpose k-means call per stroke. On one
+CPU thread it is only somewhat faster than such a loop: for 100 groups of 150-400 points and k = 8,
+0.08 s against 0.12 s for scikit-learn's ``KMeans(n_init=1)`` in a loop with 27-dimensional points,
+0.16 s against 0.18 s with 288-dimensional ones (about 1-2 ms per scikit-learn call; measured with
+a short timing script on a 2-core machine, December 2026).
 """
 
 from __future__ import annotations

@@ -56,8 +56,9 @@ def selection_arch() -> ArchSpec:
     with 4 kernels per marker stroke and at most 64 kernels.
 
     Kernel consolidation keeps every candidate until the cap, so each marked image adds filters and
-    the descriptor grows round by round (on wbc1 with the robot: 8, 16, 28, 36 and 44 object maps
-    over the first five rounds), while the cap keeps a round's cost bounded.
+    the descriptor grows round by round (on the 300 wbc1 images with the robot of
+    ``benchmarks/selection.py``, seed 0: 8, 16, 28, 37 and 44 object maps over the first five
+    rounds), while the cap keeps a round's cost bounded.
     """
     base = default_arch()
     layer = replace(base.layers[0], kernels_per_marker=4, out_channels=64)
@@ -68,8 +69,10 @@ def selection_arch() -> ArchSpec:
 def torch_threads(n: int | None):
     """Run the block with ``n`` intra-op torch threads (None: unchanged), restoring the setting after.
 
-    The small tensor operations of FLIM fitting slow down by an order of magnitude when two
-    threads compete with other processes for two cores; one thread is the robust default.
+    The small tensor operations of FLIM fitting slow down by an order of magnitude or more when
+    two threads compete with other processes for two cores (fitting this layer on three wbc1 images:
+    15 ms with one thread, 0.6 s with two, on a 2-core machine with both cores busy; measured with a
+    short timing script, December 2026); one thread is the robust default.
     """
     if n is None:
         yield
@@ -302,7 +305,8 @@ class SelectionSession:
                 raise InputError(f"{', '.join(batch_ids[:3])}: an image of size {'x'.join(map(str, spatial))} is too "
                                  f"small for the FLIM filters (they reach {reach} pixels to each side)")
             batch = ops.reflect_pad(stack(self.images, batch_ids, self.device), reach)
-            if batch.dim() == 4:  # oneDNN convolves few-channel 2D images faster channels-last
+            if batch.dim() == 4:  # oneDNN convolves few-channel 2D images faster channels-last (about 2x
+                # for twelve 120x120 wbc1 images and 64 kernels, one thread; measured December 2026)
                 batch = batch.contiguous(memory_format=torch.channels_last)
             batches.append(batch)
             ids.extend(batch_ids)

@@ -8,6 +8,25 @@
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
 
+/* Plotly config of every chart: nothing leaves this machine. The bundled Plotly.js (v4, from the
+ * plotly Python package) shows a "Share chart..." mode-bar button by default (showSendToCloud,
+ * button "sendChartToCloud") that posts the chart's data to plotlyServerURL, by default Plotly's
+ * cloud.plotly.com; older versions had "Edit in Chart Studio" (showEditInChartStudio, button
+ * "sendDataToCloud"), and the logo links to plotly.com. Keys a version does not know are ignored. */
+const PLOTLY_CONFIG = Object.freeze({
+  displaylogo: false,
+  showSendToCloud: false,
+  showEditInChartStudio: false,
+  plotlyServerURL: "",
+  modeBarButtonsToRemove: Object.freeze(["sendChartToCloud", "sendDataToCloud"]),
+});
+
+/* PLOTLY_CONFIG with a chart's own options (which cannot override it; buttons to remove add up) */
+function plotlyConfig(options = {}) {
+  return { ...options, ...PLOTLY_CONFIG,
+           modeBarButtonsToRemove: [...PLOTLY_CONFIG.modeBarButtonsToRemove, ...(options.modeBarButtonsToRemove || [])] };
+}
+
 const app = {
   project: null,      // GET /api/project
   images: [],         // GET /api/images
@@ -276,8 +295,8 @@ function renderPlot() {
     legend: { orientation: "h", y: -0.08 }, xaxis: { zeroline: false, showticklabels: false },
     yaxis: { zeroline: false, showticklabels: false }, uirevision: "keep",
   };
-  Plotly.react(div, traces, layout, { displaylogo: false, responsive: true, scrollZoom: true,
-                                       modeBarButtonsToRemove: ["select2d", "lasso2d"] });
+  Plotly.react(div, traces, layout, plotlyConfig({ responsive: true, scrollZoom: true,
+                                                   modeBarButtonsToRemove: ["select2d", "lasso2d"] }));
   if (!div.dataset.bound) {
     div.on("plotly_click", (event) => {
       const point = event.points && event.points[0];
@@ -1009,7 +1028,7 @@ function renderImproveChart(summary) {
                     mode: "lines+markers", type: "scatter" }];
   Plotly.react("imp-chart", traces, { margin: { l: 45, r: 45, t: 10, b: 40 }, showlegend: true, legend: { orientation: "h" },
     yaxis: { title: withDice ? "Dice" : "confidence", range: [0, 1] }, yaxis2: { title: "seconds", overlaying: "y", side: "right" } },
-    { displayModeBar: false, responsive: true });
+    plotlyConfig({ displayModeBar: false, responsive: true }));
 }
 
 /* run ``work`` with button ``id`` disabled; errors become a notification */
