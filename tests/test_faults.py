@@ -128,3 +128,17 @@ def test_a_full_disk_refuses_saves_with_507_and_keeps_every_acknowledged_version
         for image_id in ids:  # the refused save changed nothing
             assert http.get(f"/api/images/{image_id}/markers").json()["version"] == versions[image_id]
     assert _temp_files(small_disk) == []
+
+
+def test_a_read_only_project_says_so(small_disk, capsys):
+    from hitlseg.cli import main
+    from hitlseg.server.testing import demo_project
+
+    with demo_project(small_disk / "project", n=2):
+        pass
+    remounted = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True)
+    if remounted.returncode != 0:
+        pytest.skip(f"cannot remount read-only here: {remounted.stderr.decode().strip()}")
+    assert main(["project", "info", str(small_disk / "project")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("hitlseg: error: ") and "the project is read-only" in error and "\n" not in error

@@ -280,6 +280,10 @@ class Project:
             raise InputError(f"{root}: project folder not found")
         if not (root / DB_NAME).is_file():
             raise InputError(f"{root}: not a hitlseg project (no {DB_NAME}; create one with 'hitlseg project init')")
+        blocked = [path for path in (root, root / DB_NAME) if not os.access(path, os.W_OK)]
+        if blocked:  # SQLite's WAL and every save write here; without this check it says "unable to open"
+            raise InputError(f"{blocked[0]}: the project is read-only (hitlseg writes its database, markers and "
+                             "models in the project folder); make it writable, or copy the folder somewhere writable")
         project = cls(root)
         try:
             version = project._meta_value("schema_version")
