@@ -284,12 +284,28 @@ COMMANDS = {
                                         "--out", str(out / "strokes.pt"), "--json"],
     "select": lambda root, out: ["select", "--dataset", str(root), "--robot", "--rounds", "2", "--projection", "pca",
                                  "--json"],
+    "flim predict": lambda root, out: ["flim", "predict", "--model", str(root.parent / "models" / "flim.pt"),
+                                       "--images", str(root), "--out", str(out / "pred")],
+    "predict": lambda root, out: ["predict", "--model", str(root.parent / "models" / "sunet.pt"), "--images", str(root),
+                                  "--out", str(out / "pred"), "--json"],
+    "evaluate": lambda root, out: ["evaluate", "--pred", str(root.parent / "clean_masks"), "--truth", str(root),
+                                   "--json"],
+    "robot mark": lambda root, out: ["robot", "mark", "--dataset", str(root), "--ids", "img00,img01,img02",
+                                     "--out", str(out / "markers"), "--json"],
 }
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    return _base_dataset(tmp_path_factory.mktemp("fuzz") / "data")
+    from hitlseg.cli import main
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    root = _base_dataset(folder / "data")
+    (folder / "models").mkdir()
+    assert main(["flim", "fit", "--images", str(root), "--out", str(folder / "models" / "flim.pt")]) == 0
+    assert main(["train", "--dataset", str(root), "--split", str(root / "split.json"), "--epochs", "1",
+                 "--out", str(folder / "models" / "sunet.pt"), "--json"]) == 0
+    return root
 
 
 @pytest.mark.parametrize("kind", CORRUPTIONS)
@@ -299,6 +315,8 @@ def test_cli_commands_answer_corrupt_datasets_with_one_clear_line(base, tmp_path
     monkeypatch.setenv("HITLSEG_MAX_PIXELS", "4000000")
     root = tmp_path / "data"
     shutil.copytree(base, root)
+    shutil.copytree(base.parent / "models", tmp_path / "models")
+    shutil.copytree(base / "masks", tmp_path / "clean_masks")  # predictions for evaluate
     named = _corrupt(root, kind)
     for command, argv in COMMANDS.items():
         out = tmp_path / command.replace(" ", "_")
@@ -329,7 +347,8 @@ def _check_success(kind: str, command: str, out: Path, stdout: str) -> None:
     """Exit 0 is only right when the command did not need the corrupt file, and the result is sane."""
     needs = {"info": {"image", "mask", "markers"}, "project init": {"image", "mask", "markers"},
              "flim fit": {"image", "markers"}, "train": {"image", "mask", "markers"},
-             "train markers": {"image", "markers"}, "select": {"image"}}[command]  # select: masks of chosen images
+             "train markers": {"image", "markers"}, "select": {"image"},  # select: masks of chosen images
+             "flim predict": {"image"}, "predict": {"image"}, "evaluate": {"mask"}, "robot mark": {"mask"}}[command]
     part = kind.split()[0]
     assert part not in needs, f"{kind} / {command}: exit 0 although the command reads the {part}"
     if command.startswith("train"):

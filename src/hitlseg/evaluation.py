@@ -61,7 +61,11 @@ def evaluate_folders(pred_dir: str | Path, truth_dir: str | Path, progress: Prog
             raise InputError(f"{preds[stem]}: shape {pred.shape} differs from ground truth {truths[stem]} {truth.shape}")
         rows.append((stem, pred, truth, meta))
     report(progress, len(common), len(common), "")
-    classes = sorted({int(c) for _, p, t, _ in rows for c in np.union1d(np.unique(p), np.unique(t)) if c > 0})
+    from hitlseg.dataset import task_classes
+
+    n_classes = task_classes({str(truths[stem]): np.unique(t) for stem, _, t, _ in rows})  # the one label rule
+    predicted = {int(c) for _, p, _, _ in rows for c in np.unique(p) if c > 0}
+    classes = sorted(set(range(1, n_classes + 1)) | predicted)  # a class the truth lacks scores 0
     images = []
     for stem, pred, truth, meta in rows:
         result = evaluate_masks(pred, truth, labels=classes or None, spacing=voxel_spacing(meta))

@@ -217,12 +217,17 @@ def run_mark(args) -> int:
     shapes = _shapes(dataset, ids)
     targets = _targets(out, ids, shapes)
 
+    import numpy as np
+
+    from hitlseg.dataset import task_classes
+
+    masks = {i: dataset.mask(i, shapes[i]) for i in ids}  # all read and checked before any file is written
+    task_classes({str(dataset.sample(i).mask_path): np.unique(m) for i, m in masks.items()})
     rows = []
     with progress_bar("marking", enabled=not args.json) as progress:
         for done, sample_id in enumerate(ids):
             report(progress, done, len(ids), sample_id)
-            mask = dataset.mask(sample_id, shapes[sample_id])
-            markers = robot.mark(mask, key=sample_id)
+            markers = robot.mark(masks[sample_id], key=sample_id)
             path = _write(dataset, sample_id, targets[sample_id], markers)
             marked = int((markers > 0).sum())
             rows.append({"id": sample_id, "marked": marked, "fraction": marked / markers.size, "path": str(path)})
