@@ -11,6 +11,7 @@ from hitlseg.dataset import Dataset
 from hitlseg.errors import InputError
 from hitlseg.experiments import ProtocolConfig, correlation, run_protocol, table_one, table_two, write_report
 from hitlseg.experiments import protocol as protocol_module
+from hitlseg.experiments.report import stopping_table
 from hitlseg.experiments.scoring import is_brats, score
 from tests.helpers import copy_demo
 
@@ -53,6 +54,52 @@ def test_every_split_and_method_is_complete(run):
         assert first["distance"][first["ids"].index(first["first"])] == 0
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["methods"] == list(METHODS)
+
+
+def test_selection_log_records_the_stopping_signal(run):
+    """Each round of each method's log: the raw and normalised coverage radius and the suggestion."""
+    _, config, results, _ = run
+    for split in results["splits"]:
+        for part in split["methods"].values():
+            rounds = part["rounds"]
+            assert [r["image"] for r in rounds] == part["selected"]
+            for index, r in enumerate(rounds):
+                assert r["n_maps"] > 0 and r["coverage_radius"] >= 0 and r["diameter"] > 0
+                assert 0 <= r["normalized_radius"] <= 1
+                assert r["normalized_radius"] == pytest.approx(r["coverage_radius"] / r["diameter"])
+                assert r["suggestion"] in ("continue", "stop") and r["reason"]
+                if index == 0:
+                    assert r["relative_change"] is None
+                else:
+                    previous = rounds[index - 1]["normalized_radius"]
+                    assert r["relative_change"] == pytest.approx((previous - r["normalized_radius"]) / previous)
+            # three images: too early for a stop (the monitor's first suggestion comes with the 4th)
+            assert all(r["suggestion"] == "continue" and "too early" in r["reason"] for r in rounds)
+
+
+def test_stopping_table_and_report_section(run, tmp_path):
+    _, config, results, _ = run
+    table = stopping_table(results)
+    assert set(table) == set(METHODS)
+    for method, cells in table.items():
+        values = np.array([[r["normalized_radius"] for r in s["methods"][method]["rounds"]] for s in results["splits"]])
+        assert len(cells["normalized_radius"]) == config.images
+        assert [m for m, _ in cells["normalized_radius"]] == pytest.approx(list(values.mean(0)))
+        assert [d for _, d in cells["normalized_radius"]] == pytest.approx(list(values.std(0)))
+        assert cells["first_stop"] == [None, None]
+    text = write_report(results, tmp_path).read_text()
+    assert "## Stopping signal" in text and "| method | round 1 | round 2 | round 3 | stop suggested at |" in text
+    assert f"| gtfree | {table['gtfree']['normalized_radius'][0][0]:.3f} ± " in text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stopping"]["gtfree"]["first_stop"] == [None, None]
+    # parts of an older run (raw radius only) are left out, not an error
+    old = json.loads(json.dumps(results))
+    for split in old["splits"]:
+        for part in split["methods"].values():
+            part["rounds"] = [{"image": r["image"], "coverage_radius": r["coverage_radius"], "seconds": r["seconds"]}
+                              for r in part["rounds"]]
+    assert stopping_table(old) == {}
+    assert "Not recorded" in write_report(old, tmp_path / "old").read_text()
 
 
 def test_tables_agree_with_the_numbers(run):

@@ -470,6 +470,25 @@ def test_coverage_radius_is_monotone_and_stop_is_suggested():
     assert signals[4].relative_change == 0.0 and signals[4].stop
     assert not patient_signal.stop  # with patience 2, one flat round is not enough
     assert all(0.0 <= s.normalized_radius <= 1.0 for s in signals)
+    assert all(s.diameter == 20.0 for s in signals)
+    assert [s.suggestion for s in signals] == ["continue"] * 4 + ["stop"]
+    record = signals[4].to_dict()
+    assert record["suggestion"] == "stop" and record["diameter"] == 20.0
+    assert record["normalized_radius"] == pytest.approx(1 / 20) and json.loads(json.dumps(record)) == record
+
+
+def test_normalised_radius_ignores_the_descriptor_scale():
+    """Scaling every descriptor (as a longer descriptor of like maps does to all distances) changes
+    the raw radius, not the normalised one, nor the relative change."""
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(12, 5))
+    plain, scaled = StoppingMonitor(), StoppingMonitor()
+    for k in (1, 2, 3):
+        a = plain.update(points, list(range(k)))
+        b = scaled.update(7.5 * points, list(range(k)))
+        assert b.radius == pytest.approx(7.5 * a.radius) and b.diameter == pytest.approx(7.5 * a.diameter)
+        assert b.normalized_radius == pytest.approx(a.normalized_radius)
+    assert b.relative_change == pytest.approx(a.relative_change)
 
 
 def test_growing_radius_does_not_suggest_a_stop():
@@ -480,6 +499,80 @@ def test_growing_radius_does_not_suggest_a_stop():
     assert grown.relative_change == pytest.approx(-3.0) and not grown.stop and "grew" in grown.reason
     level = monitor.update(np.array([[0.0], [6.1], [10.0]]), [0, 2])  # radius 3.9: 2.5% change
     assert level.stop
+
+
+#: Demo images, rounds and robot seed of the stopping signal on real descriptors.
+DEMO_STOP_IMAGES, DEMO_STOP_ROUNDS = 40, 5
+
+
+def _demo_stopping_rounds(policy: str, cache) -> tuple[list, SelectionSession]:
+    """``DEMO_STOP_ROUNDS`` rounds of the gtfree loop with ``policy`` and the robot on the first
+    ``DEMO_STOP_IMAGES`` demo images (the first image: the pool's first)."""
+    from hitlseg.datasets import demo
+
+    dataset = demo()
+    dataset = dataset.subset(dataset.ids[:DEMO_STOP_IMAGES])
+    session = SelectionSession(dataset, superpixel_cache=cache, seed=0, projection="pca", k=3)
+    robot, selector = Robot(0), make_selector("gtfree", policy=policy, seed=0)
+    image_id, results = session.ids[0], []
+    for _ in range(DEMO_STOP_ROUNDS):
+        results.append(session.step(image_id, robot.mark(dataset.mask(image_id), key=image_id)))
+        image_id = selector.query(session.context(), 1)[0]
+    return results, session
+
+
+@pytest.fixture(scope="module")
+def demo_stopping():
+    from hitlseg.selection import SuperpixelCache
+
+    cache = SuperpixelCache()  # both runs share the superpixels
+    return {policy: _demo_stopping_rounds(policy, cache) for policy in ("most_distant", "closest")}
+
+
+def test_normalised_radius_falls_on_demo_descriptors(demo_stopping):
+    """On real descriptors, which grow every round (more filters, more maps), the normalised
+    radius falls as images are added while the raw radius does not: it rises in some round."""
+    results, session = demo_stopping["most_distant"]
+    signals = [r.stopping for r in results]
+    normalised = [s.normalized_radius for s in signals]
+    raw = [s.radius for s in signals]
+    n_maps = [r.n_maps for r in results]
+    print("most_distant: normalised", [round(v, 3) for v in normalised], "raw", [round(v, 1) for v in raw],
+          "maps", n_maps)
+    assert n_maps[-1] > n_maps[0]  # the descriptor grows
+    assert all(0 < v <= 1 for v in normalised)
+    # non-increasing (1% slack) and at least halved from round 1 to round 5; the raw radius, in
+    # units that grow with the descriptor, rises in some round and would fail the first check
+    assert all(b <= a + 0.01 for a, b in zip(normalised, normalised[1:])), normalised
+    assert normalised[-1] < 0.5 * normalised[0], normalised
+    assert any(b > a for a, b in zip(raw, raw[1:])), raw
+    # the signal is the radius of *all* selected images in this round's descriptors
+    rows = [session.ids.index(i) for i in session.selected]
+    radius, diameter = coverage_radius(session.descriptors, rows)
+    assert signals[-1].radius == pytest.approx(radius) and signals[-1].diameter == pytest.approx(diameter)
+    assert normalised[-1] == pytest.approx(radius / diameter)
+    first_only, _ = coverage_radius(session.descriptors, rows[:1])
+    assert first_only / diameter > 1.5 * normalised[-1]  # new selections count
+    # relative changes follow the normalised radius; too early to stop before 4 images
+    for previous, signal in zip(signals, signals[1:]):
+        expected = (previous.normalized_radius - signal.normalized_radius) / previous.normalized_radius
+        assert signal.relative_change == pytest.approx(expected)
+    assert [s.suggestion for s in signals[:3]] == ["continue"] * 3 and all("too early" in s.reason for s in signals[:3])
+    for signal in signals[3:]:
+        assert signal.suggestion == ("stop" if signal.stop else "continue")
+        if abs(signal.relative_change) >= 0.05:
+            assert signal.suggestion == "continue"
+
+
+def test_normalised_radius_falls_where_the_raw_radius_grows(demo_stopping):
+    """Policy ``closest`` takes images like the selected ones: the raw radius grows with the
+    descriptor (by about 60% over five rounds), the normalised radius still falls overall."""
+    results, _ = demo_stopping["closest"]
+    normalised = [r.stopping.normalized_radius for r in results]
+    raw = [r.stopping.radius for r in results]
+    print("closest: normalised", [round(v, 3) for v in normalised], "raw", [round(v, 1) for v in raw])
+    assert raw[-1] > 1.3 * raw[0], raw
+    assert normalised[-1] < normalised[0] and max(normalised[1:]) <= normalised[0] + 0.01, normalised
 
 
 def test_stopping_bad_threshold():
@@ -646,10 +739,16 @@ def test_cli_select_json(tmp_path, capsys):
         listed = [x["id"] for x in r["recommendation"]["closest"] + r["recommendation"]["most_distant"]]
         assert not set(listed) & set(r["selected"])
         assert r["stopping"]["radius"] >= 0 and r["timings"]["total"] > 0
+        stopping = r["stopping"]
+        assert 0 <= stopping["normalized_radius"] <= 1 and stopping["suggestion"] in ("continue", "stop")
+        assert stopping["normalized_radius"] == pytest.approx(stopping["radius"] / stopping["diameter"])
+        assert stopping["suggestion"] == ("stop" if stopping["stop"] else "continue") and stopping["reason"]
+    assert out["rounds"][0]["stopping"]["relative_change"] is None
     # the same seed gives the same run, text output names each round
     assert main(["select", "--dataset", str(root), "--robot", "--rounds", "3", "--seed", "2", "--k", "2"]) == 0
     text = capsys.readouterr().out
-    assert f"selected: {', '.join(out['selected'])}" in text and "coverage radius" in text
+    assert f"selected: {', '.join(out['selected'])}" in text and "normalised coverage radius" in text
+    assert "suggestion: continue" in text
 
 
 @pytest.mark.parametrize("selector", ["random", "kcenter", "labeled"])

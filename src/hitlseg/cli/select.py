@@ -55,12 +55,13 @@ def _format_list(pairs) -> str:
 
 def _print_round(result, chosen_by: str) -> None:
     stop = result.stopping
-    change = "-" if stop.relative_change is None else f"{stop.relative_change:.1%}"
+    # signed change of the normalised radius since the previous round: + when it rose
+    change = "first round" if stop.relative_change is None else f"{-stop.relative_change:+.1%} since the previous round"
     print(f"round {result.round}: selected {result.image_id} ({chosen_by}; {result.n_maps} maps)")
     print(f"  most distant: {_format_list(result.recommendation.most_distant)}")
     print(f"  closest:      {_format_list(result.recommendation.closest)}")
-    print(f"  coverage radius {stop.radius:.4g} (normalised {stop.normalized_radius:.3f}, improvement {change}); "
-          f"stop: {'yes' if stop.stop else 'no'} ({stop.reason})")
+    print(f"  normalised coverage radius {stop.normalized_radius:.3f} ({change}; raw {stop.radius:.4g} of diameter "
+          f"{stop.diameter:.4g}); suggestion: {stop.suggestion} ({stop.reason})")
     times = " ".join(f"{k} {v:.2f}s" for k, v in result.timings.items() if k != "stopping")
     print(f"  timings: {times}")
     for note in result.notes:

@@ -200,8 +200,29 @@ def _strokes_net(encoder, marked: list[str], markers: dict, data: SplitData, con
             "iterations": len(result.history) - 1, "stopped": result.stopped}
 
 
+def round_record(step) -> dict:
+    """The selection log's entry for one round (a :class:`~hitlseg.selection.RoundResult`).
+
+    Keys: ``image`` (marked in this round), ``n_maps`` (descriptor maps), ``coverage_radius`` (raw,
+    in this round's descriptor units, which grow with the descriptor: not comparable across
+    rounds), ``diameter`` (the pool's, same units), ``normalized_radius`` (``coverage_radius /
+    diameter`` in [0, 1], comparable across rounds and descriptor lengths, see
+    :mod:`hitlseg.selection.stopping`), ``relative_change`` (of the normalised radius since the
+    previous round, positive when it fell; None in the first round), ``suggestion`` (``"stop"`` or
+    ``"continue"``), ``reason`` (why, in words) and ``seconds`` (the round's time).
+    """
+    stopping = step.stopping
+    return {"image": step.image_id, "n_maps": step.n_maps, "coverage_radius": stopping.radius,
+            "diameter": stopping.diameter, "normalized_radius": stopping.normalized_radius,
+            "relative_change": stopping.relative_change, "suggestion": stopping.suggestion,
+            "reason": stopping.reason, "seconds": step.timings["total"]}
+
+
 def run_method(data: SplitData, method: str, config: ProtocolConfig, robot) -> dict:
-    """Selection with ``method`` up to the budget, then the scores of its FLIM encoder."""
+    """Selection with ``method`` up to the budget, then the scores of its FLIM encoder.
+
+    ``rounds`` in the result is the selection log, one :func:`round_record` per marked image.
+    """
     from hitlseg.nets import SegModel
     from hitlseg.selection import SelectionSession, make_selector
 
@@ -218,7 +239,7 @@ def run_method(data: SplitData, method: str, config: ProtocolConfig, robot) -> d
         step = session.step(current, markers[current])
         model, val_scores = _flim_scores(data, session.selected, markers, config.decoder, data.val, config.seed)
         curve.append(average(val_scores)["mean"])
-        rounds.append({"image": current, "coverage_radius": step.stopping.radius, "seconds": step.timings["total"]})
+        rounds.append(round_record(step))
         if len(session.selected) >= config.images:
             break
         context = session.context(masks={i: data.masks[i] for i in data.train} if method == "labeled" else None)

@@ -60,6 +60,44 @@ def correlation(first: dict) -> dict:
     return {"r": r, "slope": float(slope), "intercept": float(intercept), "n": int(keep.sum())}
 
 
+def stopping_table(results: dict) -> dict:
+    """The stopping signal of each method's selection log, over splits.
+
+    Returns ``{method: {"normalized_radius": [(mean, std) per round], "first_stop": [round or
+    None per split]}}``: the normalised coverage radius (comparable across rounds, see
+    :mod:`hitlseg.selection.stopping`) after each marked image, and the first round in which each
+    split's log suggested stopping (None: never). Splits whose log predates the normalised radius
+    (parts of an older run) are left out of both; a method with no such split is left out.
+    """
+    table: dict = {}
+    for method in results["config"]["methods"]:
+        logs = [s["methods"][method]["rounds"] for s in results["splits"]]
+        logs = [log for log in logs if log and all("normalized_radius" in r for r in log)]
+        if not logs:
+            continue
+        n = min(len(log) for log in logs)
+        radii = np.array([[r["normalized_radius"] for r in log[:n]] for log in logs], dtype=float)
+        first_stop = [next((k + 1 for k, r in enumerate(log) if r.get("suggestion") == "stop"), None) for log in logs]
+        table[method] = {"normalized_radius": [(float(m), float(d)) for m, d in zip(radii.mean(0), radii.std(0))],
+                         "first_stop": first_stop}
+    return table
+
+
+def _stopping_lines(table: dict) -> list[str]:
+    if not table:
+        return ["Not recorded (the selection logs predate the normalised radius).", ""]
+    n = max(len(cells["normalized_radius"]) for cells in table.values())
+    lines = ["Normalised coverage radius (radius / pool diameter, mean ± std over splits) after each marked image, "
+             "and the round in which stopping was first suggested per split (– when never).", "",
+             "| method | " + " | ".join(f"round {k}" for k in range(1, n + 1)) + " | stop suggested at |",
+             "|---|" + "---|" * (n + 1)]
+    for method, cells in table.items():
+        radii = [_cell(v) for v in cells["normalized_radius"]] + [""] * (n - len(cells["normalized_radius"]))
+        stops = ", ".join("–" if k is None else str(k) for k in cells["first_stop"])
+        lines.append(f"| {method} | " + " | ".join(radii) + f" | {stops} |")
+    return lines + [""]
+
+
 def _figure_curves(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -156,6 +194,7 @@ def write_report(results: dict, out: str | Path, command: str | None = None, wal
     _figure_projection(first, out / "figure7_projection.png")
     _figure_correlation(first, fits[0], out / "figure9_correlation.png")
     one, two = table_one(results), table_two(results)
+    stopping = stopping_table(results)
     config = results["config"]
     lines = [f"# Image-selection experiment: {Path(results['dataset']).name}", ""]
     if command:
@@ -177,6 +216,8 @@ def write_report(results: dict, out: str | Path, command: str | None = None, wal
         "![Figure 7](figure7_projection.png)", "",
         "## Figure 9: inverse descriptor distance vs Dice", "", "![Figure 9](figure9_correlation.png)", "",
         "Pearson r per split: " + ", ".join(f"{f['r']:.3f}" for f in fits), "",
+        "## Stopping signal", "",
+        *_stopping_lines(stopping),
         "## Selected images", "",
     ]
     for split in results["splits"]:
@@ -184,6 +225,8 @@ def write_report(results: dict, out: str | Path, command: str | None = None, wal
             lines.append(f"- split {split['index']}, {method}: {', '.join(part['selected'])}")
     write_text(out / "report.md", "\n".join(lines) + "\n")
     summary = {"table_one": {m: {k: {c: list(v) for c, v in cells.items()} for k, cells in models.items()} for m, models in one.items()},
-               "table_two": two, "correlation": fits}
+               "table_two": two, "correlation": fits,
+               "stopping": {m: {"normalized_radius": [list(v) for v in cells["normalized_radius"]],
+                                "first_stop": cells["first_stop"]} for m, cells in stopping.items()}}
     write_json(out / "summary.json", summary)
     return out / "report.md"

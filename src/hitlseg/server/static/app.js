@@ -329,12 +329,21 @@ function renderLists() {
 function renderStopping() {
   const rounds = app.selection.rounds;
   const body = $("stopping-table").querySelector("tbody");
+  // relative_change is (previous - current) / previous of the normalised radius; shown as the
+  // radius's signed change: "+20.1%" when it rose, "−5.3%" when it fell
+  const signedChange = (change) => {
+    if (change === null || change === undefined) return "–";
+    const value = Number((-100 * change).toFixed(1));
+    return `${value > 0 ? "+" : value < 0 ? "\u2212" : ""}${Math.abs(value).toFixed(1)}%`;
+  };
   body.replaceChildren(...rounds.map((r, index) => el("tr", { class: index === rounds.length - 1 ? "last" : "" }, [
     el("td", { text: String(r.round) }),
     el("td", { text: `${r.image_id} (v${r.version})` }),
     el("td", { text: String(r.n_maps) }),
-    el("td", { text: `${fmt(r.stopping.radius, 2)} (${fmt(r.stopping.normalized_radius)})` }),
-    el("td", { text: pct(r.stopping.relative_change) }),
+    el("td", { text: fmt(r.stopping.normalized_radius),
+               title: `radius / pool diameter; raw radius ${fmt(r.stopping.radius, 2)} in this round's descriptor units` }),
+    el("td", { text: signedChange(r.stopping.relative_change),
+               title: "change of the normalised radius since the previous round" }),
     el("td", { text: r.stopping.stop ? "yes" : "no" }),
     el("td", { text: r.stopping.reason }),
   ])));
