@@ -414,3 +414,46 @@ def test_improve_view_corrects_a_prediction_and_retrains(demo, page):
     assert page.inner_text("[data-testid='imp-proposed-id']") == target
     assert not page.errors, page.errors
     publish(improve_shot, "improve-view.png")
+
+
+def test_api_docs_render_the_openapi_document_in_chromium(tmp_path, page):
+    """/docs (Swagger UI from an installed package) renders the OpenAPI 3.1 document through the token
+    guard: the operations appear and open, nothing is loaded from another site, no error is logged."""
+    from hitlseg.server import create_app
+    from hitlseg.server.testing import demo_project, serve_in_thread
+
+    token = "docs-token-0123456789"
+    with demo_project(tmp_path / "project", n=2) as project, \
+            serve_in_thread(create_app(project, token=token, prepare=False)) as url:
+        schema = httpx.get(f"{url}/openapi.json", headers={"Authorization": f"Bearer {token}"}).json()
+        assert schema["openapi"].startswith("3.1")
+        operations = sum(1 for item in schema["paths"].values() for method in item if method in
+                         ("get", "put", "post", "delete", "patch", "head", "options"))
+        requested, first_error = [], len(page.errors)
+
+        def record(request):
+            requested.append(request.url)
+
+        page.on("request", record)
+        try:
+            page.goto(f"{url}/docs?token={token}")
+            # the operations, or what Swagger UI shows when it cannot read the document (4.x on 3.1)
+            page.wait_for_selector(".swagger-ui .opblock, .swagger-ui .version-pragma, .swagger-ui .errors-wrapper",
+                                   timeout=60_000)
+            assert "Unable to render this definition" not in page.inner_text("body")
+            assert page.locator(".swagger-ui .version-pragma, .swagger-ui .errors-wrapper").count() == 0
+            summary = page.locator(".opblock-get .opblock-summary-path[data-path='/api/images']")
+            summary.wait_for()
+            assert "hitlseg" in page.inner_text(".swagger-ui .info .title")
+            assert "OAS 3.1" in page.inner_text(".swagger-ui .info")
+            assert page.locator(".opblock").count() == operations
+            summary.click()  # open it: its parameters and responses come from the document
+            page.wait_for_selector(".opblock.is-open .responses-wrapper")
+            assert page.locator(".opblock.is-open").count() == 1
+            page.screenshot(path=str(ARTIFACTS / "07-api-docs.png"))
+        finally:
+            page.remove_listener("request", record)
+            page.context.clear_cookies()  # the token cookie is for this server only
+        assert requested and all(r.startswith(url + "/") for r in requested), requested  # no CDN, no validator
+        assert any(r.endswith("/static/vendor/swagger/swagger-ui-bundle.js") for r in requested)
+        assert not page.errors[first_error:], page.errors[first_error:]

@@ -4,7 +4,8 @@ The app holds a :class:`ServerState` (``app.state.hitlseg``): the project, the s
 the model service, the job runner and the picture renderer. Routers (one per resource) reach it
 through :func:`state`. The page is ``/`` (``static/index.html``) with its files under
 ``/static``; Plotly.js is served from the installed ``plotly`` Python package
-(``/static/vendor/plotly.min.js``), never from a CDN. OpenAPI: ``/openapi.json`` and ``/docs``.
+(``/static/vendor/plotly.min.js``), never from a CDN. OpenAPI: ``/openapi.json`` (3.1) and ``/docs``
+(Swagger UI 5 from the ``fastapi-offline`` package, see :mod:`hitlseg.server.docs`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from starlette.requests import Request
 
 from hitlseg.errors import InputError
+from hitlseg.server.docs import MISSING as DOCS_MISSING, SWAGGER_ASSETS, docs_html, swagger_path
 from hitlseg.server.security import GuardMiddleware, NotFoundError, install_error_handlers, is_loopback, new_token
 
 log = logging.getLogger("hitlseg.server")
@@ -213,7 +215,7 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
                     "models and background jobs of one project. Every error is JSON {\"error\": message}.",
         lifespan=lifespan,
         default_response_class=_json_response_class(),
-        docs_url=None,  # served below from the swagger-ui-bundle package, never a CDN
+        docs_url=None,  # served below: Swagger UI 5 from the fastapi-offline package, never a CDN
         redoc_url=None,
     )
     app.state.hitlseg = shared
@@ -237,19 +239,16 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
 
     @app.get("/docs", include_in_schema=False)
     def docs():
-        from fastapi.openapi.docs import get_swagger_ui_html
-
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="hitlseg API",
-                                   swagger_js_url="/static/vendor/swagger/swagger-ui-bundle.js",
-                                   swagger_css_url="/static/vendor/swagger/swagger-ui.css",
-                                   swagger_favicon_url="/favicon.ico")
+        if swagger_path("swagger-ui-bundle.js") is None:
+            raise NotFoundError(f"/docs: {DOCS_MISSING}")
+        return docs_html(app.openapi_url, "hitlseg API")
 
     @app.get("/static/vendor/swagger/{name}", include_in_schema=False)
     def swagger_asset(name: str):
         path = swagger_path(name)
         if path is None:
-            raise NotFoundError(f"{name}: not a Swagger UI asset (pip install 'hitlseg[web]' for the API docs page)")
-        return FileResponse(path, headers={"Cache-Control": "max-age=86400"})
+            raise NotFoundError(f"{name}: not a Swagger UI asset ({DOCS_MISSING})")
+        return FileResponse(path, media_type=SWAGGER_ASSETS[name], headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon():
@@ -257,21 +256,6 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-
-
-SWAGGER_ASSETS = {"swagger-ui-bundle.js", "swagger-ui.css"}
-
-
-def swagger_path(name: str) -> Path | None:
-    """A Swagger UI asset shipped by the ``swagger-ui-bundle`` package, or None."""
-    if name not in SWAGGER_ASSETS:
-        return None
-    try:
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:
-        return None
-    path = Path(str(swagger_ui_path)) / name
-    return path if path.is_file() else None
 
 
 def plotly_path() -> Path | None:
