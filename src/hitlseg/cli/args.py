@@ -31,60 +31,28 @@ def _number(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def _ranged(parse, accept, expected: str, name: str, doc: str):
+    """An argparse type: ``parse`` the text, then refuse values ``accept`` rejects ("must be EXPECTED")."""
+
+    def check(text: str):
+        value = parse(text)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+        return value
+
+    check.__name__, check.__doc__ = name, doc
+    return check
 
 
-def non_negative_int(text: str) -> int:
-    """An integer >= 0."""
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def seed(text: str) -> int:
-    """A random seed: an integer in 0 .. 2**32 - 1 (what numpy and torch accept)."""
-    value = _integer(text)
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"must be an integer in 0..{SEED_MAX}, got {text!r}")
-    return value
-
-
-def port(text: str) -> int:
-    """A TCP port: an integer in 0 .. 65535 (0: any free port)."""
-    value = _integer(text)
-    if not 0 <= value <= PORT_MAX:
-        raise argparse.ArgumentTypeError(f"must be in 0..{PORT_MAX}, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0."""
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number in (0, 1]."""
-    value = _number(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
-    return value
+positive_int = _ranged(_integer, lambda v: v >= 1, "a positive integer", "positive_int", "An integer >= 1.")
+non_negative_int = _ranged(_integer, lambda v: v >= 0, "an integer >= 0", "non_negative_int", "An integer >= 0.")
+seed = _ranged(_integer, lambda v: 0 <= v <= SEED_MAX, f"an integer in 0..{SEED_MAX}", "seed",
+               "A random seed: an integer in 0 .. 2**32 - 1 (what numpy and torch accept).")
+port = _ranged(_integer, lambda v: 0 <= v <= PORT_MAX, f"in 0..{PORT_MAX}", "port",
+               "A TCP port: an integer in 0 .. 65535 (0: any free port).")
+positive_float = _ranged(_number, lambda v: v > 0, "a positive number", "positive_float", "A finite number > 0.")
+non_negative_float = _ranged(_number, lambda v: v >= 0, "a number >= 0", "non_negative_float", "A finite number >= 0.")
+fraction = _ranged(_number, lambda v: 0 < v <= 1, "a number in (0, 1]", "fraction", "A number in (0, 1].")
 
 
 def device(text: str) -> str:
