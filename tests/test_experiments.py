@@ -182,3 +182,26 @@ def test_strokes_model_in_the_protocol(tiny_dataset, tmp_path):
     assert set(table_one(results)["gtfree"]) == {"adaptive", "strokes"}
     report = write_report(results, tmp_path / "out").read_text()
     assert "| gtfree | strokes |" in report and "robot's strokes only" in report
+
+
+def test_descriptor_settings_reach_every_selection_session(tiny_dataset, tmp_path, monkeypatch):
+    """--descriptor-stride/--descriptor-fill: the sessions of the methods and of the first-image
+    analysis compute the descriptor the configuration names."""
+    import hitlseg.selection as selection
+
+    seen = []
+    original = selection.SelectionSession.__init__
+
+    def spy(self, pool, **options):
+        seen.append((options.get("stride"), options.get("fill")))
+        original(self, pool, **options)
+
+    monkeypatch.setattr(selection.SelectionSession, "__init__", spy)
+    config = ProtocolConfig(splits=1, images=2, methods=("gtfree",), sunet=False, baseline=False, stride=1, fill="zero")
+    results = run_protocol(tiny_dataset, tmp_path / "out", config)
+    assert seen and set(seen) == {(1, "zero")}
+    assert results["config"]["stride"] == 1 and results["config"]["fill"] == "zero"
+    with pytest.raises(InputError, match="fill"):
+        ProtocolConfig(fill="cubic")
+    with pytest.raises(InputError, match="stride"):
+        ProtocolConfig(stride=0)

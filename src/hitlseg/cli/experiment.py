@@ -20,6 +20,10 @@ def register(commands) -> None:
     selection.add_argument("--methods", default="gtfree,random,labeled,kcenter")
     selection.add_argument("--policy", default="alternate", help="gtfree policy: most_distant, closest or alternate")
     selection.add_argument("--decoder", default="labels", choices=["weights", "labels", "mean"])
+    selection.add_argument("--descriptor-stride", type=argtypes.positive_int, default=2,
+                           help="descriptor activations every N pixels (1: exact; default 2)")
+    selection.add_argument("--descriptor-fill", default="quantile", choices=["quantile", "edge", "zero"],
+                           help="how superpixel profiles are brought to the pool's superpixel count")
     selection.add_argument("--baseline", default="all", choices=["all", "none"],
                            help="'all': train the all-backprop U-Net on the training split")
     selection.add_argument("--no-sunet", action="store_true", help="skip the sU-Net decoders")
@@ -44,7 +48,8 @@ def run_selection(args) -> int:
 
     check_output_dir(args.out)
     config = ProtocolConfig(splits=args.splits, images=args.images, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-                            policy=args.policy, decoder=args.decoder, sunet=not args.no_sunet,
+                            policy=args.policy, decoder=args.decoder,
+                            stride=args.descriptor_stride, fill=args.descriptor_fill, sunet=not args.no_sunet,
                             baseline=args.baseline == "all", epochs=args.epochs,
                             strokes=args.strokes, self_training=args.self_training, eval_limit=args.eval_limit, seed=args.seed)
     dataset = Dataset.from_folder(args.dataset)

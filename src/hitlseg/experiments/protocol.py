@@ -45,6 +45,10 @@ class ProtocolConfig:
         Policy of ``gtfree`` (``most_distant``, ``closest`` or ``alternate``).
     decoder : str
         Adaptive decoder rule.
+    stride, fill : int, str
+        Descriptor of the selection sessions (:class:`hitlseg.selection.SelectionSession`):
+        activations every ``stride`` pixels, profiles brought to the pool's superpixel count by
+        ``fill``.
     sunet, baseline : bool
         Train the sU-Net decoder per method, and the all-backprop U-Net per split.
     strokes : bool
@@ -67,6 +71,8 @@ class ProtocolConfig:
     methods: tuple[str, ...] = METHODS
     policy: str = "alternate"
     decoder: str = "labels"
+    stride: int = 2
+    fill: str = "quantile"
     sunet: bool = True
     baseline: bool = True
     strokes: bool = False
@@ -85,7 +91,11 @@ class ProtocolConfig:
             raise InputError(f"methods: unknown {', '.join(unknown)} (use {', '.join(SELECTORS)})")
         if not self.methods:
             raise InputError("methods: name at least one selection method")
-        for name in ("splits", "images", "epochs"):
+        from hitlseg.selection.descriptors import FILLS
+
+        if self.fill not in FILLS:
+            raise InputError(f"fill: unknown rule {self.fill!r} (use one of {', '.join(FILLS)})")
+        for name in ("splits", "images", "epochs", "stride"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}: must be a positive integer, got {value!r}")
@@ -229,7 +239,8 @@ def run_method(data: SplitData, method: str, config: ProtocolConfig, robot) -> d
     options = {"policy": config.policy} if method == "gtfree" else {}
     selector = make_selector(method, seed=config.seed + data.index, **options)
     pool = {i: data.images[i] for i in data.train}
-    session = SelectionSession(pool, superpixel_cache=data.superpixels, seed=config.seed, projection="pca", k=5)
+    session = SelectionSession(pool, superpixel_cache=data.superpixels, seed=config.seed, projection="pca", k=5,
+                               stride=config.stride, fill=config.fill)
     markers: dict[str, np.ndarray] = {}
     curve, rounds = [], []
     current = data.first
@@ -280,7 +291,8 @@ def first_image_analysis(data: SplitData, config: ProtocolConfig, robot) -> dict
     from hitlseg.selection import SelectionSession, project
 
     pool = {i: data.images[i] for i in data.train}
-    session = SelectionSession(pool, superpixel_cache=data.superpixels, seed=config.seed, projection="pca")
+    session = SelectionSession(pool, superpixel_cache=data.superpixels, seed=config.seed, projection="pca",
+                               stride=config.stride, fill=config.fill)
     markers = {data.first: robot.mark(data.masks[data.first], key=data.first)}
     session.step(data.first, markers[data.first])
     descriptors = session.descriptors
