@@ -113,3 +113,45 @@ def test_knapsack_costs_come_from_the_recorded_editor_times(http, models, root):
     done = wait_job(http, job.json()["id"], timeout=120)
     assert done["state"] == "done", done["error"]
     assert 1 <= len(done["result"]["proposals"]) <= 3 and "budget" in done["result"]["criterion"]
+
+
+def unmarked_image(http) -> str:
+    return next(i["id"] for i in http.get("/api/images").json()["images"] if i["marker_version"] == 0)
+
+
+def test_retraining_checks_before_a_job_and_takes_a_background_only_image_as_a_negative(http, models, root):
+    image_id = unmarked_image(http)
+    shape = tuple(http.get(f"/api/images/{image_id}").json()["shape"])
+    background = np.zeros(shape, np.uint8)
+    background[4, 10:40] = 1
+    assert http.put(f"/api/images/{image_id}/markers", json=marker_body(background, 0)).status_code == 200
+    jobs = len(http.get("/api/jobs").json()["jobs"])
+    improve = http.app.state.hitlseg.improve
+    try:
+        improve.check_retrain(models["sunet"])  # beside complete images: a negative example, accepted
+        assert image_id in improve.models.check_ready("retrain")
+        assert http.post("/api/active/retrain", json={"model_id": 999}).status_code == 404
+        refused = http.post("/api/active/retrain", json={"model_id": models["adaptive"], "epochs": 1})
+        assert refused.status_code in (400, 404), refused.text  # not an sU-Net: refused before any job
+        assert len(http.get("/api/jobs").json()["jobs"]) == jobs  # no job was started
+    finally:  # erased: left out of what the other tests learn from
+        assert http.put(f"/api/images/{image_id}/markers", json=marker_body(np.zeros(shape, np.uint8), 1)).status_code == 200
+
+
+def test_starting_from_an_empty_prediction_saves_no_empty_version(http, models, monkeypatch):
+    import hitlseg.pseudo
+    from hitlseg.pseudo import IGNORE
+
+    monkeypatch.setattr(hitlseg.pseudo, "tripartition", lambda probabilities, delta: np.full(probabilities.shape[1:], IGNORE))
+    image_id = unmarked_image(http)
+    refused = http.post("/api/active/accept", json={"model_id": models["sunet"], "image_id": image_id, "base_version": 0})
+    assert refused.status_code == 400, refused.text
+    assert "predicts no pixel with confidence above 0.95" in refused.json()["error"]
+    assert "no strokes to save" in refused.json()["error"]
+    assert http.get(f"/api/images/{image_id}/markers/history").json()["versions"] == []
+    marked = next(i for i in http.get("/api/images").json()["images"] if i["marker_version"] > 0)
+    same = http.post("/api/active/accept", json={"model_id": models["sunet"], "image_id": marked["id"],
+                                                 "base_version": marked["marker_version"]})
+    assert same.status_code == 200 and same.json()["unchanged"] is True  # nothing added: no new version
+    assert same.json()["version"] == marked["marker_version"]
+    assert http.get(f"/api/images/{marked['id']}").json()["marker_version"] == marked["marker_version"]

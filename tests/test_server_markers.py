@@ -150,3 +150,52 @@ def test_oversized_bodies_are_refused(project, image):
         small = http.put(f"/api/images/{image_id}/markers", json=marker_body(strokes(shape, 1), 0))
         assert small.status_code == 200
     assert project.latest_version(image_id) == 1
+
+
+def test_an_empty_first_save_is_refused_and_nothing_is_stored(http, project, image):
+    image_id, shape = image
+    refused = http.put(f"/api/images/{image_id}/markers", json=marker_body(np.zeros(shape, np.uint8), 0))
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"].startswith(f"image {image_id!r}: no strokes to save")
+    assert project.latest_version(image_id) == 0 and project.marker_history(image_id) == []
+    assert not project.events(kind="markers_saved")
+    assert http.get("/api/images").json()["images"][1]["marker_version"] == 0
+
+
+def test_erasing_every_stroke_of_a_marked_image_is_a_new_version(http, project, image):
+    image_id, shape = image
+    assert http.put(f"/api/images/{image_id}/markers", json=marker_body(strokes(shape, 1), 0)).status_code == 200
+    erased = http.put(f"/api/images/{image_id}/markers", json=marker_body(np.zeros(shape, np.uint8), 1))
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["version"] == 2 and erased.json()["n_marked"] == 0 and erased.json()["unchanged"] is False
+    assert [h["n_marked"] for h in project.marker_history(image_id)][-1] == 0
+    assert not project.load_markers(image_id)[0].any()
+
+
+def test_a_save_identical_to_the_latest_version_writes_nothing(http, project, image):
+    image_id, shape = image
+    first = strokes(shape, 1)
+    assert http.put(f"/api/images/{image_id}/markers", json=marker_body(first, 0)).json()["version"] == 1
+    again = http.put(f"/api/images/{image_id}/markers", json=marker_body(first, 1))
+    assert again.status_code == 200, again.text
+    assert again.json()["version"] == 1 and again.json()["unchanged"] is True
+    assert again.json()["n_marked"] == int((first > 0).sum())
+    assert [h["version"] for h in project.marker_history(image_id)] == [1]
+    stale = http.put(f"/api/images/{image_id}/markers", json=marker_body(first, 0))  # from a stale base: still 409
+    assert stale.status_code == 409
+    erased = http.put(f"/api/images/{image_id}/markers", json=marker_body(np.zeros(shape, np.uint8), 1))
+    assert erased.json()["version"] == 2
+    twice = http.put(f"/api/images/{image_id}/markers", json=marker_body(np.zeros(shape, np.uint8), 2))
+    assert twice.status_code == 200 and twice.json() == {**erased.json(), "unchanged": True}
+    assert project.latest_version(image_id) == 2
+
+
+def test_a_save_tells_what_learning_still_needs(http, image):
+    image_id, shape = image
+    background = np.zeros(shape, np.uint8)
+    background[3, 5:30] = 1
+    saved = http.put(f"/api/images/{image_id}/markers", json=marker_body(background, 0))
+    assert saved.status_code == 200  # a partial annotation may be saved ...
+    assert saved.json()["missing"].startswith("only background strokes; mark at least one object class")  # ... and says so
+    background[8, 5:30] = 3
+    assert http.put(f"/api/images/{image_id}/markers", json=marker_body(background, 1)).json()["missing"] is None

@@ -12,6 +12,7 @@ from PIL import Image
 
 from hitlseg.errors import InputError
 from hitlseg.project import Project
+from hitlseg.robot import Robot
 from hitlseg.server import create_app
 from hitlseg.server.testing import client, demo_project, marked_demo_project, marker_body, wait_job
 from hitlseg.server.training import PSEUDO_LABELS
@@ -133,13 +134,27 @@ def test_training_needs_markers(tmp_path):
     with demo_project(tmp_path / "p", n=3) as project, client(create_app(project, prepare=False)) as http:
         response = http.post("/api/models/train", json={"kind": "adaptive"})
         assert response.status_code == 400 and "no image has markers" in response.json()["error"]
-        only_background = np.zeros(project.image_info(project.image_ids()[0])["shape"], np.uint8)
+        first, second = project.image_ids()[:2]
+        only_background = np.zeros(project.image_info(first)["shape"], np.uint8)
         only_background[5:8, 5:40] = 1
-        http.put(f"/api/images/{project.image_ids()[0]}/markers", json=marker_body(only_background, 0))
-        job = http.post("/api/models/train", json={"kind": "adaptive"}).json()
-        failed = wait_job(http, job["id"])
-        assert failed["state"] == "failed" and "at least one object class" in failed["error"]
-        assert project.runs(kind="server:train-adaptive")[0]["status"] == "failed"
+        assert http.put(f"/api/images/{first}/markers", json=marker_body(only_background, 0)).status_code == 200
+        refused = http.post("/api/models/train", json={"kind": "adaptive"})  # refused before any job starts
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"] == (f"train: the marked images ({first!r}) together hold only background "
+                                           "strokes; mark at least one object class (class 1, class 2) on at least "
+                                           "one of them")
+        assert http.get("/api/jobs").json()["jobs"] == [] and project.runs() == []
+        service = http.app.state.hitlseg.models  # the job checks too
+        with pytest.raises(InputError, match="together hold only background strokes"):
+            service.train("adaptive")
+        # with a complete image beside it, the background-only image is a negative example: training may start
+        complete = Robot(0).mark(project.mask(second), key=second)
+        assert http.put(f"/api/images/{second}/markers", json=marker_body(complete, 0)).status_code == 200
+        assert service.check_ready() == [first, second]
+        # erasing the background-only image leaves it out
+        erased = http.put(f"/api/images/{first}/markers", json=marker_body(np.zeros_like(only_background), 1))
+        assert erased.status_code == 200
+        assert service.check_ready() == [second]
 
 
 def test_sunet_learns_from_strokes_then_pseudo_labels(root, monkeypatch):

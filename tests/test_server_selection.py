@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hitlseg.errors import InputError
 from hitlseg.project import Project
 from hitlseg.robot import Robot
 from hitlseg.server import create_app
@@ -161,3 +162,30 @@ def test_the_loop_survives_a_restart(http, root):
         assert fresh.get("/api/selection").json()["session_ready"] is True
         # replaying the logged rounds with the same marker versions gives the same filters
         assert fresh.get(f"/api/selection/heatmap/{image_id}.png").content == heat_before
+
+
+def one_kind(project, image_id, keep: str) -> np.ndarray:
+    """The robot's markers of ``image_id`` with only its background (``keep="background"``) or object strokes."""
+    markers = Robot(0).mark(project.mask(image_id), key=image_id)
+    return np.where(markers == 1, markers, 0) if keep == "background" else np.where(markers >= 2, markers, 0)
+
+
+def test_learning_refuses_an_image_with_one_kind_of_strokes(tmp_path):
+    with demo_project(tmp_path / "p", n=4) as project, client(create_app(project, prepare=False)) as http:
+        complete, background, objects = project.image_ids()[:3]
+        for image_id, markers in ((complete, Robot(0).mark(project.mask(complete), key=complete)),
+                                  (background, one_kind(project, background, "background")),
+                                  (objects, one_kind(project, objects, "objects"))):
+            assert http.put(f"/api/images/{image_id}/markers", json=marker_body(markers, 0)).status_code == 200
+        refused = http.post("/api/selection/learn")
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error.startswith("learn filters: ")
+        assert f"image {background!r}: only background strokes; mark at least one object class" in error
+        assert f"image {objects!r}: only strokes of class" in error and "mark the background too" in error
+        assert repr(complete) not in error
+        assert http.get("/api/jobs").json()["jobs"] == [] and project.runs(kind="server:learn") == []
+        # the job checks too (a save may come between the request and the job)
+        with pytest.raises(InputError, match="only background strokes"):
+            http.app.state.hitlseg.loop.learn()
+        assert http.get("/api/selection").json()["rounds"] == []

@@ -7,7 +7,9 @@ reads and writes the project:
 * a proposal (:func:`hitlseg.active.propose`) is a job; its result is logged as an
   ``active_proposal`` event, so the view shows it again after a reload;
 * "start from the prediction" saves the prediction's confident pixels (confidence above 0.95)
-  as a new marker version under the person's strokes, which then correct it in the editor;
+  as a new marker version under the person's strokes, which then correct it in the editor (by
+  the save rule of :mod:`hitlseg.project.readiness`: never an empty first version, and no new
+  version when the prediction adds nothing);
 * the editor reports the seconds spent on each save (``annotation_time`` events); they are the
   person's effort and the knapsack strategy's cost records;
 * a retraining round continues the chosen sU-Net (warm start: no new filters) on every marked
@@ -17,7 +19,9 @@ reads and writes the project:
   unmarked images (what a person without ground truth can follow).
 
 An image whose file cannot be read is skipped by proposals, effort records, confidence and
-retraining (listed in the job's ``warnings``, see :mod:`hitlseg.server.reading`).
+retraining (listed in the job's ``warnings``, see :mod:`hitlseg.server.reading`). Retraining is
+refused before its job starts (:meth:`ImproveService.check_retrain`) when the marked images lack
+background or object strokes, as training is.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 
 from hitlseg.errors import InputError
 from hitlseg.progress import Progress, report
+from hitlseg.project.readiness import check_saveable
 from hitlseg.server.reading import Skipped, with_warnings
 
 PROPOSAL_EVENT = "active_proposal"
@@ -122,12 +127,20 @@ class ImproveService:
         model = self.segmodel(model_id)
         probabilities = model.predict(self.project.image(image_id), name=image_id).probabilities
         pseudo = tripartition(probabilities, ACCEPT_DELTA)
-        current, _ = self.project.load_markers(image_id)
+        current, latest = self.project.load_markers(image_id)
         markers = np.where(pseudo != IGNORE, pseudo.astype(np.int64) + 1, 0)
         markers = np.where(current > 0, current, markers).astype(np.uint8)
+        answer = {"image_id": image_id, "n_marked": int((markers > 0).sum()),
+                  "confident": float((pseudo != IGNORE).mean())}
+        try:
+            new = check_saveable(markers, current if latest else None, name=f"image {image_id!r}")
+        except InputError as exc:
+            raise InputError(f"start from the prediction: model {model_id} predicts no pixel with confidence above "
+                             f"{ACCEPT_DELTA} and {exc}") from None
+        if not new and int(base_version) == latest:  # the prediction adds nothing: no new version
+            return answer | {"version": latest, "unchanged": True}
         version = self.project.save_markers(image_id, markers, base_version, author=f"prediction of model {model_id}")
-        return {"image_id": image_id, "version": version, "n_marked": int((markers > 0).sum()),
-                "confident": float((pseudo != IGNORE).mean())}
+        return answer | {"version": version, "unchanged": False}
 
     def record_time(self, image_id: str, version: int, seconds: float) -> None:
         """The editor's seconds on one save of ``image_id``."""
@@ -158,6 +171,15 @@ class ImproveService:
                 values.append(float(model.predict(image, name=ids[i]).probabilities.max(0).mean()))
         return float(np.mean(values)) if values else None
 
+    def check_retrain(self, model_id: int) -> None:
+        """Refuse, before any job starts, a retraining that would fail: ``model_id`` is not an sU-Net, a
+        the marked images lack background or object strokes (:func:`hitlseg.project.readiness.check_learnable`),
+        or no unmarked image is left to self-train on."""
+        self.segmodel(model_id)
+        marked = self.models.check_ready("retrain")
+        if len(marked) >= len(self.project):
+            raise InputError("retrain: every image is marked; there is no unmarked image to self-train on")
+
     def retrain(self, model_id: int, epochs: int = 15, progress: Progress = None) -> dict:
         """One correction round: continue model ``model_id`` on every marked image; returns the new model's record."""
         import copy
@@ -169,7 +191,7 @@ class ImproveService:
         parent = self.models.record(model_id)
         model = copy.deepcopy(self.segmodel(model_id))
         skipped = Skipped()
-        ids, versions, images, markers = self.models.training_set(skipped)
+        ids, versions, images, markers = self.models.training_set(skipped, action="retrain")
         pool = self.models.pool(set(ids), skipped, progress)
         if not len(pool):
             raise InputError("retrain: every image is marked; there is no unmarked image to self-train on")

@@ -1,8 +1,10 @@
 """``create_app``: the FastAPI application over one project.
 
-The app holds a :class:`ServerState` (``app.state.hitlseg``): the project, the selection loop,
-the model service, the job runner and the picture renderer. Routers (one per resource) reach it
-through :func:`state`. The page is ``/`` (``static/index.html``) with its files under
+The app holds a :class:`~hitlseg.server.deps.ServerState` (``app.state.hitlseg``): the project,
+the selection loop, the model service, the job runner and the picture renderer. Routers (one per
+resource) reach it through the dependency :func:`hitlseg.server.deps.state`; they import only
+:mod:`hitlseg.server.deps` and other leaf modules, never this one, which sits on top: it builds the
+state and includes the routers. The page is ``/`` (``static/index.html``) with its files under
 ``/static``; Plotly.js is served from the installed ``plotly`` Python package
 (``/static/vendor/plotly.min.js``), never from a CDN. OpenAPI: ``/openapi.json`` (3.1) and ``/docs``
 (Swagger UI 5 from the ``fastapi-offline`` package, see :mod:`hitlseg.server.docs`).
@@ -14,13 +16,12 @@ import json
 import logging
 import math
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from starlette.requests import Request
 
 from hitlseg.errors import InputError
+from hitlseg.server.deps import ServerState, state  # noqa: F401 (re-exported: older callers import them here)
 from hitlseg.server.docs import MISSING as DOCS_MISSING, SWAGGER_ASSETS, docs_html, swagger_path
 from hitlseg.server.security import GuardMiddleware, NotFoundError, install_error_handlers, is_loopback, new_token
 
@@ -79,41 +80,6 @@ def detect_classes(project, sample: int = 20) -> int:
             if labels:
                 classes = max(classes, max(labels) - 1)
     return classes
-
-
-@dataclass
-class ServerState:
-    """Everything the routers share."""
-
-    project: object
-    token: str | None
-    host: str
-    max_body: int
-    classes: int
-    class_names: list[str]
-    renderer: object
-    loop: object
-    models: object
-    jobs: object
-    improve: object = None
-    owns_project: bool = False
-    options: dict = field(default_factory=dict)
-
-    def require_image(self, image_id: str) -> dict:
-        """The image's registration, or 404."""
-        if image_id not in self.project:
-            raise NotFoundError(f"image {image_id!r} not found in this project")
-        return self.project.image_info(image_id)
-
-    def public_info(self, info: dict) -> dict:
-        """What the page may know about an image (no file paths)."""
-        return {"id": info["id"], "shape": list(info["shape"]), "channels": info["channels"], "ndim": info["ndim"],
-                "has_mask": info["has_mask"], "group": info["group"]}
-
-
-def state(request: "Request") -> ServerState:
-    """The :class:`ServerState` of the app serving ``request`` (a FastAPI dependency)."""
-    return request.app.state.hitlseg
 
 
 def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", max_body: int = DEFAULT_MAX_BODY,
@@ -185,8 +151,9 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
     shared = ServerState(
         project=project, token=token, host=host, max_body=max_body, classes=classes, class_names=names,
         renderer=Renderer(project),
-        loop=SelectionLoop(project, seed=seed, k=k, projection=projection, session_options=session_options),
-        models=ModelService(project, classes, seed=seed, eval_limit=eval_limit, device=device),
+        loop=SelectionLoop(project, seed=seed, k=k, projection=projection, session_options=session_options,
+                           classes=classes, class_names=names),
+        models=ModelService(project, classes, seed=seed, eval_limit=eval_limit, device=device, class_names=names),
         jobs=JobRunner(project), owns_project=owns,
         options={"seed": seed, "k": k, "projection": projection, "version": __version__},
     )

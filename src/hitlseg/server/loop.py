@@ -24,6 +24,11 @@ with a warning (:mod:`hitlseg.server.reading`): it is never recommended, a pendi
 skipped and listed in the ``learn`` job's ``warnings``, and so is a logged round on it when the
 session is rebuilt. The session needs at least two readable images.
 
+Only images whose latest markers hold background and object strokes are learned from
+(:func:`hitlseg.project.readiness.check_learnable`): :meth:`SelectionLoop.check_pending` refuses
+"learn filters" naming each pending image that lacks one kind, before any job starts, and the job
+checks again.
+
 Selecting an image is idempotent (:meth:`SelectionLoop.select`): concurrent requests for one image
 all succeed, one of them records the round.
 """
@@ -40,6 +45,17 @@ from hitlseg.server.reading import Skipped, with_warnings
 from hitlseg.server.security import NotFoundError
 
 ROUND_EVENT = "selection_round"
+
+
+def latest_class_counts(project, ids=None) -> dict[str, dict[int, int]]:
+    """``{image_id: {label: pixels}}`` of the latest markers of ``ids`` (default: every image with a saved
+    version), from the project's marker history (no array is read)."""
+    ids = list(project.latest_versions()) if ids is None else list(ids)
+    counts = {}
+    for image_id in ids:
+        history = project.marker_history(image_id)
+        counts[image_id] = dict(history[-1]["class_counts"]) if history else {}
+    return counts
 
 
 def marked_versions(project) -> dict[str, int]:
@@ -87,11 +103,15 @@ class SelectionLoop:
     seed, k, projection : passed to :class:`~hitlseg.selection.SelectionSession`.
     session_options : dict, optional
         Further keyword arguments of the session.
+    classes : int
+        Object classes of the project; with ``class_names``, named when markers lack some.
+    class_names : list of str, optional
     """
 
     def __init__(self, project, *, seed: int = 0, k: int = 5, projection: str = "tsne",
-                 session_options: dict | None = None):
+                 session_options: dict | None = None, classes: int = 1, class_names: list[str] | None = None):
         self.project = project
+        self.classes, self.class_names = int(classes), list(class_names or [])
         self.seed, self.k, self.projection = int(seed), int(k), projection
         self.session_options = dict(session_options or {})
         self.session = None
@@ -131,6 +151,20 @@ class SelectionLoop:
         todo = [i for i, v in marked.items() if learned.get(i) != v]
         order = {image_id: position for position, image_id in enumerate(self.project.selected_ids())}
         return sorted(todo, key=lambda i: (order.get(i, len(order)), list(marked).index(i)))
+
+    def check_pending(self, pending: list[str] | None = None) -> list[str]:
+        """The pending images, once each holds background and object strokes
+        (:func:`hitlseg.project.readiness.check_learnable`); raises :class:`InputError` naming those that do not,
+        or when no image has markers. An empty list when every marked image is learned already."""
+        from hitlseg.project.readiness import check_learnable
+
+        if not self.marked_versions():
+            check_learnable({}, self.classes, self.class_names, action="learn filters")
+        todo = self.pending() if pending is None else pending
+        if todo:
+            check_learnable(latest_class_counts(self.project, todo), self.classes, self.class_names,
+                            action="learn filters")
+        return todo
 
     def proposal(self) -> str | None:
         """The first image to mark when nothing is learned yet: a seeded random pool image."""
@@ -244,11 +278,8 @@ class SelectionLoop:
     def learn(self, progress: Progress = None) -> dict:
         """Run a round for every pending image; returns the last round's result (the ``learn`` job)."""
         with self._lock:
-            todo = self.pending()
+            todo = self.check_pending()
             if not todo:
-                if not self.marked_versions():
-                    raise InputError("learn filters: no image has markers yet; draw strokes of the background and of "
-                                     "at least one object class on an image and save them first")
                 rounds = self.logged_rounds()
                 return {"rounds": [], "current": rounds[-1]["result"] if rounds else None,
                         "message": "the filters already know every saved marker version"}
@@ -267,8 +298,8 @@ class SelectionLoop:
                     result = round_.pop("result")
                     learned.append(round_)
             if not learned:
-                raise InputError(f"learn filters: none of the newly marked images can be read ({skipped.summary()}); "
-                                 "replace or remove the damaged files, or mark another image")
+                raise InputError(f"learn filters: none of the newly marked images can be read or learned from "
+                                 f"({skipped.summary()}); replace or remove the damaged files, or mark another image")
             report(progress, len(todo), len(todo), "done")
             return with_warnings({"rounds": learned, "current": result}, self.unreadable, skipped)
 
@@ -281,6 +312,12 @@ class SelectionLoop:
             markers, version = self.project.load_markers(image_id)
         except InputError as exc:
             skipped.add(image_id, exc, "learning filters")
+            return None
+        from hitlseg.project.readiness import problem
+
+        lacking = problem(markers, self.classes, self.class_names)
+        if lacking is not None:  # saved after this job checked the pending images
+            skipped.add(image_id, f"its latest markers hold {lacking.replace('; ', ' (', 1)})", "learning filters")
             return None
         round_result = session.step(image_id, markers)
         self.select(image_id, "person")

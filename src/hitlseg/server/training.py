@@ -22,6 +22,12 @@ An image whose file cannot be read (corrupt, truncated, deleted) is skipped wher
 reads it (marked images, the self-training pool, evaluation; see :mod:`hitlseg.server.reading`):
 the model records the skipped images (``params["skipped_images"]``) and the job's result lists
 them as ``warnings``. Training fails only when no readable marked image is left.
+
+The marked images together must hold strokes of the background and of at least one object class
+(:func:`hitlseg.project.readiness.check_learnable` with ``per_image=False``; an image with only
+background strokes is a real negative example, an image without objects):
+:meth:`ModelService.check_ready` refuses a training request that lacks one kind, naming the marked
+images, before any job starts, and :meth:`ModelService.training_set` checks again in the job.
 """
 
 from __future__ import annotations
@@ -76,12 +82,15 @@ class ModelService:
         Largest number of held-out images evaluated after training.
     device : str, optional
         Torch device (default: CUDA when present).
+    class_names : list of str, optional
+        Names of the object classes, for messages about missing strokes.
     """
 
     def __init__(self, project, classes: int, *, seed: int = 0, eval_limit: int = 50, device=None,
-                 pool_limit: int = POOL_LIMIT):
+                 pool_limit: int = POOL_LIMIT, class_names: list[str] | None = None):
         self.project = project
         self.classes = int(classes)
+        self.class_names = list(class_names or [])
         self.seed = int(seed)
         self.eval_limit = int(eval_limit)
         self.device = device
@@ -90,42 +99,60 @@ class ModelService:
         self._labels = LRU(256, max_bytes=256 * 2**20)
 
     # -- training ------------------------------------------------------------------------------
-    def training_set(self, skipped: Skipped | None = None) -> tuple[list[str], dict[str, int], list[np.ndarray],
-                                                                     list[np.ndarray]]:
+    def training_set(self, skipped: Skipped | None = None, action: str = "train") -> tuple[
+            list[str], dict[str, int], list[np.ndarray], list[np.ndarray]]:
         """Marked images: ids, their marker versions, images and markers.
+
+        The images together must hold background and object strokes
+        (:func:`hitlseg.project.readiness.check_learnable`, set-wide); images with none are left out.
 
         Parameters
         ----------
         skipped : Skipped, optional
             Collects the marked images whose image or markers file cannot be read (they are left out).
+        action : str
+            What is refused when the markers do not allow it (the start of the message).
         """
+        from hitlseg.project.readiness import check_learnable
+
         skipped = Skipped() if skipped is None else skipped
-        ids, versions, images, markers = [], {}, [], []
+        loaded: dict[str, tuple[int, np.ndarray]] = {}
         for image_id, version in self.project.latest_versions().items():
             try:
                 array, _ = self.project.load_markers(image_id, version)
             except InputError as exc:
                 skipped.add(image_id, exc, "reading its markers for training")
                 continue
-            if not array.any():
-                continue
+            loaded[image_id] = (version, array)
+        if not any(array.any() for _, array in loaded.values()) and len(skipped):
+            raise InputError(f"{action}: no marked image can be read ({skipped.summary()}); replace or remove the "
+                             "damaged files, or mark another image, then train")
+        # every marked image holds background and object strokes (else nothing is read or trained)
+        marked = check_learnable({image_id: array for image_id, (_, array) in loaded.items()}, self.classes,
+                                 self.class_names, per_image=False, action=action)
+        ids, versions, images, markers = [], {}, [], []
+        for image_id in marked:
             image = skipped.image(self.project, image_id, "reading the marked images for training")
             if image is None:
                 continue
             ids.append(image_id)
-            versions[image_id] = version
+            versions[image_id], array = loaded[image_id]
             images.append(image)
             markers.append(array)
-        if not ids and len(skipped):
-            raise InputError(f"train: no marked image can be read ({skipped.summary()}); replace or remove the "
-                             "damaged files, or mark another image, then train")
         if not ids:
-            raise InputError("train: no image has markers yet; mark the background and at least one object class "
-                             "on an image, save, then train")
-        if not any(int(m.max()) >= 2 for m in markers) or not any((m == 1).any() for m in markers):
-            raise InputError("train: the markers need strokes of the background (class 0) and of at least one "
-                             "object class")
+            raise InputError(f"{action}: no marked image can be read ({skipped.summary()}); replace or remove the "
+                             "damaged files, or mark another image, then train")
         return ids, versions, images, markers
+
+    def check_ready(self, action: str = "train") -> list[str]:
+        """The images training would learn from, once together they hold background and object strokes
+        (:func:`hitlseg.project.readiness.check_learnable`, set-wide, from the marker history: no array
+        is read); raises :class:`InputError` naming what is missing. Called before a training job starts."""
+        from hitlseg.project.readiness import check_learnable
+        from hitlseg.server.loop import latest_class_counts
+
+        return check_learnable(latest_class_counts(self.project), self.classes, self.class_names, per_image=False,
+                               action=action)
 
     def pool(self, marked: set[str], skipped: Skipped | None = None, progress: Progress = None) -> ProjectImages:
         """Unmarked images for self-training: at most :attr:`pool_limit`, evenly spread over the project.

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from hitlseg.server.app import ServerState, state
+from hitlseg.server.deps import ServerState, state
 from hitlseg.server.imaging import check_view
 from hitlseg.server.params import MAX_INT, ModelIdPath, axis_query, slice_query
 
@@ -92,7 +92,7 @@ def record_time(body: TimeRequest, s: ServerState = Depends(state)):
 
 @router.post("/retrain", status_code=202, summary="Continue a model on every marked image (warm start; a job)")
 def retrain(body: RetrainRequest, s: ServerState = Depends(state)):
-    s.improve.segmodel(body.model_id)
+    s.improve.check_retrain(body.model_id)  # 404 / 400 (e.g. an image without object strokes) before any job
     job = s.jobs.submit("retrain", lambda progress: s.improve.retrain(body.model_id, body.epochs, progress),
                         body.model_dump(), dedupe=False, summary=lambda r: {"model_id": (r or {}).get("id")})
     return job.to_dict()

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from hitlseg.selection.heatmap import png_bytes, take_slice
-from hitlseg.server.app import ServerState, state
+from hitlseg.server.deps import ServerState, state
 from hitlseg.server.imaging import MARKER_ENCODING, PALETTE, check_view, label_overlay
 from hitlseg.server.params import axis_query, slice_query
 from hitlseg.server.security import NotFoundError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from hitlseg.server.app import ServerState, state
+from hitlseg.server.deps import ServerState, state
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 

@@ -3,6 +3,15 @@
 Markers travel as ``{"shape": [...], "encoding": "uint8-zlib-base64", "data": "..."}``: the uint8
 label array (0 unmarked, c+1 for class c) zlib-compressed and base64-encoded (see
 :mod:`hitlseg.server.imaging`).
+
+A save follows the rule of :func:`hitlseg.project.readiness.check_saveable`: an image without saved
+markers takes no empty first version (400 "no strokes to save", nothing written); erasing every
+stroke of an image that has markers is a new version; a save identical to the latest version (and
+based on it) writes nothing and answers that version with ``"unchanged": true``, so that saving
+twice neither grows the history nor makes the selection loop learn the same strokes again. The
+answer's ``missing`` says, in words, what the saved strokes still lack for learning (background or
+object strokes; None when nothing is, or when the save holds no stroke: an erased image is not
+learned from), the rule of :func:`hitlseg.project.readiness.check_learnable`.
 """
 
 from __future__ import annotations
@@ -11,7 +20,8 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from hitlseg.errors import InputError
-from hitlseg.server.app import ServerState, state
+from hitlseg.project.readiness import check_saveable, problem
+from hitlseg.server.deps import ServerState, state
 from hitlseg.server.imaging import MARKER_ENCODING, decode_labels, encode_labels
 from hitlseg.server.params import MAX_INT
 from hitlseg.server.security import NotFoundError
@@ -46,7 +56,9 @@ def get_markers(image_id: str, version: int | None = Query(None, ge=0, le=MAX_IN
     return _markers_payload(image_id, array, got)
 
 
-@router.put("/{image_id}/markers", summary="Save markers as a new version (409 when base_version is stale)")
+@router.put("/{image_id}/markers", summary="Save markers as a new version (409 when base_version is stale)",
+            responses={400: {"description": "Among others: an empty save of an image without saved markers "
+                                            "(\"no strokes to save\"); nothing is written"}})
 def put_markers(image_id: str, body: MarkerSave, s: ServerState = Depends(state)):
     info = s.require_image(image_id)
     if body.encoding != MARKER_ENCODING:
@@ -59,9 +71,21 @@ def put_markers(image_id: str, body: MarkerSave, s: ServerState = Depends(state)
     if top > s.classes + 1:
         raise InputError(f"markers: label {top} is not a class of this project (labels are 0 unmarked, 1 background, "
                          f"2..{s.classes + 1} for classes 1..{s.classes})")
+    answer = {"image_id": image_id, "n_marked": int((array > 0).sum()),
+              "class_counts": {str(c): int((array == c).sum()) for c in range(1, top + 1) if (array == c).any()},
+              "missing": problem(array, s.classes, s.class_names) if array.any() else None}
+    latest = s.project.latest_version(image_id)
+    if not latest:
+        check_saveable(array, None, name=f"image {image_id!r}")  # 400 "no strokes to save": nothing is written
+    elif body.base_version == latest:
+        try:
+            stored, _ = s.project.load_markers(image_id, latest)
+        except InputError:  # an unreadable latest version: the save replaces it
+            stored = None
+        if stored is not None and not check_saveable(array, stored):
+            return answer | {"version": latest, "unchanged": True}  # the same as the latest version: nothing written
     version = s.project.save_markers(image_id, array, body.base_version, author=body.author or "web")
-    return {"image_id": image_id, "version": version, "n_marked": int((array > 0).sum()),
-            "class_counts": {str(c): int((array == c).sum()) for c in range(1, top + 1) if (array == c).any()}}
+    return answer | {"version": version, "unchanged": False}
 
 
 @router.get("/{image_id}/markers/history", summary="Every saved version of an image's markers, oldest first")

@@ -8,9 +8,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from hitlseg.errors import InputError
 from hitlseg.selection.heatmap import png_bytes, take_slice
-from hitlseg.server.app import ServerState, state
+from hitlseg.server.deps import ServerState, state
 from hitlseg.server.imaging import check_view, label_overlay
 from hitlseg.server.params import ModelIdPath, axis_query, slice_query
 from hitlseg.server.training import DEFAULT_EPOCHS, DEFAULT_SELF_TRAINING, MAX_EPOCHS, MAX_SELF_TRAINING
@@ -38,11 +37,11 @@ def list_models(s: ServerState = Depends(state)):
     return {"models": [_model_row(m) for m in s.project.list_models()]}
 
 
-@router.post("/train", status_code=202, summary="Train a model on the marked images (a job)")
+@router.post("/train", status_code=202, summary="Train a model on the marked images (a job)",
+             responses={400: {"description": "No image has markers, or the marked images together lack background "
+                                             "or object strokes; no job is started"}})
 def train(body: TrainRequest, s: ServerState = Depends(state)):
-    if not s.project.latest_versions():
-        raise InputError("train: no image has markers yet; mark the background and at least one object class on an "
-                         "image, save, then train")
+    s.models.check_ready("train")  # 400 when the marked images lack background or object strokes; no job
     job = s.jobs.submit(f"train-{body.kind}", lambda progress: s.models.train(body.kind, body.epochs, body.decoder, progress,
                                                                                    body.self_training),
                         body.model_dump(), dedupe=False, summary=lambda r: {"model_id": (r or {}).get("id")})

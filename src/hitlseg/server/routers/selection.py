@@ -7,8 +7,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from hitlseg.errors import InputError
-from hitlseg.server.app import ServerState, state
+from hitlseg.server.deps import ServerState, state
 from hitlseg.server.imaging import check_view
 from hitlseg.server.params import axis_query, slice_query
 
@@ -30,11 +29,11 @@ def get_selection(s: ServerState = Depends(state)):
     return data
 
 
-@router.post("/learn", status_code=202, summary="Learn filters from newly saved markers (a job) and recommend")
+@router.post("/learn", status_code=202, summary="Learn filters from newly saved markers (a job) and recommend",
+             responses={400: {"description": "No image has markers, or a newly marked image lacks background or "
+                                             "object strokes (named in the message); no job is started"}})
 def learn(s: ServerState = Depends(state)):
-    if not s.loop.marked_versions():
-        raise InputError("learn filters: no image has markers yet; draw strokes of the background and of at least one "
-                         "object class on an image and save them first")
+    s.loop.check_pending()  # 400 naming each image without background or object strokes; no job
     job = s.jobs.submit("learn", s.loop.learn, {"pending": s.loop.pending()},
                         summary=lambda r: {"rounds": (r or {}).get("rounds", [])})
     return job.to_dict()
