@@ -134,7 +134,7 @@ def test_a_failed_marker_write_is_answered_in_json_and_keeps_the_saved_version(h
     image_id = project.image_ids()[0]
     first = robot_markers(project, image_id)
     assert http.put(f"/api/images/{image_id}/markers", json=marker_body(first, 0)).status_code == 200
-    monkeypatch.setattr("hitlseg.project.store.save_npy", _failing_write(number, message))
+    monkeypatch.setattr("hitlseg.project.markers.save_npy", _failing_write(number, message))
     second = first.copy()
     second[:4, :4] = 1
     refused = http.put(f"/api/images/{image_id}/markers", json=marker_body(second, 1))

@@ -26,64 +26,39 @@ one meanwhile, so nobody silently overwrites another person's strokes. A :class:
 shared by threads: each thread gets its own SQLite connection (``threading.local``), writers
 serialise on SQLite's write lock (``busy_timeout`` 30 s), and several processes may open the same
 project at once.
+
+This module holds the core of :class:`Project` (opening, the database, images, garbage
+collection); its markers, arrays, and selections/models/runs/events come from the mixins in
+:mod:`~hitlseg.project.markers`, :mod:`~hitlseg.project.arrays` and :mod:`~hitlseg.project.runs`.
 """
 
 from __future__ import annotations
 
 import json
-import operator
 import os
-import re
-import shutil
 import sqlite3
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from hitlseg.plain import to_plain
-from hitlseg.errors import ConflictError, InputError
+from hitlseg.errors import InputError
 from hitlseg.progress import Progress, report
-from hitlseg.project.files import (
-    KIND_PATTERN,
-    FileLock,
-    atomic_write,
-    check_key,
-    check_kind,
-    copy_atomic,
-    fsync_dir,
-    is_temp_name,
-    load_npy,
-    safe_name,
-    save_npy,
-)
+from hitlseg.project._sql import _dumps, _now
+from hitlseg.project.arrays import ArrayStore
+from hitlseg.project.files import FileLock, copy_atomic, fsync_dir, is_temp_name, safe_name
+from hitlseg.project.markers import MarkerStore
+from hitlseg.project.runs import RUN_STATUSES, RunStore
 from hitlseg.project.schema import SCHEMA, SCHEMA_VERSION
 
 DB_NAME = "project.sqlite"
 LOCK_NAME = ".lock"
 BUSY_TIMEOUT_MS = 30_000
-RUN_STATUSES = ("running", "done", "failed")
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _dumps(value, what: str) -> str:
-    try:
-        return json.dumps(to_plain({} if value is None else value), sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{what}: cannot be stored as JSON ({exc})") from exc
-
-
-def _loads(text):
-    return None if text is None else json.loads(text)
-
-
-class Project:
+class Project(MarkerStore, ArrayStore, RunStore):
     """A project folder: images registered by id, versioned markers, arrays, models, runs, events.
 
     Create one with :meth:`init`, reopen it with :meth:`open`; use it as a context manager or
@@ -462,381 +437,6 @@ class Project:
         ]
         return Dataset(Path(meta.get("source", self.root)), samples, color=meta.get("color", "lab"),
                        normalize=meta.get("normalize", "percentile"))
-
-    # ------------------------------------------------------------------------------------------
-    # markers
-    # ------------------------------------------------------------------------------------------
-    def _check_markers(self, image_id: str, markers, shape: tuple[int, ...]) -> np.ndarray:
-        array = np.asarray(markers)
-        what = f"markers of image {image_id!r}"
-        if array.dtype.kind not in "biu":
-            raise InputError(f"{what}: expected integer labels (uint8, 0 unmarked, c+1 for class c), got dtype {array.dtype}")
-        if array.ndim != len(shape):
-            raise InputError(f"{what}: expected a {len(shape)}D array of shape {shape}, got {array.ndim}D shape {array.shape}")
-        if tuple(array.shape) != tuple(shape):
-            raise InputError(f"{what}: shape {array.shape} differs from the image's spatial shape {shape}")
-        if array.size and (int(array.min()) < 0 or int(array.max()) > 255):
-            raise InputError(f"{what}: labels must lie in 0..255, got {int(array.min())}..{int(array.max())}")
-        return np.ascontiguousarray(array, dtype=np.uint8)
-
-    @staticmethod
-    def _check_version(value, what: str) -> int:
-        if value is None:
-            return 0
-        if isinstance(value, bool):
-            raise InputError(f"{what}: expected a version number, got {value!r}")
-        try:
-            number = operator.index(value)
-        except TypeError:
-            raise InputError(f"{what}: expected a version number, got {value!r}") from None
-        if number < 0:
-            raise InputError(f"{what}: version numbers are 0 (none yet) or more, got {number}")
-        return number
-
-    def latest_version(self, image_id: str) -> int:
-        """Latest marker version of an image (0 when it has none)."""
-        self.image_info(image_id)
-        row = self._query("SELECT MAX(version) FROM marker_versions WHERE image_id = ?", (image_id,))[0]
-        return int(row[0] or 0)
-
-    def latest_versions(self) -> dict[str, int]:
-        """``{image_id: latest version}`` of every image that has markers, in image order."""
-        rows = self._query(
-            "SELECT m.image_id, MAX(m.version) FROM marker_versions m JOIN images i ON i.id = m.image_id "
-            "GROUP BY m.image_id ORDER BY MIN(i.position)"
-        )
-        return {row[0]: int(row[1]) for row in rows}
-
-    def save_markers(self, image_id: str, markers, base_version: int | None = None, author: str | None = None) -> int:
-        """Save markers as a new version and return its number (1 for the first save).
-
-        Parameters
-        ----------
-        image_id : str
-            Image the markers belong to.
-        markers : ndarray of integers in 0..255, shape = the image's spatial shape
-            0 unmarked, c+1 for class c.
-        base_version : int or None
-            The version the markers were edited from (None or 0 when the image had none). When it
-            is not the latest version, someone saved in between and the save is refused.
-        author : str, optional
-            Who saved (a person, or e.g. ``"robot"``).
-
-        Raises
-        ------
-        ConflictError
-            ``base_version`` is stale; ``exc.latest_version`` holds the version to reload.
-        InputError
-            Unknown image id, or markers of the wrong shape, dtype or range.
-        """
-        info = self.image_info(image_id)
-        array = self._check_markers(image_id, markers, info["shape"])
-        base = self._check_version(base_version, f"base_version for image {image_id!r}")
-        if author is not None and not isinstance(author, str):
-            raise InputError(f"author: expected a string, got {type(author).__name__}")
-        labels, counts = np.unique(array, return_counts=True)
-        class_counts = {str(int(label)): int(count) for label, count in zip(labels, counts) if label}
-        n_marked = int(sum(class_counts.values()))
-        written: Path | None = None
-        with self._files_lock.shared():
-            try:
-                with self._transaction() as conn:
-                    latest = int(conn.execute("SELECT MAX(version) FROM marker_versions WHERE image_id = ?",
-                                              (image_id,)).fetchone()[0] or 0)
-                    if base != latest:
-                        error = ConflictError(
-                            f"markers of image {image_id!r}: the save is based on version {base} but the latest "
-                            f"version is {latest} (saved by someone else meanwhile); reload version {latest} and "
-                            "apply your changes to it"
-                        )
-                        error.image_id, error.base_version, error.latest_version = image_id, base, latest
-                        raise error
-                    version = latest + 1
-                    relative = f"arrays/markers/{safe_name(image_id)}/v{version:04d}.npy"
-                    written = save_npy(self.root / relative, array)  # the file first ...
-                    conn.execute(  # ... then the row that makes it visible, in the same transaction
-                        "INSERT INTO marker_versions (image_id, version, created_at, author, file, n_marked, class_counts)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (image_id, version, _now(), author, relative, n_marked, json.dumps(class_counts)),
-                    )
-                    self._event(conn, "markers_saved", {"image_id": image_id, "version": version, "author": author,
-                                                        "n_marked": n_marked})
-            except BaseException:
-                if written is not None:  # not committed: nobody else can own this version's file
-                    written.unlink(missing_ok=True)
-                raise
-        return version
-
-    def load_markers(self, image_id: str, version: int | None = None) -> tuple[np.ndarray, int]:
-        """Markers of an image and their version: the latest by default.
-
-        An image without markers (or ``version=0``) gives zeros of the image's shape and version 0.
-        """
-        info = self.image_info(image_id)
-        number = None if version is None else self._check_version(version, f"version for image {image_id!r}")
-        if number == 0:
-            return np.zeros(info["shape"], np.uint8), 0
-        if number is None:
-            rows = self._query("SELECT version, file FROM marker_versions WHERE image_id = ? ORDER BY version DESC LIMIT 1",
-                               (image_id,))
-            if not rows:
-                return np.zeros(info["shape"], np.uint8), 0
-        else:
-            rows = self._query("SELECT version, file FROM marker_versions WHERE image_id = ? AND version = ?",
-                               (image_id, number))
-            if not rows:
-                latest = self.latest_version(image_id)
-                raise InputError(f"markers of image {image_id!r}: no version {number} (latest is {latest})")
-        path = self.root / rows[0]["file"]
-        array = load_npy(path)
-        if array.dtype != np.uint8 or tuple(array.shape) != info["shape"]:
-            raise InputError(f"{path}: stored markers have dtype {array.dtype} and shape {array.shape}, "
-                             f"expected uint8 of shape {info['shape']}")
-        return array, int(rows[0]["version"])
-
-    def marker_history(self, image_id: str) -> list[dict]:
-        """Every saved version of an image's markers, oldest first.
-
-        Each item: version, created_at, author, n_marked, class_counts (``{label: pixels}``), file.
-        """
-        self.image_info(image_id)
-        rows = self._query("SELECT * FROM marker_versions WHERE image_id = ? ORDER BY version", (image_id,))
-        return [
-            {
-                "version": int(row["version"]),
-                "created_at": row["created_at"],
-                "author": row["author"],
-                "n_marked": int(row["n_marked"]),
-                "class_counts": {int(k): int(v) for k, v in json.loads(row["class_counts"]).items()},
-                "file": row["file"],
-            }
-            for row in rows
-        ]
-
-    # ------------------------------------------------------------------------------------------
-    # generic arrays
-    # ------------------------------------------------------------------------------------------
-    def _array_path(self, kind: str, key: str) -> Path:
-        return self.root / "arrays" / check_kind(kind) / f"{check_key(key)}.npy"
-
-    def put_array(self, kind: str, key: str, array: np.ndarray) -> Path:
-        """Store an array (superpixels, descriptors, predictions, saliency...) atomically, replacing any old one.
-
-        ``kind`` is lower-case letters, digits, ``_`` or ``-``; ``key`` one plain name (often an
-        image id): no path separators, no ``..``, no leading ``.`` (else :class:`InputError`).
-        """
-        path = self._array_path(kind, key)
-        with self._files_lock.shared():
-            return save_npy(path, np.asarray(array))
-
-    def get_array(self, kind: str, key: str) -> np.ndarray:
-        """An array stored by :meth:`put_array`; a missing one raises :class:`InputError`."""
-        path = self._array_path(kind, key)
-        if not path.is_file():
-            raise InputError(f"project {self.root}: no {kind!r} array for key {key!r}")
-        return load_npy(path)
-
-    def has_array(self, kind: str, key: str) -> bool:
-        """True when :meth:`put_array` stored ``kind``/``key``."""
-        return self._array_path(kind, key).is_file()
-
-    def array_keys(self, kind: str) -> list[str]:
-        """Sorted keys stored under ``kind``."""
-        folder = self.root / "arrays" / check_kind(kind)
-        if not folder.is_dir():
-            return []
-        return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".npy") and not is_temp_name(p.name))
-
-    def delete_array(self, kind: str, key: str) -> bool:
-        """Remove a stored array; returns whether there was one."""
-        path = self._array_path(kind, key)
-        with self._files_lock.shared():
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                return False
-        return True
-
-    # ------------------------------------------------------------------------------------------
-    # selections
-    # ------------------------------------------------------------------------------------------
-    def add_selection(self, image_id: str, source: str) -> int:
-        """Record that ``image_id`` was selected (by policy or person ``source``); returns its round (1, 2...).
-
-        An image is selected at most once (:class:`InputError` otherwise).
-        """
-        self.image_info(image_id)
-        if not isinstance(source, str) or not source.strip():
-            raise InputError(f"source: expected a non-empty string naming the policy or person, got {source!r}")
-        with self._transaction() as conn:
-            previous = conn.execute("SELECT round FROM selections WHERE image_id = ?", (image_id,)).fetchone()
-            if previous is not None:
-                raise InputError(f"image {image_id!r} was already selected in round {previous[0]}")
-            round_ = int(conn.execute("SELECT COALESCE(MAX(round), 0) FROM selections").fetchone()[0]) + 1
-            conn.execute("INSERT INTO selections (round, image_id, source, created_at) VALUES (?, ?, ?, ?)",
-                         (round_, image_id, source, _now()))
-            self._event(conn, "image_selected", {"image_id": image_id, "round": round_, "source": source})
-        return round_
-
-    def selections(self) -> list[dict]:
-        """Selected images in order: dicts with round, image_id, source, created_at."""
-        return [dict(row) for row in self._query("SELECT round, image_id, source, created_at FROM selections ORDER BY round")]
-
-    def selected_ids(self) -> list[str]:
-        """Ids of the selected images, in order of selection."""
-        return [row["image_id"] for row in self.selections()]
-
-    # ------------------------------------------------------------------------------------------
-    # models
-    # ------------------------------------------------------------------------------------------
-    def add_model(self, kind: str, source: bytes | str | Path, params: dict | None = None,
-                  metrics: dict | None = None, *, suffix: str | None = None) -> int:
-        """Store a model file (its bytes, or a copy of the file at ``source``) under ``models/``; returns its id.
-
-        The file is named ``models/NNNN-<kind><suffix>``; ``suffix`` defaults to the source file's
-        suffix, else ``.pt``.
-        """
-        if not isinstance(kind, str) or not KIND_PATTERN.match(kind):
-            raise InputError(f"kind: {kind!r} is not a valid model kind (lower-case letters, digits, '_' or '-')")
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            data = bytes(source)
-            write = lambda handle: handle.write(data)  # noqa: E731
-            default_suffix = ".pt"
-        elif isinstance(source, (str, Path)):
-            source = Path(source)
-            if not source.is_file():
-                raise InputError(f"{source}: model file not found")
-            default_suffix = "".join(source.suffixes[-2:]) if source.name.endswith(".nii.gz") else (source.suffix or ".pt")
-
-            def write(handle, source=source):
-                with open(source, "rb") as src:
-                    shutil.copyfileobj(src, handle, 1 << 20)
-        else:
-            raise InputError(f"model source: expected bytes or a file path, got {type(source).__name__}")
-        suffix = suffix or default_suffix
-        if not re.match(r"^\.[A-Za-z0-9][A-Za-z0-9._-]{0,15}$", suffix) or ".." in suffix:
-            raise InputError(f"suffix: {suffix!r} is not a valid file suffix")
-        params_text = _dumps(params, "model params")
-        metrics_text = _dumps(metrics, "model metrics")
-        written: Path | None = None
-        with self._files_lock.shared():
-            try:
-                with self._transaction() as conn:
-                    cursor = conn.execute(
-                        "INSERT INTO models (kind, file, created_at, params, metrics) VALUES (?, ?, ?, ?, ?)",
-                        (kind, f"pending/{os.getpid()}/{threading.get_ident()}", _now(), params_text, metrics_text),
-                    )
-                    model_id = int(cursor.lastrowid)
-                    relative = f"models/{model_id:04d}-{kind}{suffix}"
-                    written = atomic_write(self.root / relative, write)
-                    conn.execute("UPDATE models SET file = ? WHERE id = ?", (relative, model_id))
-                    self._event(conn, "model_added", {"model_id": model_id, "kind": kind})
-            except BaseException:
-                if written is not None:
-                    written.unlink(missing_ok=True)
-                raise
-        return model_id
-
-    @staticmethod
-    def _model_dict(row: sqlite3.Row) -> dict:
-        return {"id": int(row["id"]), "kind": row["kind"], "file": row["file"], "created_at": row["created_at"],
-                "params": _loads(row["params"]), "metrics": _loads(row["metrics"])}
-
-    def model(self, model_id: int) -> dict:
-        """One model: id, kind, file (relative to the project), created_at, params, metrics."""
-        rows = self._query("SELECT * FROM models WHERE id = ?", (self._check_id(model_id, "model id"),))
-        if not rows:
-            raise InputError(f"model id {model_id!r} is not in project {self.root}")
-        return self._model_dict(rows[0])
-
-    def model_path(self, model_id: int) -> Path:
-        """Absolute path of a model's file."""
-        return self.root / self.model(model_id)["file"]
-
-    def list_models(self, kind: str | None = None) -> list[dict]:
-        """Models, oldest first (only those of ``kind`` if given)."""
-        if kind is None:
-            rows = self._query("SELECT * FROM models ORDER BY id")
-        else:
-            rows = self._query("SELECT * FROM models WHERE kind = ? ORDER BY id", (kind,))
-        return [self._model_dict(row) for row in rows]
-
-    @staticmethod
-    def _check_id(value, what: str) -> int:
-        if isinstance(value, bool):
-            raise InputError(f"{what}: expected an integer, got {value!r}")
-        try:
-            return operator.index(value)
-        except TypeError:
-            raise InputError(f"{what}: expected an integer, got {value!r}") from None
-
-    # ------------------------------------------------------------------------------------------
-    # runs and events
-    # ------------------------------------------------------------------------------------------
-    def start_run(self, kind: str, params: dict | None = None) -> int:
-        """Record the start of a piece of work (training, descriptors...); returns the run id."""
-        if not isinstance(kind, str) or not kind:
-            raise InputError(f"run kind: expected a non-empty string, got {kind!r}")
-        params_text = _dumps(params, "run params")
-        with self._transaction() as conn:
-            cursor = conn.execute("INSERT INTO runs (kind, status, started_at, params) VALUES (?, 'running', ?, ?)",
-                                  (kind, _now(), params_text))
-            run_id = int(cursor.lastrowid)
-            self._event(conn, "run_started", {"run_id": run_id, "kind": kind})
-        return run_id
-
-    def finish_run(self, run_id: int, result: Any = None, error: str | None = None) -> None:
-        """Mark a run ``done`` (with ``result``) or ``failed`` (with ``error``); a finished run is a conflict."""
-        run_id = self._check_id(run_id, "run id")
-        result_text = None if result is None else _dumps(result, "run result")
-        status = "failed" if error is not None else "done"
-        with self._transaction() as conn:
-            row = conn.execute("SELECT status, kind FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                raise InputError(f"run id {run_id} is not in project {self.root}")
-            if row["status"] != "running":
-                raise ConflictError(f"run {run_id} already finished ({row['status']})")
-            conn.execute("UPDATE runs SET status = ?, finished_at = ?, result = ?, error = ? WHERE id = ?",
-                         (status, _now(), result_text, None if error is None else str(error), run_id))
-            self._event(conn, "run_finished", {"run_id": run_id, "kind": row["kind"], "status": status})
-
-    @staticmethod
-    def _run_dict(row: sqlite3.Row) -> dict:
-        return {"id": int(row["id"]), "kind": row["kind"], "status": row["status"], "started_at": row["started_at"],
-                "finished_at": row["finished_at"], "params": _loads(row["params"]), "result": _loads(row["result"]),
-                "error": row["error"]}
-
-    def run(self, run_id: int) -> dict:
-        """One run: id, kind, status, started_at, finished_at, params, result, error."""
-        rows = self._query("SELECT * FROM runs WHERE id = ?", (self._check_id(run_id, "run id"),))
-        if not rows:
-            raise InputError(f"run id {run_id!r} is not in project {self.root}")
-        return self._run_dict(rows[0])
-
-    def runs(self, kind: str | None = None, status: str | None = None) -> list[dict]:
-        """Runs, oldest first, optionally only one kind and/or status."""
-        if status is not None and status not in RUN_STATUSES:
-            raise InputError(f"status: {status!r} is not one of {', '.join(RUN_STATUSES)}")
-        rows = self._query(
-            "SELECT * FROM runs WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR status = ?) ORDER BY id",
-            (kind, kind, status, status),
-        )
-        return [self._run_dict(row) for row in rows]
-
-    def record_event(self, kind: str, payload: dict | None = None) -> int:
-        """Append an event to the project's log; returns its id (increasing)."""
-        if not isinstance(kind, str) or not kind:
-            raise InputError(f"event kind: expected a non-empty string, got {kind!r}")
-        with self._transaction() as conn:
-            return self._event(conn, kind, payload)
-
-    def events(self, after: int = 0, kind: str | None = None, limit: int | None = None) -> list[dict]:
-        """Events with id > ``after`` (oldest first): dicts with id, time, kind, payload."""
-        rows = self._query(
-            "SELECT * FROM events WHERE id > ? AND (? IS NULL OR kind = ?) ORDER BY id LIMIT ?",
-            (self._check_id(after, "after"), kind, kind, -1 if limit is None else self._check_id(limit, "limit")),
-        )
-        return [{"id": int(r["id"]), "time": r["time"], "kind": r["kind"], "payload": _loads(r["payload"])} for r in rows]
 
     # ------------------------------------------------------------------------------------------
     # maintenance and summary
