@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from hitlseg.errors import InputError
+from hitlseg.io.preview import class_color
 from hitlseg.project import Project
 from hitlseg.robot import Robot
 from hitlseg.server import create_app
@@ -96,6 +97,14 @@ def test_prediction_overlay_and_mask_download(http, trained, root):
         # the overlay differs from the plain image exactly where something was predicted (or outlined)
         changed = np.any(overlay != plain, axis=-1)
         assert changed[mask > 0].mean() > 0.95 and not changed[mask == 0].any()
+        # the colour preview beside the label file: each class in its palette colour, background black
+        preview = http.get(f"/api/models/{model_id}/predictions/{image_id}/preview.png")
+        assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
+        assert f'filename="{image_id}_model{model_id}.preview.png"' in preview.headers["content-disposition"]
+        colours = np.asarray(Image.open(io.BytesIO(preview.content)))
+        assert colours.shape == shape + (3,)
+        for c in np.unique(mask):
+            assert (colours[mask == c] == (class_color(c) if c else (0, 0, 0))).all()
 
 
 def test_metrics_per_image(http, trained, root):
@@ -116,6 +125,7 @@ def test_metrics_per_image(http, trained, root):
     ("/api/models/999", 404), ("/api/models/999/metrics", 404), ("/api/models/abc", 422),
     ("/api/models/999/predictions/{image}.png", 404), ("/api/models/{model}/predictions/nope.png", 404),
     ("/api/models/{model}/predictions/nope/mask", 404), ("/api/models/{model}/metrics?image_id=nope", 404),
+    ("/api/models/{model}/predictions/nope/preview.png", 404), ("/api/models/999/predictions/{image}/preview.png", 404),
 ])
 def test_bad_ids(http, trained, root, path, status):
     image_id = Project.open(root).image_ids()[0]

@@ -19,20 +19,10 @@ from collections import OrderedDict
 import numpy as np
 
 from hitlseg.errors import InputError
+from hitlseg.io.preview import PALETTE, class_color  # noqa: F401  (the page's palette, re-exported)
 from hitlseg.selection.heatmap import png_bytes, resolve_slice, take_slice
 
 MARKER_ENCODING = "uint8-zlib-base64"
-
-#: Colours of class c (index 0: background), shared by the page's brushes and the server's overlays.
-PALETTE = ("#2f7bff", "#ff3b30", "#ffd60a", "#34c759", "#af52de", "#ff9f0a", "#5ac8fa", "#ff2d95",
-           "#a2845e", "#00c7be", "#8e8e93", "#bf5af2")
-
-
-def class_color(index: int) -> tuple[int, int, int]:
-    """RGB of class ``index`` (0 background, 1..K objects)."""
-    value = PALETTE[index % len(PALETTE)]
-    return tuple(int(value[i:i + 2], 16) for i in (1, 3, 5))
-
 
 def encode_labels(array: np.ndarray) -> str:
     """``array`` (uint8) as base64 of its zlib-compressed bytes."""

@@ -335,3 +335,11 @@ class ModelService:
                  ".nii.gz": "application/gzip"}.get(image_meta.format if image_meta.format not in (".jpg", ".jpeg", ".bmp")
                                                     else ".png", "application/octet-stream")
         return data, name, media
+
+    def preview_file(self, model_id: int, image_id: str) -> tuple[bytes, str]:
+        """A colour PNG of the predicted mask (3D: a contact sheet of slices), to view beside the label file:
+        (bytes, file name)."""
+        from hitlseg.io.preview import preview_png
+        from hitlseg.project.files import safe_name
+
+        return preview_png(self.labels(model_id, image_id)), f"{safe_name(image_id)}_model{int(model_id)}.preview.png"

@@ -80,3 +80,13 @@ def prediction_mask(model_id: ModelIdPath, image_id: str, s: ServerState = Depen
     s.models.record(model_id)
     data, name, media = s.models.mask_file(model_id, image_id)
     return Response(data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/{model_id}/predictions/{image_id}/preview.png",
+            summary="Download a colour picture of the predicted mask (class colours; 3D: a contact sheet of slices)",
+            response_class=Response, responses={200: {"content": {"image/png": {}}}})
+def prediction_preview(model_id: ModelIdPath, image_id: str, s: ServerState = Depends(state)):
+    s.require_image(image_id)
+    s.models.record(model_id)
+    data, name = s.models.preview_file(model_id, image_id)
+    return Response(data, media_type="image/png", headers={"Content-Disposition": f'attachment; filename="{name}"'})
