@@ -18,6 +18,7 @@ from hitlseg.flim.model import (brief_error, check_preprocessing, encoder_from_s
                                 state_value)
 from hitlseg.flim.spec import ArchSpec, default_arch
 from hitlseg.nets.infer import Prediction, predict
+from hitlseg.nets.postprocess import check_postprocess, postprocess as apply_postprocess
 from hitlseg.nets.unet import BackpropEncoder, SegNet
 from hitlseg.validate import check_image_size
 
@@ -42,6 +43,9 @@ class SegModel:
         Sliding-window size for images larger than it (the training crop size).
     info : dict
         Free-form provenance (training history, split, encoder source), plain values only.
+    postprocess : {"none", "largest"}
+        Applied to the labels of every prediction (:mod:`hitlseg.nets.postprocess`): ``largest``
+        keeps the largest object and fills its holes, for images that hold one object each.
     """
 
     kind: str
@@ -49,6 +53,10 @@ class SegModel:
     preprocessing: dict = field(default_factory=lambda: dict(DEFAULT_PREPROCESSING))
     window: tuple[int, ...] | None = None
     info: dict = field(default_factory=dict)
+    postprocess: str = "none"
+
+    def __post_init__(self):
+        self.postprocess = check_postprocess(self.postprocess)
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
@@ -112,15 +120,20 @@ class SegModel:
         return image
 
     def predict(self, image: np.ndarray, *, name: str = "image", window="auto", overlap: float = 0.5,
-                blend: str = "gaussian") -> Prediction:
+                blend: str = "gaussian", postprocess: str | None = None) -> Prediction:
         """Probabilities ``(K + 1, *spatial)`` and labels of one image ``(C, *spatial)``.
 
         ``window="auto"`` uses a sliding window of :attr:`window` for images larger than it and
-        the whole image otherwise; ``None`` always runs the whole image.
+        the whole image otherwise; ``None`` always runs the whole image. ``postprocess`` (default:
+        the model's :attr:`postprocess`) changes the labels only, never the probabilities.
         """
+        rule = self.postprocess if postprocess is None else check_postprocess(postprocess)
         image = self.check_image(image, name)
         window = self.window if window == "auto" else window
-        return predict(self.net, image, window=window, overlap=overlap, blend=blend)
+        prediction = predict(self.net, image, window=window, overlap=overlap, blend=blend)
+        if rule != "none":
+            prediction = Prediction(prediction.probabilities, apply_postprocess(prediction.labels, rule))
+        return prediction
 
     # -- persistence -----------------------------------------------------------------------------
     def to_state(self) -> dict:
@@ -142,6 +155,7 @@ class SegModel:
             "preprocessing": dict(self.preprocessing),
             "window": list(self.window) if self.window is not None else None,
             "info": to_plain(self.info),
+            "postprocess": self.postprocess,
         }
 
     @classmethod
@@ -218,4 +232,8 @@ def _model_from_state(cls, state: dict) -> SegModel:
     if info is not None and not isinstance(info, dict):
         raise InputError(f"'info' is a {type(info).__name__}, expected dict")
     model.info = dict(info or {})
+    postprocess = state.get("postprocess", "none")  # absent from models written before it existed
+    if not isinstance(postprocess, str):
+        raise InputError(f"'postprocess' is a {type(postprocess).__name__}, expected str")
+    model.postprocess = check_postprocess(postprocess)
     return model
