@@ -156,3 +156,36 @@ def test_serve_prints_the_url_and_answers(project, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_a_second_demo_opens_the_running_server_instead_of_serving_the_project_twice(tmp_path):
+    folder = tmp_path / "demo"
+    taken = bind("127.0.0.1", 0)
+    port = taken.getsockname()[1]
+    taken.close()
+    command = [sys.executable, "-m", "hitlseg", "demo", "--dir", str(folder), "--port", str(port), "--no-browser"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = [first.stdout.readline(), first.stdout.readline()]
+        assert f"http://127.0.0.1:{port}/" in lines[1], lines
+        again = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0, again.stderr
+        assert f"already being served at http://127.0.0.1:{port}/" in again.stdout
+        assert "serving project" not in again.stdout
+    finally:
+        first.terminate()
+        first.wait(timeout=20)
+    # the port held by another program: the demo says so and serves elsewhere
+    other = bind("127.0.0.1", port)
+    other.listen(1)
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            lines = [process.stdout.readline() for _ in range(3)]
+            assert f"port {port} is busy" in lines[1] and "instead" in lines[1], lines
+            assert "serving project" in lines[2] and f":{port}/" not in lines[2], lines
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    finally:
+        other.close()

@@ -82,6 +82,15 @@ def run_demo(args) -> int:
     project, created = open_demo_project(folder)
     what = "created" if created else "reusing"
     print(f"hitlseg: {what} the demo project in {project.root} ({len(project)} white-blood-cell images)", flush=True)
+    if args.port:
+        url = running_elsewhere(project, args.host, args.port)
+        if url is not None:  # one project, one server: a second would race the first on its jobs
+            print(f"hitlseg: the demo is already being served at {url} (port {args.port}); "
+                  "opening it instead of starting a second server on the same project", flush=True)
+            project.close()
+            if not args.no_browser:
+                open_browser(url)
+            return 0
     return serve(project, args, classes=2, class_names=DEMO_CLASS_NAMES, fallback_port=True)
 
 
@@ -97,11 +106,48 @@ def bind(host: str, port: int, fallback: bool = False) -> socket.socket:
     except OSError as exc:
         if fallback and port != 0:
             sock.close()
-            return bind(host, 0)
+            other = bind(host, 0)
+            print(f"hitlseg: port {port} is busy ({exc.strerror or exc}); serving on port {other.getsockname()[1]} "
+                  f"instead (choose one with --port)", flush=True)
+            return other
         sock.close()
         raise InputError(f"--host/--port: cannot listen on {host}:{port} ({exc.strerror or exc}); "
                          "choose another port with --port") from None
     return sock
+
+
+def served_project(host: str, port: int, timeout: float = 2.0) -> dict | None:
+    """What a hitlseg server at ``host:port`` serves (its ``/api/project``), or None when nothing
+    answers there as hitlseg does (another program, a token required, no answer in ``timeout``)."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url_of(host, port, None) + "api/project", timeout=timeout) as answer:
+            data = json.loads(answer.read(1 << 20))
+    except (OSError, ValueError):  # refused, 401/404 (HTTPError is an OSError), timeout, not JSON
+        return None
+    return data if isinstance(data, dict) and "created_at" in data and "name" in data else None
+
+
+def running_elsewhere(project, host: str, port: int) -> str | None:
+    """The URL of a server already serving ``project`` at ``host:port`` (None when the port is free or
+    holds something else), so a second ``hitlseg demo`` opens it instead of serving the project twice."""
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        busy = probe.connect_ex(("127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host),
+                                 port)) == 0
+    except OSError:
+        busy = False
+    finally:
+        probe.close()
+    if not busy:
+        return None
+    served = served_project(host, port)
+    if served and served.get("created_at") == project.meta.get("created_at") and served.get("name") == project.name:
+        return url_of(host, port, None)
+    return None
 
 
 def url_of(host: str, port: int, token: str | None) -> str:

@@ -21,6 +21,7 @@ def project_info(s: ServerState = Depends(state)):
     infos = s.project.images()
     return {
         "name": s.project.name,
+        "created_at": s.project.meta.get("created_at"),
         "images": len(infos),
         "dimensions": sorted({i["ndim"] for i in infos}),
         "channels": sorted({i["channels"] for i in infos}),
