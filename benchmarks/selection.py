@@ -7,7 +7,9 @@ broken down into fit (FLIM filters from all markers so far), features (maps and 
 the whole pool), recommend, projection (t-SNE) and total. The robot's marking time is reported
 apart: it stands in for a person and is not part of the tool's round.
 
-Usage: python benchmarks/selection.py [--rounds 3] [--only wbc1|hippocampus] [--cache DIR]
+Usage: python benchmarks/selection.py [--rounds 3] [--only wbc1|hippocampus] [--cache DIR] [--baseline]
+
+``--baseline`` also times wbc1 with the former descriptor (stride 2, quantile fill) in the same run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def _round(x: float) -> float:
     return round(float(x), 4)
 
 
-def bench(name: str, root: Path | None, rounds: int, seed: int, cache_dir: Path | None) -> dict:
+def bench(name: str, root: Path | None, rounds: int, seed: int, cache_dir: Path | None,
+          descriptor: dict | None = None) -> dict:
     import numpy as np
 
     from hitlseg.dataset import Dataset
@@ -50,7 +53,7 @@ def bench(name: str, root: Path | None, rounds: int, seed: int, cache_dir: Path 
     superpixels_s = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    session = SelectionSession(images, superpixel_cache=cache, seed=seed)
+    session = SelectionSession(images, superpixel_cache=cache, seed=seed, **(descriptor or {}))
     setup_s = time.perf_counter() - tick
 
     robot = Robot(seed, policy="alternate")
@@ -82,6 +85,7 @@ def bench(name: str, root: Path | None, rounds: int, seed: int, cache_dir: Path 
         "superpixels_per_image": {"min": min(counts), "median": statistics.median(counts), "max": max(counts)},
         "descriptor_length_per_map": session.length,
         "stride": session.stride,
+        "fill": session.fill,
         "load_s": _round(load_s),
         "superpixels_s": _round(superpixels_s),
         "session_setup_s": _round(setup_s),
@@ -98,6 +102,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=["wbc1", "hippocampus"], default=None)
     parser.add_argument("--cache", type=Path, default=None, help="superpixel cache folder (reused between runs)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also time wbc1 with the former descriptor (stride 2, quantile fill), in the same run")
     args = parser.parse_args(argv)
 
     import torch
@@ -115,6 +121,9 @@ def main(argv=None) -> int:
         out["wbc1"] = bench("wbc1", root if root.is_dir() else None, args.rounds, args.seed, args.cache)
         out["wbc1"]["budget_s"] = BUDGET_S
         out["wbc1"]["within_budget"] = out["wbc1"]["median_round_s"] <= BUDGET_S
+        if args.baseline:
+            out["wbc1_stride2_quantile"] = bench("wbc1", root if root.is_dir() else None, args.rounds, args.seed,
+                                                 args.cache, {"stride": 2, "fill": "quantile"})
     if args.only in (None, "hippocampus"):
         root = SHARED / "hippocampus"
         out["hippocampus"] = (bench("hippocampus", root, args.rounds, args.seed, args.cache) if root.is_dir()

@@ -810,3 +810,17 @@ def test_cli_choices_match_the_library():
     from hitlseg.selection.selectors import GTFREE_POLICIES, SELECTORS
 
     assert tuple(SELECTORS) == SELECTOR_NAMES and tuple(GTFREE_POLICIES) == POLICY_NAMES
+
+
+def test_default_descriptor_is_the_papers_sorted_means_padded_with_zeros():
+    """Issue 12.11: an image with fewer superpixels keeps its own sorted means (no resampling)."""
+    import inspect
+
+    from hitlseg.selection import SelectionSession, compute_descriptors
+
+    features = [np.array([[[3.0, 3.0, 1.0, 1.0, 2.0, 2.0]]], np.float32), np.array([[[5.0, 5.0, 5.0, 4.0, 4.0, 4.0]]], np.float32)]
+    labels = [np.array([[0, 0, 1, 1, 2, 2]]), np.array([[0, 0, 0, 1, 1, 1]])]
+    descriptors = compute_descriptors(features, labels)
+    assert descriptors.tolist() == [[3.0, 2.0, 1.0], [5.0, 4.0, 0.0]]
+    parameters = inspect.signature(SelectionSession.__init__).parameters
+    assert parameters["fill"].default == "zero" and parameters["stride"].default == 2

@@ -21,9 +21,10 @@ def register(commands) -> None:
     selection.add_argument("--policy", default="alternate", help="gtfree policy: most_distant, closest or alternate")
     selection.add_argument("--decoder", default="labels", choices=["weights", "labels", "mean"])
     selection.add_argument("--descriptor-stride", type=argtypes.positive_int, default=2,
-                           help="descriptor activations every N pixels (1: exact; default 2)")
-    selection.add_argument("--descriptor-fill", default="quantile", choices=["quantile", "edge", "zero"],
-                           help="how superpixel profiles are brought to the pool's superpixel count")
+                           help="descriptor activations every N pixels (default 2; 1 is exact)")
+    selection.add_argument("--descriptor-fill", default="zero", choices=["zero", "edge", "quantile"],
+                           help="how superpixel profiles are brought to the pool's superpixel count "
+                                "(default zero: the paper's sorted means, padded)")
     selection.add_argument("--baseline", default="all", choices=["all", "none"],
                            help="'all': train the all-backprop U-Net on the training split")
     selection.add_argument("--no-sunet", action="store_true", help="skip the sU-Net decoders")

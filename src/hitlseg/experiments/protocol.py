@@ -72,7 +72,7 @@ class ProtocolConfig:
     policy: str = "alternate"
     decoder: str = "labels"
     stride: int = 2
-    fill: str = "quantile"
+    fill: str = "zero"
     sunet: bool = True
     baseline: bool = True
     strokes: bool = False
