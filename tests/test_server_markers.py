@@ -199,3 +199,52 @@ def test_a_save_tells_what_learning_still_needs(http, image):
     assert saved.json()["missing"].startswith("only background strokes; mark at least one object class")  # ... and says so
     background[8, 5:30] = 3
     assert http.put(f"/api/images/{image_id}/markers", json=marker_body(background, 1)).json()["missing"] is None
+
+
+def test_merge_after_a_conflict_joins_both_edits_and_flags_disagreements(http, project, image):
+    """Two tabs edit version 1; the second save is stale (409); the merge keeps both edits and writes nothing."""
+    from hitlseg.server.imaging import decode_labels
+
+    image_id, shape = image
+    base = strokes(shape, 3)
+    assert http.put(f"/api/images/{image_id}/markers", json=marker_body(base, 0)).status_code == 200
+    theirs = base.copy()
+    theirs[0, :10] = 1  # their new background stroke
+    theirs[2, 5] = 2  # both draw here, with different classes
+    mine = base.copy()
+    mine[shape[0] - 1, :10] = 3  # my new class-2 stroke
+    mine[2, 5] = 3
+    assert http.put(f"/api/images/{image_id}/markers", json=marker_body(theirs, 1)).json()["version"] == 2
+    stale = http.put(f"/api/images/{image_id}/markers", json=marker_body(mine, 1))
+    assert stale.status_code == 409
+    merged = http.post(f"/api/images/{image_id}/markers/merge", json=marker_body(mine, 1))
+    assert merged.status_code == 200, merged.text
+    answer = merged.json()
+    labels = markers_of(answer)
+    conflicts = decode_labels(answer["conflicts"], shape).astype(bool)
+    assert answer["version"] == 2 and answer["n_conflicts"] == 1 and conflicts[2, 5] and labels[2, 5] == 0
+    assert (labels[0, :10] == 1).all() and (labels[shape[0] - 1, :10] == 3).all()
+    np.testing.assert_array_equal(decode_labels(answer["theirs"], shape), theirs)
+    assert project.latest_version(image_id) == 2  # nothing written
+    # the person resolves the conflict and saves on the returned version
+    labels[2, 5] = 3
+    assert http.put(f"/api/images/{image_id}/markers", json=marker_body(labels, answer["version"])).json()["version"] == 3
+    assert http.post(f"/api/images/{image_id}/markers/merge", json=marker_body(mine, 9)).status_code == 404
+
+
+def test_merge_markers_three_way_and_union():
+    from hitlseg.errors import InputError
+    from hitlseg.project.merge import merge_markers
+
+    base = np.array([1, 1, 0, 0, 0, 2], np.uint8)
+    mine = np.array([0, 1, 2, 2, 0, 2], np.uint8)
+    theirs = np.array([1, 0, 0, 1, 2, 2], np.uint8)
+    result = merge_markers(mine, theirs, base)
+    # my erasure (0) and their erasure (1) both survive; 3 is a conflict; their stroke on 4 is kept
+    assert result.markers.tolist() == [0, 0, 2, 0, 2, 2] and result.conflicts.tolist() == [0, 0, 0, 1, 0, 0]
+    union = merge_markers(mine, theirs)
+    assert union.markers.tolist() == [1, 1, 2, 0, 2, 2] and union.n_conflicts == 1
+    with pytest.raises(InputError, match="shape"):
+        merge_markers(mine, theirs[:3])
+    with pytest.raises(InputError, match="integer"):
+        merge_markers(mine.astype(float), theirs)

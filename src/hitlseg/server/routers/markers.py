@@ -16,6 +16,7 @@ learned from), the rule of :func:`hitlseg.project.readiness.check_learnable`.
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -86,6 +87,33 @@ def put_markers(image_id: str, body: MarkerSave, s: ServerState = Depends(state)
             return answer | {"version": latest, "unchanged": True}  # the same as the latest version: nothing written
     version = s.project.save_markers(image_id, array, body.base_version, author=body.author or "web")
     return answer | {"version": version, "unchanged": False}
+
+
+@router.post("/{image_id}/markers/merge",
+             summary="Merge an edit refused as stale with the latest version (three-way; writes nothing)")
+def merge_markers_route(image_id: str, body: MarkerSave, s: ServerState = Depends(state)):
+    """The merge of the person's edit (made from ``base_version``) and the latest saved version: pixels only
+    one side changed take that side's value; pixels both changed differently are conflicts, left unmarked
+    and returned as a mask. Nothing is stored: the person reviews the merge and saves it on ``version``."""
+    from hitlseg.project.merge import merge_markers
+
+    info = s.require_image(image_id)
+    shape = tuple(info["shape"])
+    if body.encoding != MARKER_ENCODING:
+        raise InputError(f"encoding: only {MARKER_ENCODING!r} is accepted, got {body.encoding!r}")
+    if tuple(body.shape) != shape:
+        raise InputError(f"shape: {tuple(body.shape)} differs from the shape {shape} of image {image_id!r}")
+    mine = decode_labels(body.data, shape)
+    latest = s.project.latest_version(image_id)
+    if body.base_version > latest:
+        raise NotFoundError(f"markers of image {image_id!r}: no version {body.base_version} (latest is {latest})")
+    theirs, _ = s.project.load_markers(image_id, latest) if latest else (np.zeros(shape, np.uint8), 0)
+    base = s.project.load_markers(image_id, body.base_version)[0] if body.base_version else np.zeros(shape, np.uint8)
+    result = merge_markers(mine, theirs, base)
+    return {"image_id": image_id, "version": latest, "shape": list(shape), "encoding": MARKER_ENCODING,
+            "data": encode_labels(result.markers), "n_marked": int((result.markers > 0).sum()),
+            "conflicts": encode_labels(result.conflicts.astype(np.uint8)), "n_conflicts": result.n_conflicts,
+            "theirs": encode_labels(theirs)}
 
 
 @router.get("/{image_id}/markers/history", summary="Every saved version of an image's markers, oldest first")
