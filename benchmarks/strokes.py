@@ -247,7 +247,7 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=50, help="epochs on the strokes")
-    parser.add_argument("--iterations", type=int, default=8, help="self-training iterations")
+    parser.add_argument("--iterations", type=int, default=5, help="self-training iterations")
     parser.add_argument("--no-largest", action="store_true", help="skip the self_training_largest row")
     parser.add_argument("--iteration-epochs", type=int, default=15)
     parser.add_argument("--epochs-3d", type=int, default=30, help="epochs on the strokes for volumes")
