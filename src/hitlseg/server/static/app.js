@@ -175,9 +175,9 @@ function showView(name, updateHash = true) {
     $(`view-${view}`).hidden = view !== name;
     $(`tab-${view}`).classList.toggle("active", view === name);
   }
-  if (updateHash) {
+  if (updateHash) {  // a new history entry per view change, so that back/forward move between views
     const hash = name === "editor" && editor.imageId ? `#editor/${enc(editor.imageId)}` : `#${name}`;
-    history.replaceState(null, "", hash);
+    if (location.hash !== hash) history.pushState(null, "", hash);
   }
   if (name === "editor") { editor.resize(); }
   if (name === "selection" && window.Plotly && $("projection-plot").data) Plotly.Plots.resize("projection-plot");
@@ -500,6 +500,8 @@ const editor = {
     this.redoStack = [];
     this.pictures = new Map();
     $("conflict-banner").hidden = true;
+    this.conflict = null;
+    this.conflictMask = null;
     $("image-select").value = id;
     $("slice-controls").hidden = this.ndim !== 3;
     if (this.ndim === 3) {
@@ -560,8 +562,17 @@ const editor = {
 
   paintOverlay() {
     const data = this.overlayData.data;
+    const flagged = this.conflictMask;
     for (let r = 0; r < this.rows; r++) {
-      for (let c = 0; c < this.cols; c++) this.setOverlayPixel(r, c, this.labels[this.index(r, c)], data);
+      for (let c = 0; c < this.cols; c++) {
+        const i = this.index(r, c);
+        if (flagged && flagged[i] && this.labels[i] === 0) {  // a merge conflict still unresolved: white
+          const o = 4 * (r * this.cols + c);
+          data[o] = 255; data[o + 1] = 255; data[o + 2] = 255; data[o + 3] = 255;
+        } else {
+          this.setOverlayPixel(r, c, this.labels[i], data);
+        }
+      }
     }
     this.overlay.getContext("2d").putImageData(this.overlayData, 0, 0);
   },
@@ -755,7 +766,7 @@ const editor = {
   },
 
   setDirty(dirty) {
-    if (dirty) this.tick();
+    if (dirty) { this.tick(); this.edits = (this.edits || 0) + 1; }
     this.dirty = dirty;
     this.updateStatus();
   },
@@ -781,35 +792,92 @@ const editor = {
     $("editor-status").textContent = this.statusSuffix();
   },
 
-  async save() {
-    if (!this.labels) return false;
+  /* Saves of this tab run one at a time: a save asked for while one is in flight waits for it and is then
+     based on the version it returned, so a double click (or Learn with unsaved strokes) is never a conflict
+     with oneself. */
+  save() {
+    const run = () => this.saveNow();
+    this.saveQueue = (this.saveQueue || Promise.resolve()).then(run, run);
+    return this.saveQueue;
+  },
+
+  async saveNow() {
+    if (!this.labels || !this.dirty) return !this.dirty;
+    const imageId = this.imageId;
+    const edits = this.edits;
     const body = { base_version: this.version, shape: this.shape, encoding: app.project.marker_encoding,
                    data: await encodeLabels(this.labels) };
     try {
-      const result = await api(`/api/images/${enc(this.imageId)}/markers`, { method: "PUT", json: body });
+      const result = await api(`/api/images/${enc(imageId)}/markers`, { method: "PUT", json: body });
+      if (imageId !== this.imageId) return true;  // another image was opened meanwhile
       this.version = result.version;
       const seconds = this.editSeconds;
       this.editSeconds = 0;
       this.lastEdit = null;
-      if (seconds > 0) {
-        api("/api/active/time", { method: "POST", json: { image_id: this.imageId, version: result.version, seconds } }).catch(fail);
+      if (seconds > 0 && !result.unchanged) {
+        api("/api/active/time", { method: "POST", json: { image_id: imageId, version: result.version, seconds } }).catch(fail);
       }
-      this.setDirty(false);
-      toast(`Saved markers of ${this.imageId}: version ${result.version} (${result.n_marked} marked pixels)`);
+      this.conflict = null;
+      $("conflict-banner").hidden = true;
+      if (this.edits === edits) this.setDirty(false); else this.updateStatus();  // strokes drawn during the save stay unsaved
+      const missing = result.missing ? ` · still missing: ${result.missing}` : "";
+      toast(result.unchanged ? `Markers of ${imageId} are unchanged: version ${result.version}`
+                             : `Saved markers of ${imageId}: version ${result.version} (${result.n_marked} marked pixels)${missing}`);
       refreshImages().catch(fail);
       if (app.selection) refreshSelection().catch(fail);
       return true;
     } catch (error) {
       if (error.status === 409) {
         const latest = error.body && error.body.latest_version;
+        this.conflict = { latest, base: this.version };
         $("conflict-text").textContent = `Version ${latest} of these markers was saved elsewhere after you opened ` +
-          `version ${this.version}. Reload it (your unsaved strokes are dropped), or keep your strokes and copy them over.`;
+          `version ${this.version}. Keep yours (saved over version ${latest}), take theirs (your unsaved strokes ` +
+          `are dropped), or merge both (pixels where the two disagree are left unmarked for you to check).`;
         $("conflict-banner").hidden = false;
         return false;
       }
       fail(error);
       return false;
     }
+  },
+
+  /* conflict resolution: keep mine (rebase onto the latest version), take theirs, or merge (three-way, on the server) */
+  async keepMine() {
+    if (!this.conflict) return;
+    this.version = this.conflict.latest;
+    this.conflict = null;
+    $("conflict-banner").hidden = true;
+    this.setDirty(true);
+    await this.save();
+  },
+
+  async takeTheirs() {
+    this.conflict = null;
+    await this.open(this.imageId, true);
+  },
+
+  async mergeTheirs() {
+    if (!this.conflict) return;
+    const body = { base_version: this.conflict.base, shape: this.shape, encoding: app.project.marker_encoding,
+                   data: await encodeLabels(this.labels) };
+    const merged = await api(`/api/images/${enc(this.imageId)}/markers/merge`, { method: "POST", json: body });
+    const labels = await decodeLabels(merged.data);
+    const conflicts = await decodeLabels(merged.conflicts);
+    this.labels.set(labels);
+    this.conflictMask = merged.n_conflicts ? conflicts : null;
+    this.version = merged.version;
+    this.conflict = null;
+    this.undoStack = [];
+    this.redoStack = [];
+    this.paintOverlay();
+    this.draw();
+    this.setDirty(true);
+    $("conflict-text").textContent = merged.n_conflicts
+      ? `Merged with version ${merged.version}: ${merged.n_conflicts} pixels where both edits disagree are left ` +
+        `unmarked (outlined in white). Check them, then save.`
+      : `Merged with version ${merged.version}: no pixel disagrees. Save to keep the merge.`;
+    $("conflict-banner").hidden = false;
+    $("conflict-banner").dataset.merged = String(merged.n_conflicts);
   },
 };
 
@@ -833,16 +901,20 @@ function bindEditorControls() {
   $("zoom-out").onclick = () => editor.zoomAt(editor.cssWidth / 2, editor.cssHeight / 2, 0.8);
   $("zoom-fit").onclick = () => editor.fit();
   $("marker-opacity").addEventListener("input", (e) => { editor.opacity = Number(e.target.value) / 100; editor.draw(); });
-  $("axis-select").addEventListener("change", (e) => {
+  $("axis-select").addEventListener("change", (e) => {  // each axis keeps the slice it was left on
+    editor.sliceByAxis = editor.sliceByAxis || {};
+    editor.sliceByAxis[editor.axis] = editor.slice;
     editor.axis = Number(e.target.value);
-    editor.slice = Math.floor(editor.shape[editor.axis] / 2);
+    const kept = editor.sliceByAxis[editor.axis];
+    editor.slice = kept !== undefined ? kept : Math.floor(editor.shape[editor.axis] / 2);
     editor.showSlice().then(() => editor.fit()).catch(fail);
   });
   $("slice-slider").addEventListener("input", (e) => { editor.slice = Number(e.target.value); editor.showSlice().catch(fail); });
   $("save-markers").onclick = () => editor.save();
   $("learn-filters").onclick = () => learnFilters();
-  $("conflict-reload").onclick = () => editor.open(editor.imageId, true).catch(fail);
-  $("conflict-dismiss").onclick = () => { $("conflict-banner").hidden = true; };
+  $("conflict-reload").onclick = () => editor.takeTheirs().catch(fail);
+  $("conflict-keep").onclick = () => editor.keepMine().catch(fail);
+  $("conflict-merge").onclick = () => editor.mergeTheirs().catch(fail);
 
   document.addEventListener("keydown", (event) => {
     if (app.view !== "editor") return;
@@ -851,8 +923,19 @@ function bindEditorControls() {
     const key = event.key.toLowerCase();
     if ((event.ctrlKey || event.metaKey) && key === "z") { event.preventDefault(); event.shiftKey ? editor.redo() : editor.undo(); return; }
     if ((event.ctrlKey || event.metaKey) && key === "y") { event.preventDefault(); editor.redo(); return; }
-    if ((event.ctrlKey || event.metaKey) && key === "s") { event.preventDefault(); editor.save(); return; }
+    if ((event.ctrlKey || event.metaKey) && key === "s") {  // what the Save button does, only when it is enabled
+      event.preventDefault();
+      if (!$("save-markers").disabled) editor.save();
+      return;
+    }
     if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const sliceStep = { arrowup: 1, pageup: 10, arrowdown: -1, pagedown: -10 }[key];
+    if (sliceStep && editor.ndim === 3) {  // move through the volume's slices
+      event.preventDefault();
+      const next = Math.max(0, Math.min(editor.shape[editor.axis] - 1, editor.slice + sliceStep));
+      if (next !== editor.slice) { editor.slice = next; editor.showSlice().catch(fail); }
+      return;
+    }
     if (key === " ") { editor.spaceDown = true; event.preventDefault(); return; }
     if (/^[0-9]$/.test(key)) { editor.setClass(Number(key)); return; }
     if (key === "b") editor.setTool("brush");
@@ -1088,12 +1171,31 @@ function retrainModel() {
   });
 }
 
-async function resumeImproveJob() {
-  const summary = await api("/api/active");
-  if (!summary.job) return;
-  const label = summary.job.kind === "retrain" ? "Retraining" : "Scoring the images";
-  await followJob(summary.job, label);
-  await refreshImprove();
+/* what each kind of job is called, and what to refresh when it ends */
+const JOB_KINDS = {
+  learn: ["Learning filters", () => refreshSelection()],
+  "train-sunet": ["Training the sU-Net", () => refreshModels()],
+  "train-adaptive": ["Fitting FLIM", () => refreshModels()],
+  propose: ["Scoring the images", () => refreshImprove()],
+  retrain: ["Retraining", () => refreshImprove()],
+};
+
+/* After a reload or in another tab: follow every job still queued or running, oldest first, with its progress,
+   and say when each is ready. */
+async function resumeJobs() {
+  const { jobs: list } = await api("/api/jobs");
+  const waiting = list.filter((job) => job.state === "queued" || job.state === "running").reverse();
+  for (const job of waiting) {
+    const [label, refresh] = JOB_KINDS[job.kind] || [job.kind, async () => {}];
+    try {
+      const finished = await followJob(job, label);
+      const id = finished.result && finished.result.id;
+      toast(`${label}: ready${id !== undefined && job.kind !== "learn" ? ` (model ${id})` : ""}`);
+      await refresh();
+    } catch (error) {
+      fail(error);
+    }
+  }
 }
 
 function bindImproveControls() {
@@ -1140,11 +1242,24 @@ async function start() {
               (app.selection.current && app.selection.current.recommendation.most_distant[0]?.id) || app.images[0]?.id;
   if (hash.startsWith("editor/") && app.byId.has(hash.slice(7))) first = hash.slice(7);
   if (first) await editor.open(first).catch(fail);
-  const active = app.selection.job;
   showView(hash.startsWith("editor") ? "editor" : VIEWS.includes(hash) ? hash : "selection");
-  if (active) followJob(active, "Learning filters").then(() => refreshSelection()).catch(fail);
-  resumeImproveJob().catch(fail);
+  resumeJobs().catch(fail);
   document.body.dataset.ready = "1";
 }
 
+/* #selection, #model, #improve, #editor/ID: links, back and forward open the view (and the image) they name */
+async function route() {
+  const hash = decodeURIComponent(location.hash.slice(1));
+  if (hash.startsWith("editor/")) {
+    const id = hash.slice(7);
+    if (!app.byId || !app.byId.has(id)) { toast(`No image ${id} in this project`, true); return; }
+    if (id !== editor.imageId && !(await editor.open(id))) return;
+    showView("editor", false);
+  } else if (VIEWS.includes(hash)) {
+    showView(hash, false);
+  }
+}
+
+window.addEventListener("popstate", () => route().catch(fail));
+window.addEventListener("hashchange", () => route().catch(fail));
 document.addEventListener("DOMContentLoaded", () => start().catch(fail));
