@@ -243,6 +243,10 @@ def test_marking_and_selection_loop_in_chromium(demo, page):
     assert [page.get_attribute(f"#distant-list li:nth-child({i + 1})", "data-id") for i in range(5)] == distant
     assert [page.get_attribute(f"#closest-list li:nth-child({i + 1})", "data-id") for i in range(5)] == closest
     assert page.locator("#stopping-table tbody tr").count() == 1
+    # cards: reachable by keyboard, each Mark button named after its image
+    names = page.eval_on_selector_all("#distant-list li[data-id] button", "(bs) => bs.map((b) => b.getAttribute('aria-label'))")
+    assert names == [f"Mark image {i}" for i in distant]
+    assert page.get_attribute("#distant-list li[data-id]", "tabindex") == "0"
 
     # ---- click a point of the projection: its heatmap is shown
     target, x, y = page.evaluate(ISOLATED_POINT)
@@ -298,6 +302,8 @@ def test_marking_and_selection_loop_in_chromium(demo, page):
     image_id = page.input_value("#pred-image-select")
     wait_image(page, "#prediction-img", f"/api/models/1/predictions/{image_id}.png")
     assert page.get_attribute("#download-mask", "href").endswith(f"/api/models/1/predictions/{image_id}/mask")
+    assert page.get_attribute("#download-preview", "href").endswith(f"/api/models/1/predictions/{image_id}/preview.png")
+    assert page.inner_text("#pred-legend").split() == ["Cytoplasm", "Nucleus"]  # the overlay's colours, named
     page.wait_for_function("document.querySelector('#pred-metrics table') !== null")
     assert "Held-out" in page.inner_text("#pred-metrics")
     shoot(page, "05-model-view")
@@ -556,4 +562,24 @@ def test_back_and_forward_move_between_views_and_images(demo, page):
     page.wait_for_function(f"editor.imageId === {first!r}")
     page.go_forward()
     page.wait_for_function(f"editor.imageId === {second!r}")
+    assert not page.errors, page.errors
+
+
+def test_small_screens_keep_tabs_and_toolbar_in_view(demo, page):
+    """Issue 12.7: at 390 px wide the tabs and the editor's toolbar stay on screen; at 800x600 the hint
+    gives way to the canvas."""
+    url, folder = demo
+    with Project.open(folder, collect_garbage=False) as project:
+        image_id = project.image_ids()[5]
+    try:
+        page.set_viewport_size({"width": 390, "height": 844})
+        open_editor(page, url, image_id)
+        for selector in ("#tab-model", "#tab-improve", "#save-markers", "#learn-filters"):
+            box = page.locator(selector).bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390 + 1, (selector, box)
+        page.set_viewport_size({"width": 800, "height": 600})
+        page.wait_for_timeout(100)
+        assert page.is_hidden("#editor-hint")
+    finally:
+        page.set_viewport_size({"width": 1360, "height": 900})
     assert not page.errors, page.errors

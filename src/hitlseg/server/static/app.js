@@ -312,12 +312,15 @@ function renderLists() {
     const list = $(listId);
     const items = current ? current.recommendation[key] : [];
     list.replaceChildren(...items.map((rec, index) => {
-      const item = el("li", { "data-id": rec.id, "data-testid": `${listId}-${index}`, title: rec.id,
-                              onclick: () => showDetail(rec.id) }, [
+      const item = el("li", { "data-id": rec.id, "data-testid": `${listId}-${index}`, title: rec.id, tabindex: "0",
+                              "aria-label": `${index + 1}. ${rec.id}, distance ${fmt(rec.distance, 2)}`,
+                              onclick: () => showDetail(rec.id),
+                              onkeydown: (event) => { if (event.key === "Enter" && event.target === item) showDetail(rec.id); } }, [
         el("img", { src: `/api/images/${enc(rec.id)}/thumbnail`, alt: rec.id }),
         el("div", {}, [el("span", { class: "rank", text: `${index + 1}.` }), rec.id]),
         el("div", { class: "muted", text: `d = ${fmt(rec.distance, 2)}`, title: "distance to the selected images" }),
-        el("button", { class: "small", text: "Mark", onclick: (event) => { event.stopPropagation(); markImage(rec.id); } }),
+        el("button", { class: "small", text: "Mark", "aria-label": `Mark image ${rec.id}`,
+                       onclick: (event) => { event.stopPropagation(); markImage(rec.id); } }),
       ]);
       item.classList.toggle("focus", rec.id === app.focusId);
       return item;
@@ -992,6 +995,7 @@ async function showPrediction() {
   if (app.modelId === null || !id || !info) {
     image.removeAttribute("src");
     link.removeAttribute("href");
+    $("download-preview").removeAttribute("href");
     $("pred-metrics").textContent = "";
     $("pred-caption").textContent = "prediction";
     return;
@@ -1012,6 +1016,7 @@ async function showPrediction() {
   $("truth-figure").hidden = !info.has_mask;
   if (info.has_mask) $("truth-img").src = `/api/images/${enc(id)}/truth.png${query}`;
   link.href = `/api/models/${app.modelId}/predictions/${enc(id)}/mask`;
+  $("download-preview").href = `/api/models/${app.modelId}/predictions/${enc(id)}/preview.png`;
   const metrics = await api(`/api/models/${app.modelId}/metrics?image_id=${enc(id)}`);
   const box = $("pred-metrics");
   const rows = [];
@@ -1234,6 +1239,8 @@ async function start() {
   document.title = `hitlseg · ${app.project.name}`;
   $("project-name").textContent = `${app.project.name} · ${app.project.images} images`;
   editor.setClasses(app.project.class_names, app.project.palette);
+  $("pred-legend").replaceChildren(...app.project.class_names.slice(1).map((name, index) => el("span", {}, [
+    el("span", { class: "swatch", style: `background:${app.project.palette[index + 1]}` }), name])));
   await refreshImages();
   await refreshSelection();
 
