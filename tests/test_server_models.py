@@ -58,7 +58,7 @@ def test_training_records_models(http, trained, root):
         metrics = model["metrics"]
         assert metrics["images"] == 4  # eval_limit held-out images, none of them marked
         assert set(metrics["dice"]) == {"1", "2"} and 0 <= metrics["mean_dice"] <= 1
-    assert adaptive["params"]["decoder"] == "labels"
+    assert adaptive["params"]["decoder"] == "mean"  # the default, measured on the demo (training.DEFAULT_DECODER)
     assert sunet["params"]["epochs"] == 2 and sunet["params"]["self_training"] == 2
     iterations = sunet["params"]["iterations"]
     assert [i["iteration"] for i in iterations] == [0, 1, 2]
@@ -202,3 +202,30 @@ def test_sunet_learns_from_strokes_then_pseudo_labels(root, monkeypatch):
             np.testing.assert_array_equal(mask[on], markers[on].astype(int) - 1)
         with pytest.raises(InputError, match="self_training"):
             service.train("sunet", epochs=1, self_training=-1)
+
+
+def test_a_class_never_predicted_is_warned_about(tmp_path, monkeypatch):
+    """Issue 12.6: training says which class its model never predicts on the marked images."""
+    import hitlseg.server.training as training
+    from hitlseg.flim import FLIMModel
+
+    assert training.DEFAULT_DECODER == "mean"
+    assert training.never_predicted([np.array([[0, 2]]), np.array([[2, 2]])], 2) == [1]
+    assert training.never_predicted([np.array([[1, 2]])], 2) == []
+    root = marked_demo_project(tmp_path / "p", n=6, marked=2)
+    with Project.open(root) as project, client(create_app(project, prepare=False, classes=2,
+                                                          class_names=["Cytoplasm", "Nucleus"])) as http:
+        original = FLIMModel.predict
+
+        def without_class_one(self, image, *args, **kwargs):  # a decoder that never finds class 1
+            result = original(self, image, *args, **kwargs)
+            result.mask[result.mask == 1] = 0
+            return result
+
+        monkeypatch.setattr(FLIMModel, "predict", without_class_one)
+        job = http.post("/api/models/train", json={"kind": "adaptive"}).json()
+        done = wait_job(http, job["id"])
+        assert done["state"] == "done", done["error"]
+        assert any("class 1 'Cytoplasm'" in w and "never predicted" in w and "'mean'" in w
+                   for w in done["result"]["warnings"]), done["result"]
+        assert done["result"]["params"]["never_predicted"] == [1] and done["result"]["params"]["decoder"] == "mean"

@@ -12,7 +12,7 @@ from hitlseg.selection.heatmap import png_bytes, take_slice
 from hitlseg.server.deps import ServerState, state
 from hitlseg.server.imaging import check_view, label_overlay
 from hitlseg.server.params import ModelIdPath, axis_query, slice_query
-from hitlseg.server.training import DEFAULT_EPOCHS, DEFAULT_SELF_TRAINING, MAX_EPOCHS, MAX_SELF_TRAINING
+from hitlseg.server.training import DEFAULT_DECODER, DEFAULT_EPOCHS, DEFAULT_SELF_TRAINING, MAX_EPOCHS, MAX_SELF_TRAINING
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
@@ -23,7 +23,7 @@ class TrainRequest(BaseModel):
     kind: Literal["sunet", "adaptive"] = Field(description="sU-Net (frozen FLIM encoder + trained decoder) or "
                                                            "FLIM with an adaptive decoder (no training)")
     epochs: int = Field(DEFAULT_EPOCHS, ge=1, le=MAX_EPOCHS, description="sU-Net training epochs")
-    decoder: Literal["labels", "weights", "mean"] = Field("labels", description="Adaptive decoder rule")
+    decoder: Literal["labels", "weights", "mean"] = Field(DEFAULT_DECODER, description="Adaptive decoder rule")
     self_training: int = Field(DEFAULT_SELF_TRAINING, ge=0, le=MAX_SELF_TRAINING,
                                description="sU-Net: pseudo-label iterations over the unmarked images (0: strokes only)")
 

@@ -1045,7 +1045,8 @@ async function train() {
     const job = await api("/api/models/train", { method: "POST", json: body });
     const finished = await followJob(job, kind === "sunet" ? "Training the sU-Net" : "Fitting FLIM");
     app.modelId = finished.result.id;
-    toast(`Model ${finished.result.id} is ready`);
+    const warnings = finished.result.warnings || [];
+    toast(`Model ${finished.result.id} is ready` + (warnings.length ? `. Note: ${warnings.join("; ")}` : ""), warnings.length > 0);
     await refreshModels();
   } catch (error) {
     fail(error);
