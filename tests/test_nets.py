@@ -283,6 +283,20 @@ def test_cli_train_predict_round_trip_2d(tmp_path, capsys):
     test_ids = json.loads(split_file.read_text())["test"]
     assert sorted(p.stem for p in out2.glob("*.png")) == sorted(test_ids)
     assert np.array_equal(np.asarray(Image.open(out2 / f"{test_ids[0]}.png")), np.asarray(Image.open(out / f"{test_ids[0]}.png")))
+    # colour previews beside the label files, and the 'largest' post-processing
+    from hitlseg.io.preview import class_color
+    from hitlseg.nets.postprocess import largest_object
+
+    out3 = tmp_path / "pred3"
+    assert main(["predict", "--model", str(model), "--images", str(data), "--out", str(out3), "--preview",
+                 "--postprocess", "largest"]) == 0
+    plain = np.asarray(Image.open(out / "im0.png"))
+    largest = np.asarray(Image.open(out3 / "im0.png"))
+    assert np.array_equal(largest, largest_object(plain))
+    colours = np.asarray(Image.open(out3 / "previews" / "im0.preview.png"))
+    assert colours.shape == (32, 32, 3)
+    for c in np.unique(largest):
+        assert (colours[largest == c] == (class_color(c) if c else (0, 0, 0))).all()
 
 
 def test_cli_errors(tmp_path, capsys):

@@ -50,6 +50,11 @@ def register(commands) -> None:
     predict.add_argument("--split", help="split JSON: predict only the ids of --part")
     predict.add_argument("--part", choices=("train", "val", "test"), default="test", help="part of --split to predict")
     predict.add_argument("--probabilities", action="store_true", help="also write per-class probability maps to OUT/probabilities")
+    predict.add_argument("--preview", action="store_true",
+                         help="also write each mask in class colours to OUT/previews/ID.preview.png (label files look black)")
+    predict.add_argument("--postprocess", choices=("none", "largest"), default=None,
+                         help="'largest': keep the largest object and fill its holes (images with one object each); "
+                              "default: the model's setting")
     predict.add_argument("--device", type=argtypes.device, default=None, help="cpu, cuda ... (default: CUDA when present)")
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.set_defaults(func=run_predict)
@@ -267,7 +272,8 @@ def run_predict(args) -> int:
         ids = getattr(Split.load(args.split, dataset), args.part)
     started = time.perf_counter()
     with progress_bar("predicting", enabled=not args.json) as progress:
-        written = workflow.predict_dataset(model, dataset, args.out, ids, probabilities=args.probabilities, progress=progress)
+        written = workflow.predict_dataset(model, dataset, args.out, ids, probabilities=args.probabilities,
+                                           preview=args.preview, postprocess=args.postprocess, progress=progress)
     seconds = time.perf_counter() - started
     summary = {"model": args.model, "images": len(written), "out": str(args.out), "seconds": seconds,
                "seconds_per_image": seconds / max(1, len(written))}

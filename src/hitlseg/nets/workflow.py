@@ -178,12 +178,18 @@ def open_images(folder: str | Path, preprocessing: dict) -> Dataset:
 
 
 def predict_dataset(model, dataset: Dataset, out: str | Path, ids: Sequence[str] | None = None, *,
-                    probabilities: bool = False, progress: Progress = None) -> list[Path]:
+                    probabilities: bool = False, preview: bool = False, postprocess: str | None = None,
+                    progress: Progress = None) -> list[Path]:
     """Predict every sample (or ``ids``) and write label masks to ``out`` in each input's format and geometry.
 
     With ``probabilities``, also writes ``out/probabilities/ID_classK`` (K = 1..n_classes) as
-    float32 TIFF for 2D inputs and NIfTI (same geometry) for volumes.
+    float32 TIFF for 2D inputs and NIfTI (same geometry) for volumes. With ``preview``, also
+    ``out/previews/ID.preview.png``: the mask in class colours (:mod:`hitlseg.io.preview`), since
+    label files of 0, 1, 2 look black in ordinary viewers. ``postprocess`` overrides the model's
+    rule (:mod:`hitlseg.nets.postprocess`).
     """
+    from hitlseg.io.preview import preview_png
+    from hitlseg.project.files import atomic_write
     from hitlseg.io import output_name, write_array
 
     out = Path(out)
@@ -192,8 +198,11 @@ def predict_dataset(model, dataset: Dataset, out: str | Path, ids: Sequence[str]
     for done, sample_id in enumerate(ids):
         report(progress, done, len(ids), sample_id)
         image, meta = dataset.image(sample_id)
-        prediction = model.predict(image, name=str(dataset.sample(sample_id).image_paths[0]))
+        prediction = model.predict(image, name=str(dataset.sample(sample_id).image_paths[0]), postprocess=postprocess)
         written.append(write_array(out / output_name(sample_id, meta), prediction.labels, meta))
+        if preview:
+            data = preview_png(prediction.labels)
+            atomic_write(out / "previews" / f"{sample_id}.preview.png", lambda handle, data=data: handle.write(data))
         if probabilities:
             suffix = meta.format if meta.format in (".nii", ".nii.gz") else ".tif"
             for k in range(1, prediction.probabilities.shape[0]):
