@@ -562,6 +562,10 @@ def test_back_and_forward_move_between_views_and_images(demo, page):
     page.wait_for_function(f"editor.imageId === {first!r}")
     page.go_forward()
     page.wait_for_function(f"editor.imageId === {second!r}")
+    # the job bar's time estimate (issue 12.7), from the time spent and the share done
+    assert page.evaluate("timeLeft({progress: {fraction: 0.5}, elapsed_s: 30})") == " · about 30 s left"
+    assert page.evaluate("timeLeft({progress: {fraction: 0.1}, elapsed_s: 60})") == " · about 9 min left"
+    assert page.evaluate("timeLeft({progress: {fraction: 0.01}, elapsed_s: 3})") == ""
     assert not page.errors, page.errors
 
 

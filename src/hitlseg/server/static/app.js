@@ -143,6 +143,14 @@ function hexToRgb(hex) {
 const jobs = { current: null };
 const VIEWS = ["selection", "editor", "model", "improve"];
 
+/* " · about N s left", from the time spent so far and the share done (nothing until 5% is done) */
+function timeLeft(job) {
+  const fraction = job.progress && job.progress.fraction;
+  if (!fraction || fraction < 0.05 || fraction >= 1 || !job.elapsed_s) return "";
+  const left = job.elapsed_s * (1 - fraction) / fraction;
+  return left < 90 ? ` · about ${Math.max(1, Math.round(left))} s left` : ` · about ${Math.round(left / 60)} min left`;
+}
+
 async function followJob(job, label) {
   const box = $("job-status");
   jobs.current = job;
@@ -154,7 +162,7 @@ async function followJob(job, label) {
       const progress = job.progress || {};
       $("job-progress").value = progress.total ? progress.done / progress.total : 0;
       if (!progress.total) $("job-progress").removeAttribute("value");
-      $("job-message").textContent = progress.message || job.state;
+      $("job-message").textContent = (progress.message || job.state) + timeLeft(job);
       if (["done", "failed", "cancelled"].includes(job.state)) break;
       await new Promise((resolve) => setTimeout(resolve, 400));
       job = await api(`/api/jobs/${job.id}`);
