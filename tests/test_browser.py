@@ -472,6 +472,7 @@ def open_editor(page, url: str, image_id: str) -> None:
     page.goto(f"{url}#editor/{image_id}")
     page.wait_for_selector("body[data-ready='1']")
     page.wait_for_function(f"editor.imageId === {image_id!r} && editor.picture !== null")
+    page.wait_for_selector("#view-editor:not([hidden])")
 
 
 def test_double_save_is_one_version_and_a_real_conflict_merges_both_edits(demo, page):

@@ -499,6 +499,7 @@ const editor = {
     const size = markers.shape.reduce((a, b) => a * b, 1);
     if (labels.length !== size) throw new Error(`markers of ${id}: got ${labels.length} bytes for shape ${markers.shape}`);
     this.imageId = id;
+    this.picture = null;  // until showSlice has drawn this image, nothing of the last one is shown
     this.info = info;
     this.shape = markers.shape;
     this.ndim = markers.shape.length;
@@ -1270,6 +1271,8 @@ async function route() {
     const id = hash.slice(7);
     if (!app.byId || !app.byId.has(id)) { toast(`No image ${id} in this project`, true); return; }
     if (id !== editor.imageId && !(await editor.open(id))) return;
+    // the image took a while to load: a view chosen meanwhile (a click on a tab) wins over this route
+    if (decodeURIComponent(location.hash.slice(1)) !== hash) return;
     showView("editor", false);
   } else if (VIEWS.includes(hash)) {
     showView(hash, false);
