@@ -7,7 +7,9 @@ model is scored on the split's test images after every round. An all-backprop U-
 the full masks of the training split is the reference for "90% / 95% of full supervision".
 
 ``OUT/loops/`` keeps every loop's state (resumable round by round), ``OUT/parts/`` the finished
-parts as JSON; ``OUT/results.json`` gathers them.
+parts as JSON; ``OUT/results.json`` gathers them. Progress reaches the callback at the level of
+selection rounds, training steps and correction rounds, with an estimate of the time left
+(:class:`hitlseg.progress.PartsProgress`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import numpy as np
 from hitlseg.active.loop import ActiveConfig
 from hitlseg.dataset import Dataset, make_split, task_classes
 from hitlseg.errors import InputError
-from hitlseg.experiments.protocol import PartStore, _check_resumable, finish
+from hitlseg.experiments.protocol import PartStore, _check_resumable, finish, run_part
 from hitlseg.experiments.scoring import average, is_brats, score
-from hitlseg.progress import Progress, report
+from hitlseg.progress import Progress, PartsProgress, nested, report
 
 DEFAULT_STRATEGIES = ("random", "fg_random", "entropy", "coreset")
 
@@ -106,8 +108,11 @@ class ActiveProtocolConfig:
 
 
 def gtfree_first_images(images: dict, masks: dict, train_ids: list[str], first: str, robot, n: int,
-                        seed: int) -> tuple[list[str], dict]:
-    """The ``n`` images the ground-truth-free selection picks (alternate policy) and the robot's strokes on them."""
+                        seed: int, progress: Progress = None) -> tuple[list[str], dict]:
+    """The ``n`` images the ground-truth-free selection picks (alternate policy) and the robot's strokes on them.
+
+    ``progress`` receives ``(round, n, message)`` after each round.
+    """
     from hitlseg.selection import SelectionSession, make_selector
 
     selector = make_selector("gtfree", seed=seed, policy="alternate")
@@ -116,25 +121,28 @@ def gtfree_first_images(images: dict, masks: dict, train_ids: list[str], first: 
     while True:
         markers[current] = robot.mark(masks[current], key=current)
         session.step(current, markers[current])
+        report(progress, len(session.selected), n, f"round {len(session.selected)}/{n} marked {current}")
         if len(session.selected) >= n:
             return list(session.selected), markers
         current = selector.query(session.context(), 1)[0]
 
 
-def _baseline(images, masks, train, val, test, classes, brats, config: ActiveProtocolConfig) -> dict:
+def _baseline(images, masks, train, val, test, classes, brats, config: ActiveProtocolConfig,
+              progress: Progress = None) -> dict:
     from hitlseg.nets import SegModel, TrainConfig, train as fit
 
     n_channels = images[train[0]].shape[0]
     ndim = images[train[0]].ndim - 1
     model = SegModel.unet(n_channels, max(classes), ndim, seed=config.seed)
     result = fit(model, [(images[i], masks[i]) for i in train], [(images[i], masks[i]) for i in val],
-                 TrainConfig(epochs=config.baseline_epochs, seed=config.seed))
+                 TrainConfig(epochs=config.baseline_epochs, seed=config.seed), progress=nested(progress, label="U-Net"))
     scores = average([score(model.predict(images[i]).labels, masks[i], classes, brats) for i in test])
     return {"test": scores, "train_seconds": result.seconds, "best_epoch": result.best_epoch}
 
 
 def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtocolConfig | None = None, *,
-                        progress: Progress = None, log: Callable[[str], None] | None = None) -> dict:
+                        progress: Progress = None, log: Callable[[str], None] | None = None,
+                        log_every: float = 60.0) -> dict:
     """Run (or resume) the study; every number goes to ``OUT/results.json`` and is returned.
 
     Parameters
@@ -143,7 +151,16 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
         Images with masks (the robot annotates from them; the learner never sees them).
     out : path
     config : ActiveProtocolConfig
-    progress, log : callables, optional
+    progress : callable, optional
+        ``progress(parts done, parts, message)`` at every selection round, training step and
+        correction round; the message names the part and the stage, and ends with the time left
+        estimated from the parts done so far (e.g. ``"split0-round0: strokes learner: training on
+        strokes: epoch 2/4 loss 0.5012 · part 2/4 · about 3 min left"``).
+    log : callable, optional
+        Receives a line per correction round and per finished part, and the progress message at
+        most every ``log_every`` seconds.
+    log_every : float
+        Seconds between two progress lines sent to ``log``.
     """
     from hitlseg.active import ActiveLoop, RobotAnnotator
     from hitlseg.nets import SegModel
@@ -160,7 +177,7 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
     results = {"config": config.to_dict(), "dataset": str(dataset.root), "splits": []}
     started = time.perf_counter()
     total = config.splits * (len(config.strategies) + 1 + int(config.baseline_epochs > 0))
-    done = 0
+    tracker = PartsProgress(progress, total, log=log, log_every=log_every)
     cache: dict = {}
     for index in range(config.splits):
         split = make_split(ids, config.fractions, seed=config.seed + index)
@@ -182,32 +199,28 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
         split_result = {"index": index, "sizes": {"train": len(split.train), "val": len(split.val), "test": len(test)},
                         "classes": classes, "strategies": {}}
         if config.baseline_epochs:
-            report(progress, done, total, f"split {index}: all-backprop U-Net")
-            split_result["baseline"] = store.cached(f"split{index}-baseline", lambda: _baseline(
-                images, masks, split.train, split.val, test, classes, brats, config))
-            done += 1
+            split_result["baseline"] = run_part(store, tracker, f"split{index}-baseline", lambda stage: _baseline(
+                images, masks, split.train, split.val, test, classes, brats, config, stage), started)
         first_name = f"split{index}-round0"
         first_folder = out / "loops" / first_name
 
-        def round_zero():
+        def round_zero(stage):
             first = str(np.random.default_rng([config.seed, index]).choice(split.train))
             t0 = time.perf_counter()
-            chosen, markers = gtfree_first_images(images, masks, split.train, first, robot, config.images, config.seed)
+            chosen, markers = gtfree_first_images(images, masks, split.train, first, robot, config.images, config.seed,
+                                                  nested(stage, 0.0, 0.5, "ground-truth-free selection"))
             selection_seconds = time.perf_counter() - t0
             loop = ActiveLoop(images, split.train, RobotAnnotator(robot, masks), config.loop_config("random"),
                               n_classes=max(classes), evaluate=evaluate, folder=first_folder)
-            record = loop.start(chosen, first_markers=markers)
+            record = loop.start(chosen, first_markers=markers, progress=nested(stage, 0.5, 1.0, "strokes learner"))
             return {"first": chosen, "selection_seconds": selection_seconds, "round0": record}
 
-        report(progress, done, total, f"split {index}: round 0 (ground-truth-free selection, strokes learner)")
-        zero = store.cached(first_name, round_zero)
+        zero = run_part(store, tracker, first_name, round_zero, started)
         split_result["round0"] = zero
-        done += 1
         for strategy in config.strategies:
             name = f"split{index}-{strategy}"
-            report(progress, done, total, name)
 
-            def run_strategy(strategy=strategy, name=name):
+            def run_strategy(stage, strategy=strategy, name=name):
                 import numpy as _np
 
                 data = _np.load(first_folder / "markers.npz", allow_pickle=False)
@@ -216,12 +229,10 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
                                   n_classes=max(classes), evaluate=evaluate, folder=out / "loops" / name,
                                   initial_model=SegModel.load(first_folder / "model.pt"))
                 loop.start(zero["first"], first_markers=first_markers)
-                rounds = loop.run(log=(lambda line: log(f"{name} {line}")) if log else None)
+                rounds = loop.run(progress=nested(stage, label="correction"),
+                                  log=(lambda line: tracker.log(f"{name} {line} ({tracker.time_left()})")) if log else None)
                 return {"rounds": [{k: v for k, v in r.items() if k != "per_image"} for r in rounds]}
 
-            split_result["strategies"][strategy] = store.cached(name, run_strategy)
-            done += 1
-            if log:
-                log(f"{name}: done ({time.perf_counter() - started:.0f} s elapsed)")
+            split_result["strategies"][strategy] = run_part(store, tracker, name, run_strategy, started)
         results["splits"].append(split_result)
     return finish(out, results, started, progress, total)

@@ -78,13 +78,15 @@ def _figure(per_strategy: dict, key: str, label: str, path: Path, refs) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    spread = max(len(rows) for rows in per_strategy.values()) > 1  # one split: no spread to draw
     for strategy, rows in per_strategy.items():
         n = min(len(r["dice"]) for r in rows)
         x = np.mean([r[key][:n] for r in rows], axis=0)
         y = np.array([r["dice"][:n] for r in rows], dtype=float)
         mean, std = np.nanmean(y, 0), np.nanstd(y, 0)
         ax.plot(x, mean, marker="o", markersize=3, label=strategy)
-        ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+        if spread:
+            ax.fill_between(x, mean - std, mean + std, alpha=0.15)
     known = [r for r in refs if r is not None]
     if known:
         ref = float(np.mean(known))
@@ -94,7 +96,7 @@ def _figure(per_strategy: dict, key: str, label: str, path: Path, refs) -> None:
                     color="grey")
     ax.set_xlabel(label)
     ax.set_ylabel("test mean Dice")
-    ax.set_title("Quality against annotation effort (mean ± std over splits)")
+    ax.set_title("Quality against annotation effort " + ("(mean ± std over splits)" if spread else "(one split)"))
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
@@ -130,7 +132,7 @@ def write_active_report(results: dict, out: str | Path, command: str | None = No
         "prediction's errors, warm-started retraining with self-training. Effort is simulated seconds "
         "(hitlseg.active.TimeModel: 4 s per image, 2 s per stroke, 2 ms per marked pixel).",
         "", f"Reference Dice of full supervision ({ref_what}), per split: {ref_text}.", "",
-        "## Test Dice after each round (mean over splits)", "",
+        "## Test Dice after each round " + ("(mean over splits)" if len(results["splits"]) > 1 else "(one split)"), "",
         "| strategy | " + " | ".join(f"r{k}" for k in range(config["rounds"] + 1)) + " | marked pixels of the split |",
         "|---|" + "---|" * (config["rounds"] + 2),
     ]

@@ -6,8 +6,17 @@ multi-layer FLIM encoder is learned from the marked images, and the segmentation
 (a) the adaptive decoder (no ground truth at all) and (b) an sU-Net decoder trained by backprop
 on the training split. An all-backprop U-Net on the training split is the baseline.
 
+What each model learned from (the report's column "masks used", :data:`MASKS_USED`): the sU-Net
+decoder is trained on **every training mask**; only its frozen encoder comes from the marked
+images, so its Dice measures the selected images' filters under full supervision of the decoder,
+not what a person marking those images alone would get. The adaptive decoder and the ``strokes``
+model (``strokes=True``) use no mask: only the robot's strokes on the selected images. The
+baseline uses every training mask.
+
 Every finished part (one split x one method, a baseline, the first-image analysis) is written to
-``OUT/parts/`` as JSON and is not recomputed when the run is started again.
+``OUT/parts/`` as JSON and is not recomputed when the run is started again. Progress reaches the
+callback at the level of selection rounds and training epochs, with an estimate of the time left
+(:class:`hitlseg.progress.PartsProgress`).
 """
 
 from __future__ import annotations
@@ -23,10 +32,18 @@ import numpy as np
 from hitlseg.dataset import Dataset, make_split, task_classes
 from hitlseg.errors import InputError
 from hitlseg.experiments.scoring import average, is_brats, score
-from hitlseg.progress import Progress, report
+from hitlseg.progress import Progress, PartsProgress, nested, report
 from hitlseg.project.files import write_json
 
 METHODS = ("gtfree", "random", "labeled", "kcenter")
+
+#: What each model of the report learned from, by model name.
+MASKS_USED = {
+    "adaptive": "none (strokes)",
+    "strokes": "none (strokes)",
+    "sunet": "all training masks",
+    "unet": "all training masks",
+}
 
 
 @dataclass
@@ -50,7 +67,8 @@ class ProtocolConfig:
         activations every ``stride`` pixels, profiles brought to the pool's superpixel count by
         ``fill``.
     sunet, baseline : bool
-        Train the sU-Net decoder per method, and the all-backprop U-Net per split.
+        Train the sU-Net decoder per method (on every training mask: only its frozen encoder
+        comes from the marked images), and the all-backprop U-Net per split.
     strokes : bool
         Also train, per method, the model a person without ground truth gets: the strokes
         learner (:func:`hitlseg.pseudo.learn_from_strokes`) on the robot's strokes of the
@@ -149,9 +167,23 @@ class PartStore:
         write_json(self.path(name), data, indent=None)
         return data
 
-    def cached(self, name: str, compute: Callable[[], dict]) -> dict:
-        found = self.get(name)
-        return found if found is not None else self.put(name, compute())
+
+def run_part(store: PartStore, tracker: PartsProgress, name: str, compute: Callable[[Progress], dict],
+             started: float) -> dict:
+    """Part ``name`` from ``store``, else ``compute(progress)`` reporting to ``tracker``, then stored.
+
+    Either way one line goes to the tracker's log: ``"NAME: done (S s elapsed, about T left)"``,
+    or ``"NAME: done in an earlier run"``.
+    """
+    part = store.get(name)
+    if part is not None:
+        tracker.skip()
+        tracker.log(f"{name}: done in an earlier run")
+        return part
+    with tracker.part(name) as stage:
+        part = store.put(name, compute(stage))
+    tracker.log(f"{name}: done ({time.perf_counter() - started:.0f} s elapsed, {tracker.time_left()})")
+    return part
 
 
 def _load_split(dataset: Dataset, index: int, config: ProtocolConfig, cache: dict, superpixels) -> SplitData:
@@ -184,17 +216,19 @@ def _flim_scores(data: SplitData, marked: list[str], markers: dict, decoder: str
     return model, scores
 
 
-def _train_net(model, data: SplitData, config: ProtocolConfig):
+def _train_net(model, data: SplitData, config: ProtocolConfig, progress: Progress = None):
     from hitlseg.nets import TrainConfig, train
 
-    result = train(model, data.pairs(data.train), data.pairs(data.val), TrainConfig(epochs=config.epochs, seed=config.seed))
+    result = train(model, data.pairs(data.train), data.pairs(data.val), TrainConfig(epochs=config.epochs, seed=config.seed),
+                   progress=progress)
     evaluate = lambda ids: average([score(model.predict(data.images[i]).labels, data.masks[i], data.classes, data.brats)
                                     for i in ids])
     return {"val": evaluate(data.val), "test": evaluate(data.test), "train_seconds": result.seconds,
             "best_epoch": result.best_epoch}
 
 
-def _strokes_net(encoder, marked: list[str], markers: dict, data: SplitData, config: ProtocolConfig) -> dict:
+def _strokes_net(encoder, marked: list[str], markers: dict, data: SplitData, config: ProtocolConfig,
+                 progress: Progress = None) -> dict:
     """The strokes learner on the selected images' robot strokes, pool = the other training images."""
     from hitlseg.pseudo import SelfTrainingConfig, learn_from_strokes
 
@@ -202,7 +236,8 @@ def _strokes_net(encoder, marked: list[str], markers: dict, data: SplitData, con
     result = learn_from_strokes([data.images[i] for i in marked], [markers[i] for i in marked],
                                 [data.images[i] for i in pool] if config.self_training else [], encoder=encoder,
                                 n_classes=max(data.classes), self_training=SelfTrainingConfig(iterations=config.self_training),
-                                names=marked, pool_names=pool if config.self_training else None, seed=config.seed)
+                                names=marked, pool_names=pool if config.self_training else None, seed=config.seed,
+                                progress=progress)
     model = result.model
     evaluate = lambda ids: average([score(model.predict(data.images[i]).labels, data.masks[i], data.classes, data.brats)
                                     for i in ids])
@@ -228,10 +263,12 @@ def round_record(step) -> dict:
             "reason": stopping.reason, "seconds": step.timings["total"]}
 
 
-def run_method(data: SplitData, method: str, config: ProtocolConfig, robot) -> dict:
+def run_method(data: SplitData, method: str, config: ProtocolConfig, robot, progress: Progress = None) -> dict:
     """Selection with ``method`` up to the budget, then the scores of its FLIM encoder.
 
     ``rounds`` in the result is the selection log, one :func:`round_record` per marked image.
+    ``progress`` receives each selection round, then each training step of the sU-Net decoder
+    and of the strokes learner, as shares of the whole part (equal shares per stage).
     """
     from hitlseg.nets import SegModel
     from hitlseg.selection import SelectionSession, make_selector
@@ -241,6 +278,10 @@ def run_method(data: SplitData, method: str, config: ProtocolConfig, robot) -> d
     pool = {i: data.images[i] for i in data.train}
     session = SelectionSession(pool, superpixel_cache=data.superpixels, seed=config.seed, projection="pca", k=5,
                                stride=config.stride, fill=config.fill)
+    stages = ["selection"] + ["sunet"] * config.sunet + ["strokes"] * config.strokes
+    share = lambda name, label: nested(progress, stages.index(name) / len(stages), (stages.index(name) + 1) / len(stages),
+                                       label)
+    selecting = share("selection", "selection")
     markers: dict[str, np.ndarray] = {}
     curve, rounds = [], []
     current = data.first
@@ -251,6 +292,8 @@ def run_method(data: SplitData, method: str, config: ProtocolConfig, robot) -> d
         model, val_scores = _flim_scores(data, session.selected, markers, config.decoder, data.val, config.seed)
         curve.append(average(val_scores)["mean"])
         rounds.append(round_record(step))
+        report(selecting, len(session.selected), config.images,
+               f"round {len(session.selected)}/{config.images} marked {current}, validation Dice {curve[-1]:.3f}")
         if len(session.selected) >= config.images:
             break
         context = session.context(masks={i: data.masks[i] for i in data.train} if method == "labeled" else None)
@@ -270,19 +313,20 @@ def run_method(data: SplitData, method: str, config: ProtocolConfig, robot) -> d
     }
     if config.sunet:
         net = SegModel.sunet(model.encoder, max(data.classes), preprocessing=model.preprocessing, seed=config.seed)
-        result["sunet"] = _train_net(net, data, config)
+        result["sunet"] = _train_net(net, data, config, share("sunet", "sU-Net decoder (all training masks)"))
     if config.strokes:
-        result["strokes"] = _strokes_net(model.encoder, list(session.selected), markers, data, config)
+        result["strokes"] = _strokes_net(model.encoder, list(session.selected), markers, data, config,
+                                         share("strokes", "strokes learner"))
     return result
 
 
-def run_baseline(data: SplitData, config: ProtocolConfig) -> dict:
-    """The all-backprop U-Net trained on the whole training split."""
+def run_baseline(data: SplitData, config: ProtocolConfig, progress: Progress = None) -> dict:
+    """The all-backprop U-Net trained on the whole training split (``progress``: every training step)."""
     from hitlseg.nets import SegModel
 
     image = data.images[data.train[0]]
     net = SegModel.unet(image.shape[0], max(data.classes), image.ndim - 1, seed=config.seed)
-    return {"split": data.index, **_train_net(net, data, config)}
+    return {"split": data.index, **_train_net(net, data, config, nested(progress, label="U-Net"))}
 
 
 def first_image_analysis(data: SplitData, config: ProtocolConfig, robot) -> dict:
@@ -357,7 +401,7 @@ def compute_seconds(results: dict) -> float:
 
 
 def run_protocol(dataset: Dataset, out: str | Path, config: ProtocolConfig | None = None, *, progress: Progress = None,
-                 log: Callable[[str], None] | None = None) -> dict:
+                 log: Callable[[str], None] | None = None, log_every: float = 60.0) -> dict:
     """Run (or resume) the protocol and return every number, also written to ``OUT/results.json``.
 
     Parameters
@@ -368,9 +412,15 @@ def run_protocol(dataset: Dataset, out: str | Path, config: ProtocolConfig | Non
         Output folder: ``parts/`` (resumable pieces) and ``results.json``.
     config : ProtocolConfig
     progress : callable, optional
-        ``progress(done, total, message)`` after each part.
+        ``progress(parts done, parts, message)`` at every selection round and training step of
+        every part; the message names the part, the stage (e.g. ``"split0-gtfree: sU-Net decoder
+        (all training masks): epoch 3/10 loss 0.3120 · part 3/12 · about 14 min left"``) and the
+        time left estimated from the parts done so far (:class:`hitlseg.progress.PartsProgress`).
     log : callable, optional
-        Receives one line per finished part.
+        Receives one line per finished part (with the time left), and the progress message at
+        most every ``log_every`` seconds.
+    log_every : float
+        Seconds between two progress lines sent to ``log``.
     """
     from hitlseg.robot import Robot
 
@@ -380,7 +430,8 @@ def run_protocol(dataset: Dataset, out: str | Path, config: ProtocolConfig | Non
     store = PartStore(out)
     robot = Robot(seed=config.seed)
     per_split = len(config.methods) + 1 + int(config.baseline)
-    total, done = config.splits * per_split, 0
+    total = config.splits * per_split
+    tracker = PartsProgress(progress, total, log=log, log_every=log_every)
     from hitlseg.selection import SuperpixelCache
 
     cache: dict = {}
@@ -391,21 +442,18 @@ def run_protocol(dataset: Dataset, out: str | Path, config: ProtocolConfig | Non
         data = _load_split(dataset, index, config, cache, superpixels)
         split_result = {"index": index, "first": data.first, "classes": data.classes, "brats": data.brats,
                         "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, "methods": {}}
-        jobs = [(f"split{index}-first", lambda: first_image_analysis(data, config, robot), "figures")]
-        jobs += [(f"split{index}-{m}", (lambda m=m: run_method(data, m, config, robot)), m) for m in config.methods]
+        jobs = [(f"split{index}-first", lambda stage: first_image_analysis(data, config, robot), "figures")]
+        jobs += [(f"split{index}-{m}", (lambda stage, m=m: run_method(data, m, config, robot, stage)), m)
+                 for m in config.methods]
         if config.baseline:
-            jobs.append((f"split{index}-baseline", lambda: run_baseline(data, config), "baseline"))
+            jobs.append((f"split{index}-baseline", lambda stage: run_baseline(data, config, stage), "baseline"))
         for name, compute, key in jobs:
-            report(progress, done, total, name)
-            part = store.cached(name, lambda compute=compute: _timed(compute))
+            part = run_part(store, tracker, name, lambda stage, compute=compute: _timed(lambda: compute(stage)), started)
             if key == "figures":
                 split_result["first_image"] = part
             elif key == "baseline":
                 split_result["baseline"] = part
             else:
                 split_result["methods"][key] = part
-            done += 1
-            if log:
-                log(f"{name}: done ({time.perf_counter() - started:.0f} s elapsed)")
         results["splits"].append(split_result)
     return finish(out, results, started, progress, total)

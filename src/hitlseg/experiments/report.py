@@ -1,4 +1,10 @@
-"""Tables, figures and a markdown report from the numbers of :func:`run_protocol`."""
+"""Tables, figures and a markdown report from the numbers of :func:`run_protocol`.
+
+Every table row says what its model learned from (column "masks used",
+:data:`~hitlseg.experiments.protocol.MASKS_USED`): the sU-Net decoder and the baseline are trained
+on every training mask, the adaptive decoder and the strokes learner on the robot's strokes only.
+With one split there is no spread to show: cells give the value alone, without "± std".
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hitlseg.experiments.protocol import MASKS_USED
 from hitlseg.experiments.scoring import columns
 from hitlseg.project.files import save_figure, write_json, write_text
 
@@ -83,16 +90,17 @@ def stopping_table(results: dict) -> dict:
     return table
 
 
-def _stopping_lines(table: dict) -> list[str]:
+def _stopping_lines(table: dict, spread: bool = True) -> list[str]:
     if not table:
         return ["Not recorded (the selection logs predate the normalised radius).", ""]
     n = max(len(cells["normalized_radius"]) for cells in table.values())
-    lines = ["Normalised coverage radius (radius / pool diameter, mean ± std over splits) after each marked image, "
+    over = "mean ± std over splits" if spread else "one split"
+    lines = [f"Normalised coverage radius (radius / pool diameter, {over}) after each marked image, "
              "and the round in which stopping was first suggested per split (– when never).", "",
              "| method | " + " | ".join(f"round {k}" for k in range(1, n + 1)) + " | stop suggested at |",
              "|---|" + "---|" * (n + 1)]
     for method, cells in table.items():
-        radii = [_cell(v) for v in cells["normalized_radius"]] + [""] * (n - len(cells["normalized_radius"]))
+        radii = [_cell(v, spread) for v in cells["normalized_radius"]] + [""] * (n - len(cells["normalized_radius"]))
         stops = ", ".join("–" if k is None else str(k) for k in cells["first_stop"])
         lines.append(f"| {method} | " + " | ".join(radii) + f" | {stops} |")
     return lines + [""]
@@ -102,15 +110,17 @@ def _figure_curves(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    spread = len(results["splits"]) > 1
     for method in results["config"]["methods"]:
         curves = np.array([s["methods"][method]["curve_val_dice"] for s in results["splits"]], dtype=float)
         x = np.arange(1, curves.shape[1] + 1)
         mean, std = curves.mean(0), curves.std(0)
         ax.plot(x, mean, marker="o", label=method)
-        ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+        if spread:
+            ax.fill_between(x, mean - std, mean + std, alpha=0.15)
     ax.set_xlabel("marked images")
     ax.set_ylabel("validation Dice (adaptive decoder)")
-    ax.set_title("Figure 6: Dice after each selected image (mean ± std over splits)")
+    ax.set_title("Figure 6: Dice after each selected image " + ("(mean ± std over splits)" if spread else "(one split)"))
     ax.set_xticks(x)
     ax.legend()
     fig.tight_layout()
@@ -158,30 +168,56 @@ def _figure_correlation(first: dict, fit: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _cell(value) -> str:
+def _cell(value, spread: bool = True) -> str:
+    """A table cell: ``mean ± std`` for a (mean, std) pair, the mean alone when ``spread`` is off (one split)."""
     if isinstance(value, tuple):
-        return f"{value[0]:.3f} ± {value[1]:.3f}"
+        return f"{value[0]:.3f} ± {value[1]:.3f}" if spread else f"{value[0]:.3f}"
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
 
 
-def _markdown_table(table: dict) -> list[str]:
+def masks_used(model: str) -> str:
+    """What ``model`` learned from, for the column "masks used" (:data:`MASKS_USED`)."""
+    return MASKS_USED.get(model, "–")
+
+
+def _markdown_table(table: dict, spread: bool = True) -> list[str]:
     rows = [(method, model, cells) for method, models in table.items() for model, cells in models.items()]
     headers = list(rows[0][2])
-    lines = ["| method | model | " + " | ".join(headers) + " |", "|---|---|" + "---|" * len(headers)]
+    lines = ["| method | model | masks used | " + " | ".join(headers) + " |", "|---|---|---|" + "---|" * len(headers)]
     for method, model, cells in rows:
-        lines.append(f"| {method} | {model} | " + " | ".join(_cell(cells[h]) for h in headers) + " |")
+        lines.append(f"| {method} | {model} | {masks_used(model)} | "
+                     + " | ".join(_cell(cells[h], spread) for h in headers) + " |")
     return lines
 
 
 def _trained(config: dict) -> str:
     nets = [name for name, on in (("sU-Net decoders", config["sunet"]), ("all-backprop baseline", config["baseline"])) if on]
-    text = f"{' and '.join(nets)} trained {config['epochs']} epochs on the full masks" if nets else "no network trained on masks"
+    text = (f"{' and '.join(nets)} trained {config['epochs']} epochs on all training masks" if nets
+            else "no network trained on masks")
     if config.get("strokes"):
         text += (f"; `strokes`: the strokes learner on the robot's strokes only, {config.get('self_training', 0)} "
                  f"self-training iterations over the other training images")
     return text
+
+
+def _learned_from(config: dict) -> list[str]:
+    """The paragraph saying what each model of the tables learned from."""
+    lines = ["What each model learned from (column \"masks used\"):", "",
+             "- `adaptive`: the FLIM encoder learned from the robot's strokes on the selected images, with the "
+             "parameter-free adaptive decoder; no mask."]
+    if config["sunet"]:
+        lines.append("- `sunet`: the same frozen FLIM encoder (from the selected images' strokes) with a decoder trained "
+                     "by backprop on **every training mask**, not only the selected images': its Dice measures the "
+                     "selected images' filters under full supervision of the decoder, not what marking those images "
+                     "alone gives.")
+    if config.get("strokes"):
+        lines.append("- `strokes`: the strokes learner on the robot's strokes of the selected images and pseudo-labels of "
+                     "the other training images; no mask.")
+    if config["baseline"]:
+        lines.append("- `unet` (baseline): an all-backprop U-Net trained on every training mask.")
+    return lines + [""]
 
 
 def write_report(results: dict, out: str | Path, command: str | None = None, wall_seconds: float | None = None) -> Path:
@@ -196,6 +232,7 @@ def write_report(results: dict, out: str | Path, command: str | None = None, wal
     one, two = table_one(results), table_two(results)
     stopping = stopping_table(results)
     config = results["config"]
+    spread = len(results["splits"]) > 1
     lines = [f"# Image-selection experiment: {Path(results['dataset']).name}", ""]
     if command:
         lines += ["Command:", "", f"    {command}", ""]
@@ -207,9 +244,10 @@ def write_report(results: dict, out: str | Path, command: str | None = None, wal
         f"{config['images']} marked images per method, robot markers, gtfree policy `{config['policy']}`, adaptive decoder "
         f"`{config['decoder']}`, {_trained(config)}.",
         "",
-        "## Table I: validation Dice (mean ± std over splits)", "",
-        *_markdown_table(one), "",
-        "## Table II: test Dice of the best split (by validation Dice)", "",
+        *_learned_from(config),
+        "## Table I: validation Dice " + ("(mean ± std over splits)" if spread else "(one split)"), "",
+        *_markdown_table(one, spread), "",
+        "## Table II: test Dice of the best split (by validation Dice)" if spread else "## Table II: test Dice", "",
         *_markdown_table(two), "",
         "## Figure 6: Dice after each newly selected image", "", "![Figure 6](figure6_curves.png)", "",
         "## Figure 7: projection coloured by Dice under the first image's filters", "",
@@ -217,7 +255,7 @@ def write_report(results: dict, out: str | Path, command: str | None = None, wal
         "## Figure 9: inverse descriptor distance vs Dice", "", "![Figure 9](figure9_correlation.png)", "",
         "Pearson r per split: " + ", ".join(f"{f['r']:.3f}" for f in fits), "",
         "## Stopping signal", "",
-        *_stopping_lines(stopping),
+        *_stopping_lines(stopping, spread),
         "## Selected images", "",
     ]
     for split in results["splits"]:
@@ -226,6 +264,7 @@ def write_report(results: dict, out: str | Path, command: str | None = None, wal
     write_text(out / "report.md", "\n".join(lines) + "\n")
     summary = {"table_one": {m: {k: {c: list(v) for c, v in cells.items()} for k, cells in models.items()} for m, models in one.items()},
                "table_two": two, "correlation": fits,
+               "masks_used": {model: masks_used(model) for models in one.values() for model in models},
                "stopping": {m: {"normalized_radius": [list(v) for v in cells["normalized_radius"]],
                                 "first_stop": cells["first_stop"]} for m, cells in stopping.items()}}
     write_json(out / "summary.json", summary)

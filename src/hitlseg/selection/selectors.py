@@ -9,7 +9,10 @@ use) and returns distinct ids of unselected images, deterministically for its se
     The ground-truth-free method: rank unselected images by the L2 distance of their FLIM
     descriptors to the selected set; policy ``most_distant``, ``closest`` or ``alternate`` (most
     distant when an odd number of images is selected, i.e. after rounds 1, 3, ..., closest
-    otherwise; a batch interleaves the two ends).
+    otherwise; a batch interleaves the two ends). It never picks a near-duplicate of a selected
+    image (nor of an image picked before it in the same batch): one closer than
+    ``duplicate_tolerance x`` the pool's descriptor diameter (see :mod:`hitlseg.selection.recommend`),
+    unless only near-duplicates remain.
 ``random``
     Uniform without replacement, seeded by ``(seed, number selected)``.
 ``labeled``
@@ -33,7 +36,15 @@ import torch
 from scipy.spatial.distance import cdist
 
 from hitlseg.errors import InputError
-from hitlseg.selection.recommend import DISTANCES, distances_to_selected, selected_indices
+from hitlseg.selection.recommend import (
+    DISTANCES,
+    DUPLICATE_TOLERANCE,
+    NearDuplicate,
+    check_duplicate_tolerance,
+    distances_to_selected,
+    near_duplicates,
+    selected_indices,
+)
 
 __all__ = [
     "GTFreeSelector",
@@ -69,6 +80,12 @@ class SelectionContext:
         Ground truth; only ``labeled`` reads it.
     encoder : FLIMEncoder, optional
         Current filters (``labeled``).
+    duplicate_tolerance : float
+        Near-duplicate tolerance of ``gtfree`` when the selector does not set its own: a fraction
+        of the pool's descriptor diameter (0: rule off).
+    diameter : float, optional
+        The pool's descriptor diameter when known (the session's stopping signal has it);
+        computed from ``descriptors`` otherwise.
     """
 
     pool: list[str]
@@ -78,6 +95,8 @@ class SelectionContext:
     images: Mapping[str, np.ndarray] | None = None
     masks: Mapping[str, np.ndarray] | None = None
     encoder: object | None = None
+    duplicate_tolerance: float = DUPLICATE_TOLERANCE
+    diameter: float | None = None
 
     def selected_rows(self) -> np.ndarray:
         return selected_indices(self.pool, self.selected)
@@ -154,25 +173,31 @@ class RandomSelector(Selector):
         return self._random(context, free, n)
 
 
-def _interleave(descending: list[str], ascending: list[str], n: int, far_first: bool) -> list[str]:
-    out: list[str] = []
-    sources = [iter(descending), iter(ascending)] if far_first else [iter(ascending), iter(descending)]
-    turn = 0
-    while len(out) < n:
-        for candidate in sources[turn % 2]:
-            if candidate not in out:
-                out.append(candidate)
-                break
-        turn += 1
-    return out
-
-
 class GTFreeSelector(Selector):
-    """The ground-truth-free method: distance of FLIM descriptors to the selected set."""
+    """The ground-truth-free method: distance of FLIM descriptors to the selected set.
+
+    Parameters
+    ----------
+    policy : {"most_distant", "closest", "alternate"}
+    distance : {"min", "last"}
+        Distance to the selected set that ranks the candidates.
+    duplicate_tolerance : float, optional
+        Candidates closer than this fraction of the pool's descriptor diameter to a selected image
+        (or to one picked before them in the same batch) are skipped as near-duplicates (0: rule
+        off). None (default) takes the context's (:class:`SelectionContext`, which a session
+        fills with its own).
+    seed : int
+
+    After each query, :attr:`near_duplicates` lists the unselected images left out (a
+    :class:`~hitlseg.selection.recommend.NearDuplicate` each, nearest first: every near-duplicate
+    of a selected image, and those of an image picked earlier in the batch that the batch
+    skipped) and :attr:`notes` says when only near-duplicates were left to pick from.
+    """
 
     name = "gtfree"
 
-    def __init__(self, policy: str = "most_distant", distance: str = "min", seed: int = 0):
+    def __init__(self, policy: str = "most_distant", distance: str = "min", duplicate_tolerance: float | None = None,
+                 seed: int = 0):
         super().__init__(seed)
         if policy not in GTFREE_POLICIES:
             raise InputError(f"policy: unknown policy {policy!r} for gtfree (use one of {', '.join(GTFREE_POLICIES)})")
@@ -180,26 +205,70 @@ class GTFreeSelector(Selector):
             raise InputError(f"distance: unknown mode {distance!r} (use one of {', '.join(DISTANCES)})")
         self.policy = policy
         self.distance = distance
+        self.duplicate_tolerance = None if duplicate_tolerance is None else check_duplicate_tolerance(duplicate_tolerance)
+        self.near_duplicates: list[NearDuplicate] = []
+        self.notes: list[str] = []
 
     def _query(self, context, free, n):
         if context.descriptors is None:
             raise InputError("selector 'gtfree': needs descriptors (mark an image first)")
-        d = np.asarray(context.descriptors)
+        d = np.asarray(context.descriptors, dtype=np.float64)
         if d.ndim != 2 or len(d) != len(context.pool):
             raise InputError(f"descriptors: expected shape ({len(context.pool)}, n_features), got {d.shape}")
-        dist = distances_to_selected(d, context.selected_rows(), self.distance)
+        tolerance = self.duplicate_tolerance
+        if tolerance is None:
+            tolerance = check_duplicate_tolerance(context.duplicate_tolerance, "context.duplicate_tolerance")
+        selected_rows = [int(r) for r in context.selected_rows()]
+        dist = distances_to_selected(d, selected_rows, self.distance)
         rows = {image_id: r for r, image_id in enumerate(context.pool)}
         free_rows = np.asarray([rows[i] for i in free])
         ascending = [free[j] for j in np.argsort(dist[free_rows], kind="stable")]
         descending = [free[j] for j in np.argsort(-dist[free_rows], kind="stable")]
         if self.policy == "most_distant":
-            return descending[:n]
-        if self.policy == "closest":
-            return ascending[:n]
-        return _interleave(descending, ascending, n, far_first=len(context.selected) % 2 == 1)
+            sources = [descending]
+        elif self.policy == "closest":
+            sources = [ascending]
+        else:  # alternate: a batch interleaves the two ends
+            sources = [descending, ascending] if len(context.selected) % 2 == 1 else [ascending, descending]
+        # near-duplicates of selected images are out from the start; those of an image picked
+        # earlier in the same batch are skipped as the batch is built
+        known, threshold = near_duplicates(d, context.pool, selected_rows, free_rows, tolerance, context.diameter)
+        skipped: dict[str, NearDuplicate] = {n.id: n for n in known}
+        chosen: list[str] = []
+
+        def duplicate_of_chosen(candidate: str) -> NearDuplicate | None:
+            if threshold <= 0 or not chosen:
+                return None
+            gaps = np.linalg.norm(d[[rows[c] for c in chosen]] - d[rows[candidate]], axis=1)
+            nearest = int(np.argmin(gaps))
+            return NearDuplicate(candidate, chosen[nearest], float(gaps[nearest])) if gaps[nearest] < threshold else None
+
+        turn = 0
+        while len(chosen) < n:
+            pick = None
+            for candidate in sources[turn % len(sources)]:
+                if candidate in chosen or candidate in skipped:
+                    continue
+                found = duplicate_of_chosen(candidate)
+                if found is None:
+                    pick = candidate
+                    break
+                skipped[candidate] = found
+            if pick is None:  # every source ranks the same candidates: none is left anywhere
+                break
+            chosen.append(pick)
+            turn += 1
+        self.notes = []
+        if len(chosen) < n:
+            rest = [c for c in sources[0] if c not in chosen][: n - len(chosen)]
+            self.notes.append(f"only near-duplicates of selected images remained; picked {', '.join(rest)}")
+            chosen += rest
+        self.near_duplicates = sorted((v for k, v in skipped.items() if k not in chosen), key=lambda v: v.distance)
+        return chosen
 
     def __repr__(self) -> str:
-        return f"GTFreeSelector(policy={self.policy!r}, distance={self.distance!r}, seed={self.seed})"
+        return (f"GTFreeSelector(policy={self.policy!r}, distance={self.distance!r}, "
+                f"duplicate_tolerance={self.duplicate_tolerance!r}, seed={self.seed})")
 
 
 def raw_features(images: Sequence[np.ndarray], bins: int = 16) -> np.ndarray:

@@ -5,9 +5,10 @@ A round (:meth:`SelectionSession.step`) takes the markers of the image just anno
 1. refits the first-layer FLIM filters on every image marked so far (:func:`selection_arch`);
 2. computes the chosen feature maps of the whole pool, in batches of images of one shape, and the
    descriptors (:mod:`hitlseg.selection.descriptors`);
-3. ranks the unselected images by distance to the selected set (:func:`recommend`);
-4. projects all descriptors to 2D (:func:`project`, warm-started from the previous layout);
-5. updates the stopping signal (:class:`StoppingMonitor`).
+3. updates the stopping signal (:class:`StoppingMonitor`), which measures the pool's diameter;
+4. ranks the unselected images by distance to the selected set, leaving out near-duplicates of
+   selected images (:func:`recommend`, with that diameter);
+5. projects all descriptors to 2D (:func:`project`, warm-started from the previous layout).
 
 Pool images are loaded once, at construction, with their superpixels (computed once, or taken from
 a cache), and kept stacked per shape for the whole session.
@@ -40,7 +41,14 @@ from hitlseg.selection.descriptors import (
 )
 from hitlseg.selection.heatmap import activation_map, overlay, png_bytes, save_png
 from hitlseg.selection.projection import METHODS, Projection, project
-from hitlseg.selection.recommend import DISTANCES, Recommendation, recommend
+from hitlseg.selection.recommend import (
+    DISTANCES,
+    DUPLICATE_TOLERANCE,
+    NearDuplicate,
+    Recommendation,
+    check_duplicate_tolerance,
+    recommend,
+)
 from hitlseg.selection.selectors import SelectionContext, raw_features
 from hitlseg.selection.stopping import StoppingMonitor, StoppingSignal
 from hitlseg.selection.superpixels import DEFAULT_COMPACTNESS, SuperpixelStore, compute_superpixels
@@ -98,7 +106,8 @@ class RoundResult:
     selected : list of str
         Images selected so far, in order.
     recommendation : Recommendation
-        Closest and most distant unselected images (empty lists when none remains).
+        Closest and most distant unselected images (empty lists when none remains), and the
+        near-duplicates of selected images left out of them (:attr:`near_duplicates`).
     projection : Projection
         2D layout of every pool image (rows in ``pool`` order).
     pool : list of str
@@ -123,6 +132,11 @@ class RoundResult:
     timings: dict[str, float]
     n_maps: int
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def near_duplicates(self) -> list[NearDuplicate]:
+        """Unselected images left out of the recommendations as near-duplicates of selected ones."""
+        return self.recommendation.near_duplicates
 
     @property
     def coords(self) -> dict[str, tuple[float, float]]:
@@ -220,6 +234,12 @@ class SelectionSession:
         ``"zero"``, the paper's descriptor, measured better than resampling on wbc1).
     distance : {"min", "last"}
         Distance to the selected set used by the recommendations.
+    duplicate_tolerance : float
+        Unselected images closer than this fraction of the pool's descriptor diameter to a
+        selected image are near-duplicates: left out of the recommendations and reported in
+        ``recommendation.near_duplicates``; also the default of ``gtfree`` queries on
+        :meth:`context` (default :data:`~hitlseg.selection.recommend.DUPLICATE_TOLERANCE`, see
+        :mod:`hitlseg.selection.recommend`; 0 turns the rule off).
     k : int
         Length of each recommendation list.
     projection : {"tsne", "pca"}
@@ -241,7 +261,7 @@ class SelectionSession:
     def __init__(self, pool, *, arch: ArchSpec | None = None, n_superpixels: int | None = None,
                  compactness: float = DEFAULT_COMPACTNESS, superpixel_cache: SuperpixelStore | None = None,
                  seed: int = 0, maps: str = "object", stride: int = 2, fill: str = "zero", distance: str = "min",
-                 k: int = 5, projection: str = "tsne", perplexity: float = 30.0, stop_threshold: float = 0.05,
+                 duplicate_tolerance: float = DUPLICATE_TOLERANCE, k: int = 5, projection: str = "tsne", perplexity: float = 30.0, stop_threshold: float = 0.05,
                  stop_patience: int = 2, device=None, threads: int | None = 1, progress: Progress = None):
         if maps not in MAPS:
             raise InputError(f"maps: unknown choice {maps!r} (use one of {', '.join(MAPS)})")
@@ -249,6 +269,7 @@ class SelectionSession:
             raise InputError(f"fill: unknown rule {fill!r} (use one of {', '.join(FILLS)})")
         if distance not in DISTANCES:
             raise InputError(f"distance: unknown mode {distance!r} (use one of {', '.join(DISTANCES)})")
+        self.duplicate_tolerance = check_duplicate_tolerance(duplicate_tolerance)
         if projection not in METHODS:
             raise InputError(f"projection: unknown method {projection!r} (use one of {', '.join(METHODS)})")
         for name, value in (("k", k), ("stride", stride)):
@@ -385,10 +406,15 @@ class SelectionSession:
         timings["features"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
+        signal = self.monitor.update(self.descriptors, [self._rows[i] for i in self.selected])
+        timings["stopping"] = time.perf_counter() - tick
+
+        tick = time.perf_counter()
         if self.unselected:
-            recommendation = recommend(self.descriptors, self.ids, self.selected, self.k, self.distance)
+            recommendation = recommend(self.descriptors, self.ids, self.selected, self.k, self.distance,
+                                       self.duplicate_tolerance, diameter=signal.diameter)
         else:
-            recommendation = Recommendation([], [], {}, self.distance)
+            recommendation = Recommendation([], [], {}, self.distance, duplicate_tolerance=self.duplicate_tolerance)
             notes.append("every pool image is selected")
         timings["recommend"] = time.perf_counter() - tick
 
@@ -399,10 +425,6 @@ class SelectionSession:
         if layout.note:
             notes.append(layout.note)
         timings["projection"] = time.perf_counter() - tick
-
-        tick = time.perf_counter()
-        signal = self.monitor.update(self.descriptors, [self._rows[i] for i in self.selected])
-        timings["stopping"] = time.perf_counter() - tick
         timings["total"] = time.perf_counter() - start
 
         result = RoundResult(len(self.rounds) + 1, image_id, list(self.selected), recommendation, layout,
@@ -447,7 +469,8 @@ class SelectionSession:
         if self._raw is None:
             self._raw = raw_features([self.images[i] for i in self.ids])
         return SelectionContext(list(self.ids), list(self.selected), self.descriptors, self._raw, self.images,
-                                masks, self.encoder)
+                                masks, self.encoder, self.duplicate_tolerance,
+                                self.rounds[-1].stopping.diameter if self.rounds else None)
 
     def activation(self, image_id: str) -> np.ndarray:
         """Filter attention of ``image_id`` at image resolution, in [0, 1]: the mean of the
