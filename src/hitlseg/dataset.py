@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -311,17 +311,35 @@ def _discover_cases(root: Path):
 
 @dataclass
 class Split:
-    """Sample ids of the training, validation and test sets."""
+    """Sample ids of the training, validation and test sets.
+
+    ``groups`` maps each id to its group (patient, video, slide) when the split was made by
+    groups (:func:`make_split` with ``groups``): no group then has ids in two parts.
+    ``group_by`` says where the groups came from (a file or a regular expression).
+    """
 
     train: list[str]
     val: list[str]
     test: list[str]
     seed: int | None = 0
     fractions: tuple[float, float, float] = field(default=(0.6, 0.1, 0.3))
+    groups: dict[str, str] | None = None
+    group_by: str | None = None
 
     def to_dict(self) -> dict:
-        """JSON-ready dictionary."""
-        return {"train": self.train, "val": self.val, "test": self.test, "seed": self.seed, "fractions": list(self.fractions)}
+        """JSON-ready dictionary (``groups`` and ``group_by`` only for a grouped split)."""
+        data = {"train": self.train, "val": self.val, "test": self.test, "seed": self.seed, "fractions": list(self.fractions)}
+        if self.groups is not None:
+            data["group_by"] = self.group_by
+            data["groups"] = dict(self.groups)
+        return data
+
+    def part_of(self, sample_id: str) -> str | None:
+        """``"train"``, ``"val"``, ``"test"`` or None: the part holding ``sample_id``."""
+        for name in ("train", "val", "test"):
+            if sample_id in getattr(self, name):
+                return name
+        return None
 
     def save(self, path: str | Path) -> Path:
         """Write the split as JSON, atomically."""
@@ -331,19 +349,44 @@ class Split:
 
     @classmethod
     def load(cls, path: str | Path, dataset: Dataset | None = None) -> "Split":
-        """Read a split written by :meth:`save`; with ``dataset``, every id must be one of its samples."""
+        """Read a split written by :meth:`save`; with ``dataset``, every id must be one of its samples.
+
+        A grouped split's ``groups`` must give every id a group, and no group may have ids in
+        two parts.
+        """
         path = Path(path)
         try:
             data = json.loads(path.read_text())
+            groups = data.get("groups")
+            if groups is not None:
+                if not isinstance(groups, dict):
+                    raise TypeError("'groups' must map sample ids to groups")
+                groups = {str(k): str(v) for k, v in groups.items()}
+            for name in ("train", "val", "test"):
+                if not isinstance(data[name], list):
+                    raise TypeError(f"{name!r} must be a list of sample ids")
             split = cls(list(data["train"]), list(data["val"]), list(data["test"]), data.get("seed"),
-                        tuple(data.get("fractions", (0.6, 0.1, 0.3))))
+                        tuple(data.get("fractions", (0.6, 0.1, 0.3))), groups, data.get("group_by"))
         except FileNotFoundError:
             raise InputError(f"{path}: split file not found") from None
-        except (ValueError, KeyError, TypeError) as exc:
+        except IsADirectoryError:
+            raise InputError(f"{path}: is a folder, not a split file") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"{path}: not a split file (needs JSON lists 'train', 'val', 'test'): {exc}") from exc
         all_ids = split.train + split.val + split.test
+        if not all(isinstance(i, str) for i in all_ids):
+            raise InputError(f"{path}: not a split file (sample ids must be strings)")
         if len(set(all_ids)) != len(all_ids):
             raise InputError(f"{path}: a sample id appears in more than one part of the split")
+        if split.groups is not None:
+            ungrouped = [i for i in all_ids if i not in split.groups]
+            if ungrouped:
+                raise InputError(f"{path}: {len(ungrouped)} ids have no group in 'groups': {_shown(ungrouped)}")
+            leaked = leaking_groups(split)
+            if leaked:
+                group, parts = next(iter(leaked.items()))
+                raise InputError(f"{path}: group {group!r} has images in {' and '.join(parts)} "
+                                 f"({len(leaked)} groups are split across parts)")
         if dataset is not None:
             missing = [i for i in all_ids if i not in dataset]
             if missing:
@@ -352,33 +395,359 @@ class Split:
         return split
 
 
-def make_split(ids: Sequence[str], fractions: Sequence[float] = (0.6, 0.1, 0.3), seed: int = 0) -> Split:
-    """Shuffle ``ids`` with ``seed`` and cut them into train/validation/test parts.
+def _shown(items: Sequence[str], limit: int = 5) -> str:
+    items = list(items)
+    return ", ".join(items[:limit]) + (f" ... (+{len(items) - limit})" if len(items) > limit else "")
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    try:
+        fractions = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        raise InputError(f"fractions: need three non-negative numbers summing to 1, got {fractions!r}") from None
+    if (len(fractions) != 3 or not all(np.isfinite(fractions)) or min(fractions) < 0
+            or abs(sum(fractions) - 1) > 1e-6):
+        raise InputError(f"fractions: need three non-negative numbers summing to 1, got {fractions}")
+    if fractions[0] <= 0:
+        raise InputError(f"fractions: the training fraction must be above 0, got {fractions}")
+    return fractions
+
+
+def _part_sizes(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Images per part: validation and test rounded (at least 1 when their fraction is above 0), train the rest."""
+    n_val = max(1, int(round(fractions[1] * n))) if fractions[1] > 0 else 0
+    n_test = max(1, int(round(fractions[2] * n))) if fractions[2] > 0 else 0
+    return n - n_val - n_test, n_val, n_test
+
+
+def make_split(ids: Sequence[str], fractions: Sequence[float] = (0.6, 0.1, 0.3), seed: int = 0,
+               groups: Mapping[str, str] | None = None, group_by: str | None = None) -> Split:
+    """Cut ``ids`` into train/validation/test parts, at random for ``seed``, optionally by groups.
 
     Parameters
     ----------
     ids : sequence of str
         Sample ids.
     fractions : three floats
-        Fractions of train, validation and test; they must sum to 1.
+        Fractions of train, validation and test; they must sum to 1 (the training one above 0).
     seed : int
-        Seed of the shuffle: the same seed and ids give the same split.
+        Seed of the shuffle: the same seed, ids (and groups) give the same split.
+    groups : mapping id -> str, optional
+        The group (patient, video, slide) of every id, e.g. from :func:`read_groups` or
+        :func:`groups_from_regex`. Whole groups go to one part, so no group has images on two
+        sides; groups are taken in a seeded random order and each goes to the part furthest
+        below its share of images; of :data:`GROUPED_SPLIT_TRIES` such orders the one closest to
+        the fractions is kept, so the fractions hold approximately, by image count.
+    group_by : str, optional
+        Where the groups came from, recorded in the split (``Split.group_by``).
+
+    Returns
+    -------
+    Split
+        Without ``groups``: the shuffled ids cut into parts (validation and test sizes rounded,
+        at least one image each when their fraction is above 0). With ``groups``: the ids of
+        each part sorted, and ``groups`` restricted to ``ids``.
+
+    Raises
+    ------
+    InputError
+        Bad fractions, fewer than 3 ids, an id without a group, or fewer groups than parts
+        with a fraction above 0.
+
+    Examples
+    --------
+    >>> split = make_split(["a1", "a2", "b1", "c1", "c2", "d1"], (0.5, 0.0, 0.5), seed=0,
+    ...                    groups={"a1": "a", "a2": "a", "b1": "b", "c1": "c", "c2": "c", "d1": "d"})
+    >>> sorted(split.train + split.test) == ["a1", "a2", "b1", "c1", "c2", "d1"]
+    True
     """
-    fractions = tuple(float(f) for f in fractions)
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise InputError(f"fractions: need three non-negative numbers summing to 1, got {fractions}")
+    fractions = _check_fractions(fractions)
     ids = sorted(ids)
+    if len(set(ids)) != len(ids):
+        raise InputError("ids: a sample id is given more than once")
     if len(ids) < 3:
         raise InputError(f"ids: a split needs at least 3 samples, got {len(ids)}")
+    if groups is not None:
+        return _grouped_split(ids, fractions, seed, groups, group_by)
     order = np.random.default_rng(seed).permutation(len(ids))
     shuffled = [ids[i] for i in order]
     n = len(ids)
-    n_val = max(1, int(round(fractions[1] * n))) if fractions[1] > 0 else 0
-    n_test = max(1, int(round(fractions[2] * n))) if fractions[2] > 0 else 0
-    n_train = n - n_val - n_test
+    n_train, n_val, n_test = _part_sizes(n, fractions)
     if n_train < 1:
         raise InputError(f"ids: {n} samples are too few for fractions {fractions}")
     return Split(shuffled[:n_train], shuffled[n_train : n_train + n_val], shuffled[n_train + n_val :], seed, fractions)
+
+
+def make_grouped_split(ids: Sequence[str], groups: Mapping[str, str], fractions: Sequence[float] = (0.6, 0.1, 0.3),
+                       seed: int = 0, group_by: str | None = None) -> Split:
+    """:func:`make_split` with ``groups`` (required): whole groups go to one part."""
+    if groups is None:
+        raise InputError("groups: a grouped split needs the group of every id")
+    return make_split(ids, fractions, seed, groups, group_by)
+
+
+def _grouped_split(ids: list[str], fractions, seed, groups, group_by) -> Split:
+    if not isinstance(groups, Mapping):
+        raise InputError(f"groups: expected a mapping id -> group, got {type(groups).__name__}")
+    missing = [i for i in ids if i not in groups]
+    if missing:
+        raise InputError(f"{group_by or 'groups'}: no group for {len(missing)} of {len(ids)} ids: {_shown(missing)}")
+    of = {i: str(groups[i]) for i in ids}
+    members: dict[str, list[str]] = {}
+    for sample_id in ids:
+        members.setdefault(of[sample_id], []).append(sample_id)
+    names = sorted(members)
+    parts_used = [k for k in range(3) if fractions[k] > 0]
+    if len(names) < len(parts_used):
+        labels = ("train", "val", "test")
+        raise InputError(f"{group_by or 'groups'}: {len(names)} group{'s' if len(names) != 1 else ''} "
+                         f"({_shown(names)}) cannot fill the {len(parts_used)} parts with a fraction above 0 "
+                         f"({', '.join(labels[k] for k in parts_used)}); every part needs a whole group")
+    sizes = {name: len(members[name]) for name in names}
+    targets = [f * len(ids) for f in fractions]
+    rng = np.random.default_rng(seed)
+    best: tuple[float, dict[str, int]] | None = None
+    # One greedy pass over a random order of the groups fits the fractions loosely: over 300 draws
+    # of 3-60 groups of 1-11 images, 60/10/30, the parts' sizes were off by 6.3% of the images on
+    # average (sum of |size - target|), and by 1.3% keeping the best of 64 seeded orders. A pass
+    # costs O(groups), so the tries stay cheap.
+    for _ in range(GROUPED_SPLIT_TRIES):
+        order = rng.permutation(len(names))
+        order_sizes = [sizes[names[i]] for i in order]
+        parts = _assign_groups(order_sizes, targets, parts_used)
+        deviation = sum(abs(c - t) for c, t in zip(_counts(parts, order_sizes), targets))
+        if best is None or deviation < best[0] - 1e-9:
+            best = (deviation, {names[i]: part for i, part in zip(order, parts)})
+    assert best is not None
+    assigned: list[list[str]] = [[], [], []]
+    for name in names:
+        assigned[best[1][name]].extend(members[name])
+    train, val, test = (sorted(a) for a in assigned)
+    return Split(train, val, test, seed, fractions, dict(of), group_by)
+
+
+#: Seeded random orders a grouped split tries, keeping the one whose parts fit the fractions best.
+GROUPED_SPLIT_TRIES = 64
+
+
+def _assign_groups(sizes: Sequence[int], targets: Sequence[float], parts_used: Sequence[int]) -> list[int]:
+    """Greedy: each group (in the given order) goes to the part furthest below its target size;
+    the last groups go to parts still empty, so every part of ``parts_used`` gets one."""
+    counts = [0, 0, 0]
+    filled = [False, False, False]
+    parts = []
+    for index, size in enumerate(sizes):
+        empty = [k for k in parts_used if not filled[k]]
+        candidates = empty if len(sizes) - index <= len(empty) else parts_used
+        part = max(candidates, key=lambda k: (targets[k] - counts[k], -k))  # ties: train first
+        parts.append(part)
+        counts[part] += size
+        filled[part] = True
+    return parts
+
+
+def _counts(parts: Sequence[int], sizes: Sequence[int]) -> list[int]:
+    counts = [0, 0, 0]
+    for part, size in zip(parts, sizes):
+        counts[part] += size
+    return counts
+
+
+def leaking_groups(split: Split) -> dict[str, list[str]]:
+    """Groups of a grouped split with ids in more than one part: group -> the parts (empty when none)."""
+    if split.groups is None:
+        return {}
+    seen: dict[str, list[str]] = {}
+    for name in ("train", "val", "test"):
+        for sample_id in getattr(split, name):
+            group = split.groups.get(sample_id)
+            if group is not None and name not in seen.setdefault(group, []):
+                seen[group].append(name)
+    return {g: parts for g, parts in seen.items() if len(parts) > 1}
+
+
+GROUP_ID_COLUMNS = ("id", "image", "image_id", "sample", "sample_id", "name", "file", "filename")
+GROUP_COLUMNS = ("group", "patient", "patient_id", "subject", "video", "slide", "case")
+
+
+def groups_from_regex(ids: Sequence[str], pattern: str) -> dict[str, str]:
+    """The group of each id: the first capture group of ``pattern`` in it (the whole match without one).
+
+    Parameters
+    ----------
+    ids : sequence of str
+    pattern : str
+        A regular expression, searched in each id (anchor it with ``^`` to match at the start),
+        e.g. ``^(patient\\d+)_`` for ids ``patient07_slice12``.
+
+    Raises
+    ------
+    InputError
+        A pattern that does not compile, that matches no id, or that leaves ids without a group
+        (named in the message).
+    """
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"--group-by: {pattern!r} is neither a file nor a valid regular expression ({exc})") from None
+    groups, unmatched = {}, []
+    for sample_id in ids:
+        found = regex.search(sample_id)
+        value = None
+        if found is not None:
+            value = found.group(1) if regex.groups else found.group(0)
+        if not value:
+            unmatched.append(sample_id)
+        else:
+            groups[sample_id] = value
+    if not groups:
+        raise InputError(f"--group-by: regular expression {pattern!r} matches no image id (ids look like "
+                         f"{_shown(sorted(ids)[:3], 3)})")
+    if unmatched:
+        raise InputError(f"--group-by: regular expression {pattern!r} gives no group for {len(unmatched)} of "
+                         f"{len(ids)} ids: {_shown(unmatched)}")
+    return groups
+
+
+def read_groups(path: str | Path, ids: Sequence[str] | None = None) -> dict[str, str]:
+    """Read the group of each image id from a CSV, TSV or JSON file.
+
+    Parameters
+    ----------
+    path : str or Path
+        * JSON: an object ``{"ID": "GROUP", ...}``, or an object with such a ``"groups"`` entry
+          (so a grouped split file gives its groups again);
+        * CSV (``,`` or ``;``) or TSV (``.tsv``, or tabs): one row per image. With two columns,
+          ``ID,GROUP`` and an optional header row (a first row whose first cell is not one of
+          ``ids``). With more, a header naming the id column (``id``, ``image``, ``name``,
+          ``file`` ...) and the group column (``group``, ``patient``, ``video``, ``slide`` ...).
+        A file name with a known image suffix (``patient1_03.png``) stands for its stem.
+    ids : sequence of str, optional
+        The dataset's ids: names that are not ids but whose stem is one are mapped to it, and a
+        two-column header is recognised. Ids the file does not list are for the caller to
+        refuse (:func:`make_split` does).
+
+    Returns
+    -------
+    dict
+        id -> group (both strings).
+
+    Raises
+    ------
+    InputError
+        A file that cannot be read or parsed, rows without a group, or one id given two groups.
+    """
+    import csv
+    import io
+
+    from hitlseg.io import stem_of
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{path}: group file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the group file ({exc})") from None
+    known = set(ids) if ids is not None else None
+
+    def as_id(name: str) -> str:
+        name = name.strip()
+        if known is not None and name not in known and stem_of(name) in known:
+            return stem_of(name)
+        return name
+
+    pairs: list[tuple[str, str, str]] = []  # (id, group, where)
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"{path}: not a JSON file ({exc})") from None
+        if isinstance(data, dict) and isinstance(data.get("groups"), dict):
+            data = data["groups"]
+        if not isinstance(data, dict) or not all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                                 for v in data.values()):
+            raise InputError(f"{path}: a JSON group file must be an object mapping image ids to groups "
+                             '(strings or integers), e.g. {"001": "patient1"}')
+        pairs = [(as_id(str(k)), str(v).strip(), f"entry {k!r}") for k, v in data.items()]
+    else:
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        if path.suffix.lower() == ".tsv" or "\t" in first:
+            delimiter = "\t"
+        else:
+            delimiter = ";" if first.count(";") > first.count(",") else ","
+        rows = [(n, [cell.strip() for cell in row]) for n, row in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), 1)]
+        rows = [(n, row) for n, row in rows if any(row) and not row[0].startswith("#")]
+        if not rows:
+            raise InputError(f"{path}: the group file is empty")
+        header = [cell.lower() for cell in rows[0][1]]
+        width = len(header)
+        if width < 2:
+            raise InputError(f"{path}: a group file needs two columns, image id and group "
+                             f"(delimiter {delimiter!r})")
+        id_col, group_col = 0, 1
+        named_id = next((header.index(c) for c in GROUP_ID_COLUMNS if c in header), None)
+        named_group = next((header.index(c) for c in GROUP_COLUMNS if c in header), None)
+        if width > 2 and (named_id is None or named_group is None):
+            raise InputError(f"{path}: with {width} columns the first row must name the id column "
+                             f"({', '.join(GROUP_ID_COLUMNS[:4])} ...) and the group column "
+                             f"({', '.join(GROUP_COLUMNS[:4])} ...)")
+        if named_id is not None or named_group is not None:
+            id_col = named_id if named_id is not None else 1 - named_group
+            group_col = named_group if named_group is not None else 1 - named_id
+            rows = rows[1:]
+        elif known is not None and as_id(rows[0][1][0]) not in known:
+            rows = rows[1:]  # a header of two unnamed columns
+        for n, row in rows:
+            if len(row) <= max(id_col, group_col) or not row[group_col] or not row[id_col]:
+                raise InputError(f"{path}: line {n}: needs an image id and a group, got {delimiter.join(row)!r}")
+            pairs.append((as_id(row[id_col]), row[group_col], f"line {n}"))
+    groups: dict[str, str] = {}
+    for sample_id, group, where in pairs:
+        if not group:
+            raise InputError(f"{path}: {where}: empty group for {sample_id!r}")
+        if sample_id in groups and groups[sample_id] != group:
+            raise InputError(f"{path}: {where}: {sample_id!r} is given two groups, {groups[sample_id]!r} and {group!r}")
+        groups[sample_id] = group
+    if not groups:
+        raise InputError(f"{path}: the group file lists no image")
+    return groups
+
+
+def resolve_groups(group_by: str, ids: Sequence[str]) -> dict[str, str]:
+    """Groups of ``ids`` from ``--group-by``: a group file (CSV, TSV, JSON) when one exists at that path,
+    else a regular expression over the ids (:func:`groups_from_regex`).
+
+    A value that looks like a file name (ends in ``.csv``, ``.tsv``, ``.json`` or ``.txt``) but
+    names no file is an error, not a pattern, and so is a folder. The file must list no id that
+    is not one of ``ids`` (a misspelt name would otherwise go unnoticed); ids it leaves out are
+    refused by :func:`make_split`.
+    """
+    path = Path(group_by)
+    looks_like_file = re.search(r"\.(csv|tsv|json|txt)$", group_by, re.IGNORECASE) is not None
+
+    def exists(test) -> bool:
+        try:
+            return test()
+        except (OSError, ValueError):  # a pattern too long or odd for a path (a NUL byte)
+            return False
+
+    if exists(path.is_dir):
+        raise InputError(f"{group_by}: is a folder; --group-by takes a CSV/TSV/JSON file or a regular expression")
+    if exists(path.is_file):
+        groups = read_groups(path, ids)
+        wanted = set(ids)
+        if not wanted & set(groups):
+            raise InputError(f"{path}: the group file lists none of the {len(wanted)} image ids "
+                             f"(ids look like {_shown(sorted(ids)[:3], 3)})")
+        unknown = sorted(set(groups) - wanted)
+        if unknown:
+            raise InputError(f"{path}: {len(unknown)} ids of the group file are not images of the dataset: "
+                             f"{_shown(unknown)} (remove them, or fix their names)")
+        return groups
+    if looks_like_file:
+        raise InputError(f"{group_by}: group file not found")
+    return groups_from_regex(ids, group_by)
 
 
 def describe(dataset: Dataset, progress=None, decode: bool = True) -> dict:

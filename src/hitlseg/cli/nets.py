@@ -15,9 +15,14 @@ def register(commands) -> None:
     train.add_argument("--split", help="split JSON (train/val/test ids); default: the dataset's train/validation/test "
                                        "folders, else a seeded split saved next to the model")
     train.add_argument("--encoder", default=None,
-                       help="flim:MODEL (a FLIM model file), flim:markers (learn from the training images' markers), "
-                            "flim:robot (learn from simulated markers on 5 training images) or backprop (U-Net "
-                            "baseline); default: flim:markers when training images have markers, else flim:robot")
+                       help="flim:MODEL (a FLIM model file, or a 'select --out' folder: its flim.pt), flim:markers "
+                            "(learn from the training images' markers), flim:robot (learn from simulated markers on "
+                            "5 training images) or backprop (U-Net baseline); default: flim:markers when training "
+                            "images have markers, else flim:robot")
+    train.add_argument("--markers", metavar="DIR",
+                       help="folder of marker files to use instead of DATASET/markers (e.g. the markers/ of a "
+                            "'select --out' folder, or that folder itself), for --labels markers and "
+                            "--encoder flim:markers")
     train.add_argument("--labels", choices=("masks", "markers"), default="masks",
                        help="masks: learn from the masks/ folder (full supervision); markers: learn from the "
                             "markers/ strokes alone (no mask file is opened), with self-training on the other "
@@ -65,6 +70,75 @@ def _split_file(model_file: Path) -> Path:
     return model_file.with_name(model_file.name.split(".")[0] + ".split.json")
 
 
+SELECT_MODEL = "flim.pt"  # the FLIM model 'hitlseg select --out DIR' writes into DIR
+
+
+def _flim_file(source: str) -> Path:
+    """The FLIM model file of ``--encoder flim:SOURCE``: the file, or ``SOURCE/flim.pt`` for a folder."""
+    from hitlseg.errors import InputError
+
+    path = Path(source)
+    if path.is_dir():
+        model = path / SELECT_MODEL
+        if not model.is_file():
+            raise InputError(f"{path}: --encoder flim:{source}: the folder holds no {SELECT_MODEL} (write one with "
+                             f"'hitlseg select --robot --out {source}' or 'hitlseg flim fit --out FILE')")
+        return model
+    return path
+
+
+def _markers_folder(markers: str | None) -> Path | None:
+    """``--markers``: a folder of marker files, or a 'select --out' folder holding ``markers/``."""
+    from hitlseg.errors import InputError
+
+    if markers is None:
+        return None
+    path = Path(markers)
+    if not path.is_dir():
+        raise InputError(f"{path}: --markers: folder not found" if not path.exists()
+                         else f"{path}: --markers must name a folder, but it is a file")
+    if (path / "markers").is_dir() and (path / "selected.json").is_file():
+        return path / "markers"
+    return path
+
+
+def _open_dataset(root: Path, markers: Path | None, **options):
+    """The dataset at ``root``; with ``markers``, its images and masks with the marker files of that folder."""
+    from hitlseg.dataset import Dataset
+    from hitlseg.errors import InputError
+
+    if markers is None:
+        return Dataset.from_folder(root, **options)
+    if not (root / "images").is_dir():
+        raise InputError(f"{root}: --markers needs a dataset with an images/ folder (with one folder per case, "
+                         f"put the marker file in each case folder)")
+    masks = root / "masks"
+    dataset = Dataset.from_parts(root / "images", masks if masks.is_dir() else None, markers, **options)
+    dataset.root = root
+    return dataset
+
+
+def _warn_flim_leak(source: Path, split) -> None:
+    """Warn when the FLIM model of a 'select --out' folder learned from validation or test images."""
+    import json
+    import warnings
+
+    from hitlseg.errors import DataWarning
+
+    info = source.parent / "selected.json"
+    if source.name != SELECT_MODEL or not info.is_file():
+        return
+    try:
+        selected = [str(i) for i in json.loads(info.read_text())["selected"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    outside = [i for i in selected if split.part_of(i) in ("val", "test")]
+    if outside:
+        warnings.warn(f"{source}: the FLIM encoder was learned from {len(outside)} images outside the training "
+                      f"part of the split ({', '.join(outside[:5])}); pass the same --split to 'select'",
+                      DataWarning, stacklevel=2)
+
+
 def _check_sizes(dataset, ids, arch, *, reflect: bool, training: bool) -> None:
     """Raise :class:`InputError` naming the first image of ``ids`` too small for ``arch`` (from file headers)."""
     from hitlseg.io import peek_image
@@ -78,7 +152,6 @@ def _check_sizes(dataset, ids, arch, *, reflect: bool, training: bool) -> None:
 def run_train(args) -> int:
     import time
 
-    from hitlseg.dataset import Dataset
     from hitlseg.errors import InputError
     from hitlseg.flim.model import FLIMModel
     from hitlseg.flim.spec import default_arch
@@ -92,7 +165,8 @@ def run_train(args) -> int:
                          seed=args.seed, device=args.device, ncut_weight=args.ncut_weight or 0.0,
                          crf_weight=args.crf_weight or 0.0)
     root = Path(args.dataset)
-    peek = Dataset.from_folder(root)
+    markers_dir = _markers_folder(args.markers)
+    peek = _open_dataset(root, markers_dir)
     encoder_spec = args.encoder
     if encoder_spec is None:
         encoder_spec = "flim:markers" if any(s.markers_path is not None for s in peek) else "flim:robot"
@@ -101,13 +175,19 @@ def run_train(args) -> int:
     check_output_file(out, "--out" if args.out else "model file")
     if args.checkpoint:
         check_output_file(args.checkpoint, "--checkpoint")
+    if markers_dir is not None and not (kind == "flim" and source == "markers"):
+        raise InputError(f"--markers: the markers are used by --encoder flim:markers or --labels markers, "
+                         f"not by --encoder {encoder_spec}")
     flim = None
     preprocessing = {"color": "lab", "normalize": "percentile"}
     if kind == "flim" and source not in ("robot", "markers"):
-        flim = FLIMModel.load(source)
+        flim_file = _flim_file(source)
+        flim = FLIMModel.load(flim_file)
         preprocessing = dict(flim.preprocessing)
-    dataset = Dataset.from_folder(root, color=preprocessing["color"], normalize=preprocessing["normalize"])
+    dataset = _open_dataset(root, markers_dir, color=preprocessing["color"], normalize=preprocessing["normalize"])
     split, split_source = workflow.resolve_split(dataset, args.split, args.seed)
+    if flim is not None:
+        _warn_flim_leak(flim_file, split)
     if not split.train:
         raise InputError(f"{args.split or root}: the training set is empty")
     if args.split is None and split_source != "predefined":
@@ -173,7 +253,6 @@ def run_train_markers(args) -> int:
     """``train --labels markers``: strokes + self-training; reads images and marker files only."""
     import time
 
-    from hitlseg.dataset import Dataset
     from hitlseg.errors import InputError
     from hitlseg.flim.model import FLIMModel
     from hitlseg.flim.spec import default_arch
@@ -192,15 +271,19 @@ def run_train_markers(args) -> int:
     check_output_file(out, "--out" if args.out else "model file")
     preprocessing = {"color": "lab", "normalize": "percentile"}
     flim = None
+    markers_dir = _markers_folder(args.markers)
     if source != "markers":
-        flim = FLIMModel.load(source)
+        flim_file = _flim_file(source)
+        flim = FLIMModel.load(flim_file)
         preprocessing = dict(flim.preprocessing)
-    dataset = Dataset.from_folder(root, color=preprocessing["color"], normalize=preprocessing["normalize"])
+    dataset = _open_dataset(root, markers_dir, color=preprocessing["color"], normalize=preprocessing["normalize"])
     stray = [str(path.name) for path, reason in dataset.ignored if reason.startswith("markers without an image")]
     if stray:
-        raise InputError(f"{root}/markers: markers of images that are not in the dataset: {', '.join(stray[:5])}"
-                         f"{' ...' if len(stray) > 5 else ''}")
+        raise InputError(f"{markers_dir or root / 'markers'}: markers of images that are not in the dataset: "
+                         f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}")
     split, split_source = workflow.resolve_split(dataset, args.split, args.seed, labels="markers")
+    if flim is not None:
+        _warn_flim_leak(flim_file, split)
     if not split.train:
         raise InputError(f"{args.split or root}: the training set is empty")
     if args.split is None and split_source != "predefined":

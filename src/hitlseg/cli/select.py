@@ -1,8 +1,21 @@
-"""``hitlseg select``: the image-selection loop driven by the simulated annotator (the robot)."""
+"""``hitlseg select``: the image-selection loop driven by the simulated annotator (the robot).
+
+With ``--out DIR`` the run is written so that ``train`` can take it up:
+
+* ``DIR/selected.json`` (ids in selection order, the settings, the split) and ``DIR/selected.txt``
+  (one id per line, for ``robot mark --ids @DIR/selected.txt``);
+* ``DIR/rounds.json``: every round's recommendations (closest, most distant, near-duplicates),
+  stopping signal and timings;
+* ``DIR/markers/ID.png`` (``ID.nii.gz`` for volumes): the robot's markers, as ``robot mark``
+  writes them (``train --labels markers --markers DIR/markers``);
+* ``DIR/flim.pt``: a FLIM model (the ``--arch`` encoder, by default the three-layer one of
+  ``flim fit``) learned from those markers, as ``flim fit`` writes one (``train --encoder flim:DIR``).
+"""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from hitlseg.cli import args as argtypes
 
@@ -10,6 +23,23 @@ from hitlseg.cli import args as argtypes
 # parser does not import torch (every command would pay for it); a test keeps them in step.
 SELECTOR_NAMES = ("gtfree", "random", "labeled", "kcenter")
 POLICY_NAMES = ("most_distant", "closest", "alternate")
+# hitlseg.selection.recommend.DUPLICATE_TOLERANCE, spelled out for the same reason (a test keeps it in step).
+DUPLICATE_TOLERANCE = 0.01
+
+OUT_FILES = ("selected.json", "selected.txt", "rounds.json", "flim.pt")
+
+
+def duplicate_tolerance(text: str) -> float:
+    """A fraction of the pool's descriptor diameter in [0, 1)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
 
 
 def register(commands) -> None:
@@ -22,6 +52,14 @@ def register(commands) -> None:
         "ground-truth mask), FLIM filters are refitted and the next image is recommended.",
     )
     parser.add_argument("--dataset", required=True, help="dataset folder (images with masks, for the robot)")
+    parser.add_argument("--split", help="split JSON (from 'hitlseg split'): choose among its training images only "
+                                        "(default: every image of the dataset)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="folder for the run: selected.json/.txt (ids in order), rounds.json (each round's "
+                             "recommendations), markers/ (the robot's markers) and flim.pt (a FLIM model learned "
+                             "from them, for 'train --encoder flim:DIR')")
+    parser.add_argument("--arch", help="with --out: architecture JSON of the FLIM model in DIR/flim.pt (default: "
+                                       "the three-layer encoder of 'flim fit')")
     parser.add_argument("--robot", action="store_true",
                         help="let the simulated annotator mark each selected image from its mask (required)")
     parser.add_argument("--rounds", type=argtypes.positive_int, default=5, help="images to select and mark (default 5)")
@@ -31,6 +69,11 @@ def register(commands) -> None:
     parser.add_argument("--policy", default="most_distant", choices=list(POLICY_NAMES),
                         help="gtfree policy (default most_distant)")
     parser.add_argument("--k", type=argtypes.positive_int, default=5, help="recommendations per list (default 5)")
+    parser.add_argument("--duplicate-tolerance", type=duplicate_tolerance, default=DUPLICATE_TOLERANCE,
+                        metavar="FRACTION",
+                        help="leave out of the recommendations images closer to a selected image than this fraction "
+                             f"of the pool's descriptor diameter, reported as near-duplicates (default "
+                             f"{DUPLICATE_TOLERANCE}; 0 turns it off)")
     parser.add_argument("--distance", default="min", choices=["min", "last"],
                         help="distance to the selected set: nearest selected image or the last one")
     parser.add_argument("--maps", default="object", choices=["object", "all", "saliency"],
@@ -60,6 +103,8 @@ def _print_round(result, chosen_by: str) -> None:
     print(f"round {result.round}: selected {result.image_id} ({chosen_by}; {result.n_maps} maps)")
     print(f"  most distant: {_format_list(result.recommendation.most_distant)}")
     print(f"  closest:      {_format_list(result.recommendation.closest)}")
+    for duplicate in result.recommendation.near_duplicates:
+        print(f"  skipped: {duplicate.id}, near-duplicate of {duplicate.of} (distance {duplicate.distance:.3g})")
     print(f"  normalised coverage radius {stop.normalized_radius:.3f} ({change}; raw {stop.radius:.4g} of diameter "
           f"{stop.diameter:.4g}); suggestion: {stop.suggestion} ({stop.reason})")
     times = " ".join(f"{k} {v:.2f}s" for k, v in result.timings.items() if k != "stopping")
@@ -70,7 +115,7 @@ def _print_round(result, chosen_by: str) -> None:
 
 def run_select(args) -> int:
     from hitlseg.cli.common import print_json, progress_bar
-    from hitlseg.dataset import Dataset
+    from hitlseg.dataset import Dataset, Split
     from hitlseg.errors import InputError
     from hitlseg.robot import Robot
     from hitlseg.selection import SelectionSession, SuperpixelCache, make_selector
@@ -81,14 +126,31 @@ def run_select(args) -> int:
                          "(a person marks images in the web interface)")
     if args.cache:
         check_output_dir(args.cache, "--cache")
+    if args.arch and not args.out:
+        raise InputError("--arch: sets the FLIM model written to --out DIR; pass --out too")
+    out = _check_out(args.out) if args.out else None
+    arch = None
+    if out is not None:
+        from hitlseg.flim import default_arch, read_arch
+
+        arch = read_arch(args.arch) if args.arch else default_arch()
     dataset = Dataset.from_folder(args.dataset)
+    split = None
+    if args.split:
+        split = Split.load(args.split, dataset)
+        if len(split.train) < 2:
+            raise InputError(f"{args.split}: the training part has {len(split.train)} image(s); selection needs at least 2")
+        dataset = dataset.subset(split.train)
     missing = [i for i in dataset.ids if dataset.sample(i).mask_path is None]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise InputError(f"{args.dataset}: the robot marks images from their masks, but {len(missing)} image(s) "
-                         f"have none: {shown}")
+                         f"{'of the training part ' if split else ''}have none: {shown}")
     if args.rounds > len(dataset):
-        raise InputError(f"--rounds: {args.rounds} rounds but the dataset has only {len(dataset)} images")
+        where = f"the training part of {args.split}" if split else "the dataset"
+        raise InputError(f"--rounds: {args.rounds} rounds but {where} has only {len(dataset)} images")
+    if arch is not None:
+        _check_fit_sizes(dataset, arch)
     options = {"seed": args.seed}
     if args.selector == "gtfree":
         options.update(policy=args.policy, distance=args.distance)
@@ -99,16 +161,16 @@ def run_select(args) -> int:
     with progress_bar("preparing", enabled=not args.json) as progress:
         cache = SuperpixelCache(args.cache) if args.cache else None
         session = SelectionSession(dataset, n_superpixels=args.superpixels, superpixel_cache=cache, seed=args.seed,
-                                   maps=args.maps, distance=args.distance, k=args.k, projection=args.projection,
-                                   perplexity=args.perplexity, stop_threshold=args.stop_threshold,
-                                   stop_patience=args.stop_patience,
+                                   maps=args.maps, distance=args.distance, duplicate_tolerance=args.duplicate_tolerance,
+                                   k=args.k, projection=args.projection, perplexity=args.perplexity,
+                                   stop_threshold=args.stop_threshold, stop_patience=args.stop_patience,
                                    device=args.device, progress=progress)
     prepare_s = time.perf_counter() - started
     masks = {}
     if args.selector == "labeled":
         masks = {i: dataset.mask(i, session.images[i].shape[1:]) for i in session.ids}
 
-    rounds = []
+    rounds, chosen = [], []
     for index in range(args.rounds):
         tick = time.perf_counter()
         image_id = selector.query(session.context(masks if args.selector == "labeled" else None), 1)[0]
@@ -122,22 +184,130 @@ def run_select(args) -> int:
         chosen_by = "first image, seeded random" if index == 0 else (
             f"gtfree {args.policy}" if args.selector == "gtfree" else args.selector)
         rounds.append(result)
+        chosen.append(chosen_by)
         if not args.json:
             _print_round(result, chosen_by)
         if args.stop_early and result.stopping.stop:
             break
 
+    written = None
+    if out is not None:
+        with progress_bar("FLIM model", enabled=not args.json) as progress:
+            written = _write_out(out, args, dataset, session, rounds, chosen, arch, progress)
     if args.json:
         print_json({
             "dataset": str(dataset.root),
+            "split": args.split,
             "pool": len(session.ids),
             "selector": args.selector,
             "policy": args.policy if args.selector == "gtfree" else None,
             "seed": args.seed,
+            "duplicate_tolerance": args.duplicate_tolerance,
             "prepare_s": prepare_s,
             "selected": list(session.selected),
             "rounds": [r.to_dict(coords=False) for r in rounds],
+            "out": written,
         })
     else:
         print(f"selected: {', '.join(session.selected)}")
+        if written is not None:
+            print(f"wrote:    {written['selected']} (ids in order), {written['rounds']} (recommendations),")
+            print(f"          {written['markers']} ({len(session.selected)} marker files), {written['flim_model']} "
+                  f"(FLIM model: 'hitlseg train --encoder flim:{out}')")
     return 0
+
+
+def _check_out(path: str) -> Path:
+    """The --out folder, checked before any work: writable, and its files not folders."""
+    from hitlseg.errors import InputError
+    from hitlseg.validate import check_output_dir, check_output_file
+
+    out = check_output_dir(path)
+    for name in OUT_FILES:
+        check_output_file(out / name, f"--out {name}")
+    markers = out / "markers"
+    if markers.exists() and not markers.is_dir():
+        raise InputError(f"{markers}: --out markers must be a folder, but it is a file")
+    return out
+
+
+def _check_fit_sizes(dataset, arch) -> None:
+    """Every pool image can be taken by the FLIM model's encoder (from file headers)."""
+    from hitlseg.io import peek_image
+    from hitlseg.validate import check_image_size
+
+    for sample in dataset:
+        check_image_size(peek_image(sample.image_paths)[1], arch, str(sample.image_paths[0]))
+
+
+def _marker_file(out: Path, sample_id: str, ndim: int) -> Path:
+    """``OUT/markers/ID.png`` (2D) or ``ID.nii.gz`` (3D): the names ``robot mark`` writes."""
+    return out / "markers" / f"{sample_id}{'.png' if ndim == 2 else '.nii.gz'}"
+
+
+def _previous_markers(out: Path) -> list[Path]:
+    """Marker files a previous ``select --out`` run wrote into ``out`` (named in its selected.json)."""
+    import json
+
+    try:
+        previous = json.loads((out / "selected.json").read_text())
+        files = previous["marker_files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if not isinstance(files, list):
+        return []
+    paths = []
+    for name in files:
+        path = out / "markers" / str(name)
+        if isinstance(name, str) and "/" not in name and "\\" not in name and path.is_file():
+            paths.append(path)
+    return paths
+
+
+def _write_out(out: Path, args, dataset, session, rounds, chosen, arch, progress) -> dict:
+    """Write the run to ``out`` (markers and model first, selected.json last); returns the paths."""
+    from hitlseg.flim import FLIMModel
+    from hitlseg.io import read_image, write_markers
+    from hitlseg.plain import to_plain
+    from hitlseg.project.files import write_json, write_text
+
+    selected = list(session.selected)
+    images = [session.images[i] for i in selected]
+    markers = [session.markers[i] for i in selected]
+    model = FLIMModel.fit(images, markers, arch, seed=args.seed, device=args.device, names=selected,
+                          preprocessing={"color": dataset.color, "normalize": dataset.normalize}, progress=progress)
+    (out / "markers").mkdir(parents=True, exist_ok=True)
+    stale = _previous_markers(out)
+    files = []
+    for sample_id, marks in zip(selected, markers):
+        path = _marker_file(out, sample_id, marks.ndim)
+        meta = None
+        if marks.ndim == 3:  # volumes keep the image's geometry
+            _, meta = read_image(dataset.sample(sample_id).image_paths[0], normalize="none")
+        write_markers(path, marks, meta)
+        files.append(path)
+    model_file = model.save(out / "flim.pt")
+    kept = {p.resolve() for p in files}
+    for path in stale:  # a previous run's markers of images not selected now would be taken as strokes
+        if path.resolve() not in kept:
+            path.unlink(missing_ok=True)
+    rounds_data = [{"chosen_by": by, **r.to_dict(coords=False)} for r, by in zip(rounds, chosen)]
+    rounds_file = write_json(out / "rounds.json", to_plain(rounds_data, json_floats=True), indent=2)
+    write_text(out / "selected.txt", "".join(f"{i}\n" for i in selected))
+    info = {
+        "selected": selected,
+        "dataset": str(dataset.root.resolve()),
+        "split": str(Path(args.split).resolve()) if args.split else None,
+        "pool": len(session.ids),
+        "selector": args.selector,
+        "policy": args.policy if args.selector == "gtfree" else None,
+        "seed": args.seed,
+        "duplicate_tolerance": args.duplicate_tolerance,
+        "rounds": len(rounds),
+        "marker_files": [p.name for p in files],
+        "flim_model": "flim.pt",
+        "arch": args.arch,
+    }
+    selected_file = write_json(out / "selected.json", info, indent=2)
+    return {"selected": str(selected_file), "selected_txt": str(out / "selected.txt"), "rounds": str(rounds_file),
+            "markers": str(out / "markers"), "flim_model": str(model_file)}

@@ -19,7 +19,14 @@ from hitlseg.selection.descriptors import (
 )
 from hitlseg.selection.heatmap import activation_map, display_rgb, overlay, png_bytes, save_png
 from hitlseg.selection.projection import METHODS, Projection, project
-from hitlseg.selection.recommend import DISTANCES, Recommendation, distances_to_selected, recommend
+from hitlseg.selection.recommend import (
+    DISTANCES,
+    DUPLICATE_TOLERANCE,
+    NearDuplicate,
+    Recommendation,
+    distances_to_selected,
+    recommend,
+)
 from hitlseg.selection.selectors import (
     SELECTORS,
     GTFreeSelector,
@@ -46,12 +53,14 @@ __all__ = [
     "DEFAULT_COMPACTNESS",
     "DEFAULT_SUPERPIXELS",
     "DISTANCES",
+    "DUPLICATE_TOLERANCE",
     "FILLS",
     "GTFreeSelector",
     "KCenterSelector",
     "LabeledSelector",
     "MAPS",
     "METHODS",
+    "NearDuplicate",
     "Projection",
     "RandomSelector",
     "Recommendation",
