@@ -65,3 +65,21 @@ def copy_demo(root: Path, n: int) -> Path:
         for name in names:
             shutil.copy(DEMO_ROOT / folder / name, root / folder / name)
     return root
+
+
+def cli_run(capsys, *argv):
+    """``hitlseg ARGV`` in process: (exit code, stdout, stderr)."""
+    from hitlseg.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def cli_one_line_error(capsys, *argv) -> str:
+    """The one stderr line of a ``hitlseg ARGV`` that must fail with exit 2 and no traceback."""
+    code, _, err = cli_run(capsys, *argv)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]

@@ -14,23 +14,9 @@ import pytest
 
 from hitlseg.cli import main
 from hitlseg.dataset import Dataset, Split
-from tests.helpers import copy_demo
+from tests.helpers import cli_one_line_error as _one_line_error, cli_run as _run, copy_demo
 
 FAST = ["--projection", "pca"]  # t-SNE is not what these tests are about
-
-
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _one_line_error(capsys, *argv) -> str:
-    code, _, err = _run(capsys, *argv)
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture

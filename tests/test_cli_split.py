@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hitlseg.cli import main
 from hitlseg.dataset import (
     Split,
     groups_from_regex,
@@ -18,7 +17,7 @@ from hitlseg.dataset import (
     resolve_groups,
 )
 from hitlseg.errors import InputError
-from tests.helpers import rgb_from_mask, write_png
+from tests.helpers import cli_one_line_error as _one_line_error, cli_run as _run, rgb_from_mask, write_png
 
 # 12 images of 4 patients, 2-4 images each
 PATIENTS = {"p1": 4, "p2": 3, "p3": 3, "p4": 2}
@@ -38,20 +37,6 @@ def dataset(tmp_path):
         write_png(root / "images" / f"{sample_id}.png", rgb_from_mask(mask, index))
         write_png(root / "masks" / f"{sample_id}.png", mask)
     return root
-
-
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _one_line_error(capsys, *argv) -> str:
-    code, _, err = _run(capsys, *argv)
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 # --------------------------------------------------------------------------------------------
