@@ -410,3 +410,14 @@ def test_probabilities_within_the_tolerance_are_accepted():
     labels = refine(image, p * (1 + 5e-4), "graphcut")
     assert labels.shape == (8, 8)
     assert np.array_equal(graphcut_refine(image, p), refine(image, p, "graphcut"))
+
+
+@pytest.mark.parametrize("covariance, n_features", [("full", 3), ("diag", 12)])
+def test_hand_written_mixture_density_matches_scikit_learn(covariance, n_features):
+    from sklearn.mixture import GaussianMixture
+
+    from hitlseg.refine.graphcut import _mixture_log_density
+
+    x = np.random.default_rng(0).normal(size=(2000, n_features))
+    gmm = GaussianMixture(3, covariance_type=covariance, random_state=0).fit(x[:500])
+    assert np.allclose(_mixture_log_density(gmm, x.astype(np.float32)), gmm.score_samples(x), atol=1e-3)
