@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nets import dataset_root  # noqa: E402
+from nets import dataset_root, emit  # noqa: E402
 
 
 def peak_mb() -> float:
@@ -137,10 +137,7 @@ def main(argv=None) -> int:
         report["datasets"][name] = run_dataset(name, args)
         print(f"# {name}: {json.dumps(report['datasets'][name])}", file=sys.stderr, flush=True)
     report["load_after"] = list(os.getloadavg())
-    line = json.dumps(report)
-    print(line)
-    if args.out:
-        Path(args.out).write_text(line + "\n")
+    emit(report, args.out)
     return 0
 
 

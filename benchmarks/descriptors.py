@@ -17,7 +17,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nets import dataset_root  # noqa: E402  (../shared/datasets, wbc1 falling back to the bundled copy)
+from nets import dataset_root, emit  # noqa: E402  (../shared/datasets, wbc1 falling back to the bundled copy)
 
 
 def profile_fill_share(dataset, fractions, seed: int) -> float:
@@ -85,10 +84,7 @@ def main() -> int:
         print(f"# {variant}: val {entry['val_mean']:.4f} test {entry['test_mean']:.4f} "
               f"({entry['wall_seconds']:.0f} s)", file=sys.stderr, flush=True)
     report["load_after"] = os.getloadavg()
-    line = json.dumps(report)
-    print(line)
-    if args.out:
-        Path(args.out).write_text(line + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -44,6 +44,14 @@ def dataset_root(name: str) -> Path | None:
     return None
 
 
+def emit(report: dict, out: str | None) -> None:
+    """Print the benchmark's JSON line, and write it to ``out`` when given (shared by the benchmarks)."""
+    line = json.dumps(report)
+    print(line)
+    if out:
+        Path(out).write_text(line + "\n")
+
+
 def run_one(name: str, kind: str, epochs: int, quick: bool, device: str | None, seed: int, crop: int | None) -> dict:
     """Train and evaluate one model on one dataset (in this process)."""
     import resource

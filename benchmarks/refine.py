@@ -34,7 +34,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -44,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nets import dataset_root  # noqa: E402  (../shared/datasets, wbc1 falling back to the bundled copy)
+from nets import dataset_root, emit  # noqa: E402  (../shared/datasets, wbc1 falling back to the bundled copy)
 
 PARTS = ("live", "quality", "live_quality")
 #: Refiners of the quality part: name -> (method, options).
@@ -304,10 +303,7 @@ def main(argv=None) -> int:
         report[f"{part}_seconds"] = time.perf_counter() - t0
     report["peak_mb"] = peak_mb()
     report["load_after"] = os.getloadavg()
-    line = json.dumps(report)
-    print(line)
-    if args.out:
-        Path(args.out).write_text(line + "\n")
+    emit(report, args.out)
     return 0
 
 

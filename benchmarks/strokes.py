@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nets import dataset_root  # noqa: E402  (../shared/datasets, wbc1 falling back to the bundled copy)
+from nets import dataset_root, emit  # noqa: E402  (../shared/datasets, wbc1 falling back to the bundled copy)
 
 METHODS = ("adaptive", "pseudo_sunet", "partial", "partial_ncut", "partial_crf", "partial_ncut_crf", "self_training")
 
@@ -276,10 +276,7 @@ def main(argv=None) -> int:
         report["datasets"][name] = {"summary": summarise(splits), "splits": splits}
     report["peak_mb"] = peak_mb()
     report["load_after"] = os.getloadavg()
-    line = json.dumps(report)
-    print(line)
-    if args.out:
-        Path(args.out).write_text(line + "\n")
+    emit(report, args.out)
     if args.report:
         write_report(report, Path(args.report))
     return 0

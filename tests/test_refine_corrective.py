@@ -161,7 +161,7 @@ def test_bad_inputs():
         CorrectiveModel.fit([image, image], [p], [truth])
     with pytest.raises(InputError, match="no training images"):
         CorrectiveModel.fit([], [], [])
-    with pytest.raises(InputError, match=r"truths\[0\]: label 2 is beyond the probabilities' classes 0..1"):
+    with pytest.raises(InputError, match=r"truths\[0\]: values must lie in 0\.\.1, found \[0, 2\]"):
         CorrectiveModel.fit([image], [p], [truth * 2])
     with pytest.raises(InputError, match="no training pixels"):
         CorrectiveModel.fit([image], [p], [np.zeros_like(truth)], truth_format="markers")

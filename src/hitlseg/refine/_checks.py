@@ -75,15 +75,21 @@ def check_probabilities(probabilities, spatial: tuple[int, ...] | None = None, n
     return np.clip(p, 0.0, 1.0)
 
 
+def _integer_array(values, spatial: tuple[int, ...], name: str, expected: str) -> np.ndarray:
+    """``values`` as an integer array of shape ``spatial`` (booleans as 0/1), else an InputError."""
+    a = np.asarray(values)
+    if a.dtype == bool:
+        a = a.astype(np.uint8)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise InputError(f"{name}: expected {expected}, got dtype {a.dtype}")
+    if tuple(a.shape) != tuple(spatial):
+        raise InputError(f"{name}: shape {tuple(a.shape)} does not match the image's spatial shape {tuple(spatial)}")
+    return a
+
+
 def check_markers(markers, spatial: tuple[int, ...], n_labels: int | None = None, name: str = "markers") -> np.ndarray:
     """Markers ``(*spatial)``: 0 unmarked, ``c + 1`` for class ``c``; at most ``n_labels`` classes (background included)."""
-    m = np.asarray(markers)
-    if m.dtype == bool:
-        m = m.astype(np.uint8)
-    if not np.issubdtype(m.dtype, np.integer):
-        raise InputError(f"{name}: expected an integer array (0 unmarked, c + 1 for class c), got dtype {m.dtype}")
-    if tuple(m.shape) != tuple(spatial):
-        raise InputError(f"{name}: shape {tuple(m.shape)} does not match the image's spatial shape {tuple(spatial)}")
+    m = _integer_array(markers, spatial, name, "an integer array (0 unmarked, c + 1 for class c)")
     lo, hi = int(m.min()), int(m.max())
     if lo < 0:
         raise InputError(f"{name}: values must be >= 0 (0 unmarked, c + 1 for class c), found {lo}")
@@ -97,13 +103,7 @@ def check_markers(markers, spatial: tuple[int, ...], n_labels: int | None = None
 
 def check_labels(labels, spatial: tuple[int, ...], n_labels: int, name: str = "labels") -> np.ndarray:
     """A label array ``(*spatial)`` with values in ``0..n_labels-1``."""
-    a = np.asarray(labels)
-    if a.dtype == bool:
-        a = a.astype(np.uint8)
-    if not np.issubdtype(a.dtype, np.integer):
-        raise InputError(f"{name}: expected an integer label array, got dtype {a.dtype}")
-    if tuple(a.shape) != tuple(spatial):
-        raise InputError(f"{name}: shape {tuple(a.shape)} does not match the spatial shape {tuple(spatial)}")
+    a = _integer_array(labels, spatial, name, "an integer label array")
     if a.min() < 0 or a.max() >= n_labels:
         raise InputError(f"{name}: values must lie in 0..{n_labels - 1}, found [{int(a.min())}, {int(a.max())}]")
     return a.astype(np.int64, copy=False)

@@ -59,7 +59,7 @@ from scipy import ndimage
 
 from hitlseg.errors import InputError
 from hitlseg.progress import Progress, report
-from hitlseg.refine._checks import check_count, check_image, check_markers, check_positive, check_probabilities
+from hitlseg.refine._checks import check_count, check_image, check_labels, check_markers, check_positive, check_probabilities
 from hitlseg.refine.shape import _load_npz
 
 __all__ = ["FORMAT", "CorrectiveModel", "corrective_features", "corrective_refine", "feature_names", "sample_pixels"]
@@ -233,21 +233,10 @@ def _check_sigmas(sigmas) -> tuple[float, ...]:
 
 
 def _check_truth(truth, spatial, n_labels: int, truth_format: str, name: str) -> np.ndarray:
-    t = np.asarray(truth)
-    if t.dtype == bool:
-        t = t.astype(np.uint8)
-    if not np.issubdtype(t.dtype, np.integer):
-        raise InputError(f"{name}: expected an integer label array, got dtype {t.dtype}")
-    if tuple(t.shape) != tuple(spatial):
-        raise InputError(f"{name}: shape {tuple(t.shape)} does not match the image's spatial shape {tuple(spatial)}")
-    lo, hi = int(t.min()), int(t.max())
-    if lo < 0:
-        raise InputError(f"{name}: values must be >= 0, found {lo}")
-    top = hi - 1 if truth_format == "markers" else hi
-    if top >= n_labels:
-        what = f"marker {hi} (class {top})" if truth_format == "markers" else f"label {hi}"
-        raise InputError(f"{name}: {what} is beyond the probabilities' classes 0..{n_labels - 1}")
-    return t.astype(np.int64, copy=False)
+    """Ground truth as labels 0..K, or as markers (0 unmarked, c + 1 for class c): the shared checks."""
+    if truth_format == "markers":
+        return check_markers(truth, spatial, n_labels, name)
+    return check_labels(truth, spatial, n_labels, name)
 
 
 @dataclass(frozen=True, eq=False)
