@@ -366,8 +366,8 @@ def test_level_set_classes_and_markers():
 def test_refine_returns_uint8_labels_for_every_method():
     rng = np.random.default_rng(0)
     image, p = _crf_case(16, seed=1)
-    assert set(REFINERS) == {"graphcut", "crf", "levelset"}
-    for method in REFINERS:
+    assert set(REFINERS) == {"graphcut", "crf", "levelset", "shape", "corrective"}
+    for method in ("graphcut", "crf", "levelset"):  # shape and corrective: with their models, in their tests
         labels = refine(image, p, method)
         assert labels.dtype == np.uint8 and labels.shape == (16, 16) and labels.max() <= 2
     del rng
@@ -393,6 +393,9 @@ def test_refine_returns_uint8_labels_for_every_method():
     (lambda img, p, m: refine(img, p, "crf", iterations=-1), "iterations"),
     (lambda img, p, m: refine(img, p, "crf", bilateral_sigma_xy=0.0), "bilateral_sigma_xy"),
     (lambda img, p, m: refine(img, p, "crf", colour=1.0), "options"),
+    (lambda img, p, m: refine(img, p, "shape"), "needs a shape model"),
+    (lambda img, p, m: refine(img, p, "corrective"), "needs a trained CorrectiveModel"),
+    (lambda img, p, m: refine(img, None, "shape", markers=m), "needs probabilities"),
 ])
 def test_bad_inputs_raise_input_errors_naming_the_problem(call, message):
     rng = np.random.default_rng(0)

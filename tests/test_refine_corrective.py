@@ -209,3 +209,12 @@ def test_load_refuses_damaged_files(tmp_path, dilation_model):
 def _shape_model_file(tmp_path):
     np.savez(tmp_path / "shape.npz", format=np.array("hitlseg-shape-model"), version=np.array(1))
     return tmp_path / "shape.npz"
+
+
+def test_refine_entry_point_runs_the_corrective_model_as_uint8_labels(dilation_model):
+    from hitlseg.refine import refine
+
+    image, p, truth = dilating_host(105)
+    labels = refine(image, p, "corrective", model=dilation_model)
+    assert labels.dtype == np.uint8 and np.array_equal(labels, corrective_refine(image, p, model=dilation_model))
+    assert _dice(labels == 1, truth == 1) > 0.95

@@ -213,3 +213,11 @@ def test_load_refuses_other_files(tmp_path):
         ShapeModel.load(tmp_path / "junk.npz")
     with pytest.raises(InputError, match="not found"):
         ShapeModel.load(tmp_path / "missing.npz")
+
+
+def test_refine_entry_point_runs_the_shape_model_as_uint8_labels(model):
+    from hitlseg.refine import refine
+
+    true, corrupted = _corrupted("bite")
+    labels = refine(np.zeros((1, 64, 64), np.float32), _soft(corrupted.astype(int)), "shape", model=model)
+    assert labels.dtype == np.uint8 and _dice(labels == 1, true) > 0.98

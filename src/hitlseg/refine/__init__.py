@@ -1,4 +1,5 @@
-"""Refinement of predictions and live segmentation from strokes: graph cut, dense CRF, level sets.
+"""Refinement of predictions and live segmentation from strokes: graph cut, dense CRF, level sets,
+shape models, corrective learning.
 
 One entry point, :func:`refine`, over the refiners in :data:`REFINERS`:
 
@@ -12,6 +13,12 @@ One entry point, :func:`refine`, over the refiners in :data:`REFINERS`:
 ``"levelset"``
     Morphological Chan-Vese or geodesic active contours (scikit-image;
     :mod:`hitlseg.refine.levelset`), per class or per object.
+``"shape"``
+    An active shape model (Cootes et al.; :mod:`hitlseg.refine.shape`) fitted to each object of
+    one class, 2D; needs ``model=ShapeModel.fit(masks, class_index)``.
+``"corrective"``
+    Corrective learning (Wang et al.; :mod:`hitlseg.refine.corrective`): a classifier trained on
+    the host's errors; needs ``model=CorrectiveModel.fit(...)``.
 
 Shapes follow the project's conventions: images ``(C, *spatial)`` float, probabilities
 ``(K+1, *spatial)`` summing to one, markers ``(*spatial)`` with 0 unmarked and ``c + 1`` for
@@ -28,13 +35,18 @@ from hitlseg.errors import InputError
 from hitlseg.refine._checks import SUM_TOLERANCE, check_image, check_markers, check_probabilities
 from hitlseg.refine.crf import CRFParams, crf_refine, dense_crf
 from hitlseg.refine.graphcut import LiveGraphCut, graphcut, graphcut_refine, live_graphcut, potts_energy
+from hitlseg.refine.corrective import CorrectiveModel, corrective_refine
 from hitlseg.refine.levelset import levelset_refine
+from hitlseg.refine.shape import ShapeModel, shape_refine
 
 __all__ = [
     "CRFParams",
+    "CorrectiveModel",
     "LiveGraphCut",
     "REFINERS",
     "SUM_TOLERANCE",
+    "ShapeModel",
+    "corrective_refine",
     "crf_refine",
     "dense_crf",
     "graphcut",
@@ -43,6 +55,7 @@ __all__ = [
     "live_graphcut",
     "potts_energy",
     "refine",
+    "shape_refine",
 ]
 
 
@@ -59,6 +72,8 @@ REFINERS: dict[str, Callable[..., np.ndarray]] = {
     "graphcut": _graphcut,
     "crf": crf_refine,
     "levelset": levelset_refine,
+    "shape": shape_refine,
+    "corrective": corrective_refine,
 }
 
 
@@ -73,14 +88,17 @@ def refine(image, probabilities, method: str, markers=None, **options) -> np.nda
         A model's class probabilities, summing to one at every pixel (tolerance
         :data:`SUM_TOLERANCE`). None only with ``"graphcut"``: live segmentation from ``markers``.
     method : str
-        One of :data:`REFINERS`: ``"graphcut"``, ``"crf"``, ``"levelset"``.
+        One of :data:`REFINERS`: ``"graphcut"``, ``"crf"``, ``"levelset"``, ``"shape"``,
+        ``"corrective"`` (the last two need a trained ``model=``).
     markers : array of int, shape (*spatial), optional
         0 unmarked, ``c + 1`` for class ``c``. Marked pixels keep their class (hard constraints
         of the graph cut; set after the CRF and the level sets).
     **options
         Passed to the refiner: :func:`~hitlseg.refine.graphcut.graphcut_refine` (or
         :class:`~hitlseg.refine.graphcut.LiveGraphCut` when live),
-        :func:`~hitlseg.refine.crf.dense_crf`, :func:`~hitlseg.refine.levelset.levelset_refine`.
+        :func:`~hitlseg.refine.crf.dense_crf`, :func:`~hitlseg.refine.levelset.levelset_refine`,
+        :func:`~hitlseg.refine.shape.shape_refine`,
+        :func:`~hitlseg.refine.corrective.corrective_refine`.
 
     Returns
     -------
@@ -96,8 +114,8 @@ def refine(image, probabilities, method: str, markers=None, **options) -> np.nda
 
     References
     ----------
-    Boykov and Jolly, ICCV 2001; Krähenbühl and Koltun, NIPS 2011; Chan and Vese, IEEE TIP 2001
-    (see the modules).
+    Boykov and Jolly, ICCV 2001; Krähenbühl and Koltun, NIPS 2011; Chan and Vese, IEEE TIP 2001;
+    Cootes et al., CVIU 1995; Wang et al., NeuroImage 2011 (see the modules).
 
     Examples
     --------
