@@ -17,7 +17,11 @@ Prints one JSON line (and writes it to ``--out``). Parts (``--parts``, comma-sep
     :func:`hitlseg.pseudo.learn_from_strokes` with ``--iterations`` self-training rounds (0: the
     strokes-only model; the default learner uses 5, which costs about 20 minutes per wbc1 split).
     Refiners: graph cut, dense CRF, Chan-Vese and geodesic level sets per object, with their
-    default settings (none was tuned on test images).
+    default settings (none was tuned on test images); the active shape model (2D), learned from
+    the host's confident objects of ``SHAPE_CLASS`` on up to 20 unmarked training images (the
+    marked ones for schisto, which has no other; no masks); corrective learning trained on the host's predictions of 5 further training images
+    and their masks (none for schisto; a person who has fully corrected 5 predictions; correction strokes alone
+    mark only wrong pixels, from which the classifier would learn to flip everything).
 ``live_quality``
     Live graph cut from the robot's strokes alone, no network, on each test image (its own
     strokes), against the adaptive FLIM decoder trained on the same strokes of the same image.
@@ -53,6 +57,12 @@ REFINERS = {
     "chan_vese": ("levelset", {"variant": "chan_vese", "per_object": True}),
     "geodesic": ("levelset", {"variant": "geodesic", "per_object": True}),
 }
+
+
+#: The blob-like class the shape model refines, per dataset (2D only).
+SHAPE_CLASS = {"wbc1": 2, "schisto": 1}
+#: Unmarked training images for the shape model (confident predictions) and for corrective learning.
+SHAPE_IMAGES, CORRECTIVE_IMAGES = 20, 5
 
 
 def peak_mb() -> float:
@@ -189,6 +199,38 @@ def load_case(name: str, args):
     return train_ids, test_ids, images, masks, marked, markers, classes
 
 
+def learned_refiners(name, host, train_ids, marked, images, masks, args) -> dict:
+    """The shape model and the corrective model of one dataset, from unmarked training images."""
+    from hitlseg.refine import CorrectiveModel, ShapeModel
+
+    pool = [i for i in train_ids if i not in set(marked)]
+    rng = np.random.default_rng([args.seed, 15])
+    pool = [pool[i] for i in rng.permutation(len(pool))]
+    out = {}
+    if name in SHAPE_CLASS and images[train_ids[0]].ndim == 3:
+        t0 = time.perf_counter()
+        shape_ids = pool[:SHAPE_IMAGES] or list(marked)  # schisto has no unmarked training image
+        probabilities = [host.predict(images[i]).probabilities for i in shape_ids]
+        try:
+            model = ShapeModel.fit_predictions(probabilities, SHAPE_CLASS[name])
+        except Exception as exc:  # noqa: BLE001 (too few confident shapes: reported, not fatal)
+            log(f"quality {name}: no shape model ({exc})")
+        else:
+            out["shape"] = ("shape", {"model": model})
+            log(f"quality {name}: shape model from {model.n_shapes} confident objects in {time.perf_counter() - t0:.0f} s")
+    corrective_ids = pool[SHAPE_IMAGES:SHAPE_IMAGES + CORRECTIVE_IMAGES]
+    if not corrective_ids:
+        log(f"quality {name}: no unmarked training image left for corrective learning")
+        return out
+    t0 = time.perf_counter()
+    probabilities = [host.predict(images[i]).probabilities for i in corrective_ids]
+    model = CorrectiveModel.fit([images[i] for i in corrective_ids], probabilities, [masks[i] for i in corrective_ids],
+                                seed=args.seed)
+    out["corrective"] = ("corrective", {"model": model})
+    log(f"quality {name}: corrective model from {len(corrective_ids)} corrected images in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
 def part_quality(args) -> dict:
     from hitlseg.flim import FLIMModel
     from hitlseg.pseudo import SelfTrainingConfig, default_strokes_config, learn_from_strokes
@@ -211,13 +253,15 @@ def part_quality(args) -> dict:
                                     names=marked, pool_names=pool_ids or None, seed=args.seed)
         train_seconds = time.perf_counter() - t0
         log(f"quality {name}: host trained in {train_seconds:.0f} s")
-        rows = {"host": [], **{r: [] for r in REFINERS}}
-        seconds = {r: 0.0 for r in REFINERS}
+        methods = dict(REFINERS)
+        methods.update(learned_refiners(name, result.model, train_ids, marked, images, masks, args))
+        rows = {"host": [], **{r: [] for r in methods}}
+        seconds = {r: 0.0 for r in methods}
         for sample_id in test_ids:
             image, mask = images[sample_id], masks[sample_id]
             prediction = result.model.predict(image)
             rows["host"].append(score_labels(prediction.labels, mask, classes))
-            for key, (method, options) in REFINERS.items():
+            for key, (method, options) in methods.items():
                 t0 = time.perf_counter()
                 labels = refine(image, prediction.probabilities, method, **options)
                 seconds[key] += time.perf_counter() - t0

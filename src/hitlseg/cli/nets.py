@@ -60,6 +60,14 @@ def register(commands) -> None:
     predict.add_argument("--postprocess", choices=("none", "largest"), default=None,
                          help="'largest': keep the largest object and fill its holes (images with one object each); "
                               "default: the model's setting")
+    predict.add_argument("--refine", choices=("graphcut", "crf", "levelset", "shape", "corrective"), default=None,
+                         help="refine each prediction (hitlseg.refine): graph cut, dense CRF, level sets (Chan-Vese "
+                              "per object), an active shape model or corrective learning; the last two read "
+                              "--refine-model (written by 'hitlseg refiner'); 'shape' without one learns it from "
+                              "the model's confident objects of --refine-class on the images being predicted")
+    predict.add_argument("--refine-model", metavar="FILE", help="shape or corrective model file (.npz) for --refine")
+    predict.add_argument("--refine-class", type=argtypes.positive_int, metavar="K",
+                         help="class the shape model refines when it is learned here (no --refine-model)")
     predict.add_argument("--device", type=argtypes.device, default=None, help="cpu, cuda ... (default: CUDA when present)")
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.set_defaults(func=run_predict)
@@ -348,20 +356,54 @@ def run_predict(args) -> int:
     from hitlseg.validate import check_output_dir
 
     check_output_dir(args.out)
+    refine_model = _refine_model(args)
     model = SegModel.load(args.model, device=args.device)
     dataset = workflow.open_images(args.images, model.preprocessing)
     ids = None
     if args.split:
         ids = getattr(Split.load(args.split, dataset), args.part)
     started = time.perf_counter()
+    if args.refine == "shape" and refine_model is None:
+        with progress_bar("learning the shape model", enabled=not args.json) as progress:
+            refine_model = workflow.fit_shape_model(model, dataset, dataset.ids if ids is None else ids,
+                                                    args.refine_class, progress=progress)
+    options = {} if refine_model is None else {"model": refine_model}
     with progress_bar("predicting", enabled=not args.json) as progress:
         written = workflow.predict_dataset(model, dataset, args.out, ids, probabilities=args.probabilities,
-                                           preview=args.preview, postprocess=args.postprocess, progress=progress)
+                                           preview=args.preview, postprocess=args.postprocess, refine=args.refine,
+                                           refine_options=options, progress=progress)
     seconds = time.perf_counter() - started
-    summary = {"model": args.model, "images": len(written), "out": str(args.out), "seconds": seconds,
-               "seconds_per_image": seconds / max(1, len(written))}
+    summary = {"model": args.model, "images": len(written), "out": str(args.out), "refine": args.refine,
+               "seconds": seconds, "seconds_per_image": seconds / max(1, len(written))}
     if args.json:
         print_json(summary)
     else:
         print(f"wrote {len(written)} masks to {args.out} ({summary['seconds_per_image']:.3f} s per image)")
     return 0
+
+
+def _refine_model(args):
+    """The --refine-model file, checked against --refine before any prediction runs (None when not needed)."""
+    from hitlseg.errors import InputError
+    from hitlseg.refine import CorrectiveModel, ShapeModel, load_refiner_model
+
+    if args.refine not in ("shape", "corrective"):
+        for option in ("refine_model", "refine_class"):
+            if getattr(args, option) is not None:
+                raise InputError(f"--{option.replace('_', '-')}: only used with --refine shape or corrective")
+        return None
+    if args.refine_model is None:
+        if args.refine == "corrective":
+            raise InputError("--refine corrective: needs --refine-model FILE (write one with 'hitlseg refiner corrective')")
+        if args.refine_class is None:
+            raise InputError("--refine shape: needs --refine-model FILE, or --refine-class K to learn the shape "
+                             "model here from the model's confident objects of class K")
+        return None
+    model = load_refiner_model(args.refine_model)
+    expected = ShapeModel if args.refine == "shape" else CorrectiveModel
+    if not isinstance(model, expected):
+        raise InputError(f"{args.refine_model}: a {type(model).__name__}, but --refine {args.refine} needs a "
+                         f"{expected.__name__}")
+    if args.refine_class is not None:
+        raise InputError("--refine-class: the shape model file already names its class; drop --refine-class")
+    return model

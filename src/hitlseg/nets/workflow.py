@@ -177,31 +177,84 @@ def open_images(folder: str | Path, preprocessing: dict) -> Dataset:
     return Dataset.from_folder(folder, **options)
 
 
+def fit_shape_model(model, dataset: Dataset, ids: Sequence[str], class_index: int, *, from_masks: bool = False,
+                    progress: Progress = None):
+    """An active shape model of class ``class_index`` (:class:`hitlseg.refine.ShapeModel`) for ``ids``.
+
+    From their masks with ``from_masks``; otherwise from ``model``'s confident predictions on
+    them (:meth:`~hitlseg.refine.ShapeModel.fit_predictions`: no mask is read).
+    """
+    from hitlseg.refine import ShapeModel
+
+    ids = list(ids)
+    if from_masks:
+        pairs = load_pairs(dataset, ids, "shape-model", progress)
+        return ShapeModel.fit([mask for _, mask in pairs], class_index)
+
+    def probabilities():
+        for done, sample_id in enumerate(ids):
+            report(progress, done, len(ids), f"predicting {sample_id} for the shape model")
+            image, _ = dataset.image(sample_id)
+            yield model.predict(image, name=sample_id, postprocess="none").probabilities
+        report(progress, len(ids), len(ids), "shape model")
+
+    return ShapeModel.fit_predictions(probabilities(), class_index)
+
+
+def fit_corrective_model(model, dataset: Dataset, ids: Sequence[str], *, seed: int = 0, progress: Progress = None):
+    """A corrective model (:class:`hitlseg.refine.CorrectiveModel`) of ``model``'s errors on ``ids`` (with masks)."""
+    from hitlseg.refine import CorrectiveModel
+
+    pairs = load_pairs(dataset, list(ids), "corrective-training", progress)
+    probabilities = []
+    for done, (image, _) in enumerate(pairs):
+        report(progress, done, len(pairs), "predicting for corrective learning")
+        probabilities.append(model.predict(image, postprocess="none").probabilities)
+    report(progress, len(pairs), len(pairs), "fitting the corrective model")
+    return CorrectiveModel.fit([image for image, _ in pairs], probabilities, [mask for _, mask in pairs], seed=seed)
+
+
 def predict_dataset(model, dataset: Dataset, out: str | Path, ids: Sequence[str] | None = None, *,
                     probabilities: bool = False, preview: bool = False, postprocess: str | None = None,
+                    refine: str | None = None, refine_options: dict | None = None,
                     progress: Progress = None) -> list[Path]:
     """Predict every sample (or ``ids``) and write label masks to ``out`` in each input's format and geometry.
 
     With ``probabilities``, also writes ``out/probabilities/ID_classK`` (K = 1..n_classes) as
-    float32 TIFF for 2D inputs and NIfTI (same geometry) for volumes. With ``preview``, also
-    ``out/previews/ID.preview.png``: the mask in class colours (:mod:`hitlseg.io.preview`), since
-    label files of 0, 1, 2 look black in ordinary viewers. ``postprocess`` overrides the model's
-    rule (:mod:`hitlseg.nets.postprocess`).
+    float32 TIFF for 2D inputs and NIfTI (same geometry) for volumes (the network's, before any
+    refinement). With ``preview``, also ``out/previews/ID.preview.png``: the mask in class colours
+    (:mod:`hitlseg.io.preview`), since label files of 0, 1, 2 look black in ordinary viewers.
+    ``refine`` names a refiner of :data:`hitlseg.refine.REFINERS` applied to each prediction
+    with ``refine_options`` (``model=`` for ``"shape"`` and ``"corrective"``); ``postprocess``
+    (default: the model's rule, :mod:`hitlseg.nets.postprocess`) applies after it.
     """
     from hitlseg.io.preview import preview_png
+    from hitlseg.nets.postprocess import check_postprocess, postprocess as apply_postprocess
     from hitlseg.project.files import atomic_write
     from hitlseg.io import output_name, write_array
+    from hitlseg.refine import REFINERS, refine as refine_labels
 
+    if refine is not None and refine not in REFINERS:
+        raise InputError(f"refine: unknown refiner {refine!r}; valid: {', '.join(REFINERS)}")
+    rule = model.postprocess if postprocess is None else check_postprocess(postprocess)
     out = Path(out)
     ids = list(dataset.ids if ids is None else ids)
     written = []
     for done, sample_id in enumerate(ids):
         report(progress, done, len(ids), sample_id)
         image, meta = dataset.image(sample_id)
-        prediction = model.predict(image, name=str(dataset.sample(sample_id).image_paths[0]), postprocess=postprocess)
-        written.append(write_array(out / output_name(sample_id, meta), prediction.labels, meta))
+        name = str(dataset.sample(sample_id).image_paths[0])
+        prediction = model.predict(image, name=name, postprocess="none")
+        labels = prediction.labels
+        if refine is not None:
+            try:
+                labels = refine_labels(image, prediction.probabilities, refine, **(refine_options or {}))
+            except InputError as exc:
+                raise InputError(f"{name}: {exc}") from None
+        labels = apply_postprocess(labels, rule) if rule != "none" else labels
+        written.append(write_array(out / output_name(sample_id, meta), labels, meta))
         if preview:
-            data = preview_png(prediction.labels)
+            data = preview_png(labels)
             atomic_write(out / "previews" / f"{sample_id}.preview.png", lambda handle, data=data: handle.write(data))
         if probabilities:
             suffix = meta.format if meta.format in (".nii", ".nii.gz") else ".tif"

@@ -46,6 +46,7 @@ __all__ = [
     "REFINERS",
     "SUM_TOLERANCE",
     "ShapeModel",
+    "TRAINED_REFINERS",
     "corrective_refine",
     "crf_refine",
     "dense_crf",
@@ -53,6 +54,7 @@ __all__ = [
     "graphcut_refine",
     "levelset_refine",
     "live_graphcut",
+    "load_refiner_model",
     "potts_energy",
     "refine",
     "shape_refine",
@@ -75,6 +77,37 @@ REFINERS: dict[str, Callable[..., np.ndarray]] = {
     "shape": shape_refine,
     "corrective": corrective_refine,
 }
+
+
+#: Refiners that need a trained ``model=`` (a file from :func:`load_refiner_model`).
+TRAINED_REFINERS = ("shape", "corrective")
+
+
+def load_refiner_model(path) -> "ShapeModel | CorrectiveModel":
+    """Read a shape or corrective model file (``.npz`` written by their ``save``), telling them apart.
+
+    Raises
+    ------
+    InputError
+        A missing file, or one that is neither model (naming ``path``).
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: refiner model file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            found = str(data["format"]) if "format" in data.files else None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read refiner model file: not an .npz written by hitlseg "
+                         f"({type(exc).__name__}: {exc})") from None
+    from hitlseg.refine import corrective, shape
+
+    kinds = {shape.FORMAT: ShapeModel, corrective.FORMAT: CorrectiveModel}
+    if found not in kinds:
+        raise InputError(f"{path}: not a hitlseg shape or corrective model (format {found!r})")
+    return kinds[found].load(path)
 
 
 def refine(image, probabilities, method: str, markers=None, **options) -> np.ndarray:

@@ -377,7 +377,14 @@ class ShapeModel:
             keep = np.asarray(means) >= confidence
             keep[0] = False
             masks.append(np.where(keep[components], class_index, 0))
-        return cls.fit(masks, class_index, n_landmarks, **options)
+        try:
+            return cls.fit(masks, class_index, n_landmarks, **options)
+        except InputError as exc:
+            if "training shapes" not in str(exc):
+                raise
+            raise InputError(f"probabilities: {str(exc).split(': ', 1)[1].replace(' (objects', ' (confident objects')}"
+                             f" whose mean probability is at least {confidence:g}; train the model further, "
+                             f"or learn the shape model from masks") from None
 
     @classmethod
     def from_landmarks(cls, shapes: Sequence[np.ndarray], class_index: int, *, variance: float = 0.98,
