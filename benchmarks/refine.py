@@ -294,10 +294,14 @@ def part_live_quality(args) -> dict:
             test_ids = test_ids[: args.live_images]
         robot = Robot(seed=args.seed)
         scores = {"live_graphcut": [], "adaptive": []}
+        skipped = []
         seconds = {"live_graphcut": 0.0, "adaptive": 0.0}
         for sample_id in test_ids:
             image, mask = images[sample_id], masks[sample_id]
             marks = robot.mark(mask, key=sample_id)
+            if len(np.unique(marks[marks > 0])) < 2:  # an image without the object: nothing to segment live
+                skipped.append(sample_id)
+                continue
             t0 = time.perf_counter()
             labels = LiveGraphCut(image).segment(marks, n_labels=max(classes) + 1)
             seconds["live_graphcut"] += time.perf_counter() - t0
@@ -307,11 +311,12 @@ def part_live_quality(args) -> dict:
             predicted = flim.predict(image).mask
             seconds["adaptive"] += time.perf_counter() - t0
             scores["adaptive"].append(dice_per_class(predicted, mask, labels=classes))
-        entry = {"images": len(test_ids)}
+        scored = len(test_ids) - len(skipped)
+        entry = {"images": scored, "skipped_one_class": skipped}
         for key, values in scores.items():
             per_class = {str(c): float(np.mean([v[c] for v in values])) for c in classes}
             entry[key] = {"dice": per_class, "mean_dice": float(np.mean(list(per_class.values()))),
-                          "seconds_per_image": seconds[key] / len(test_ids)}
+                          "seconds_per_image": seconds[key] / max(1, scored)}
             log(f"live_quality {name} {key}: mean Dice {entry[key]['mean_dice']:.4f}")
         out[name] = entry
     return out

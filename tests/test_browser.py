@@ -20,6 +20,7 @@ import pytest
 from scipy import ndimage
 
 from hitlseg.project import Project
+from hitlseg.server.imaging import decode_labels
 from hitlseg.server.testing import marker_body, markers_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -587,4 +588,53 @@ def test_small_screens_keep_tabs_and_toolbar_in_view(demo, page):
         assert page.is_hidden("#editor-hint")
     finally:
         page.set_viewport_size({"width": 1360, "height": 900})
+    assert not page.errors, page.errors
+
+
+def test_live_mode_segments_after_each_stroke_and_accepts_as_markers(demo, page):
+    """Issue 15.6a: in Live mode every stroke updates a graph-cut overlay; Accept makes it the markers."""
+    url, folder = demo
+    api = httpx.Client(base_url=url.rstrip("/"), timeout=30)
+    with Project.open(folder, collect_garbage=False) as project:
+        image_id = project.image_ids()[-5]
+        mask = project.mask(image_id)
+        version = project.latest_version(image_id)
+    assert version == 0
+    lines = {label: points for label, points in strokes(mask)}
+    open_editor(page, url, image_id)
+    page.check("#live-toggle")
+    draw(page, 0, lines[0][:12])
+    page.wait_for_function("document.getElementById('live-status').textContent.includes('draw a background and an object')")
+    assert page.is_disabled("#live-accept")
+    draw(page, 2, lines[2][:10])
+    page.wait_for_function("editor.liveLabels !== null && !editor.liveBusy")
+    assert "ms" in page.inner_text("#live-status")
+    live = np.asarray(page.evaluate("Array.from(editor.liveLabels)"), np.uint8).reshape(mask.shape)
+    marks = page_labels(page).reshape(mask.shape)
+    body = {"shape": list(mask.shape), "encoding": "uint8-zlib-base64",
+            "data": page.evaluate("encodeLabels(editor.labels)")}
+    answer = api.post(f"/api/images/{image_id}/live", json=body).json()
+    assert np.array_equal(live, decode_labels(answer["data"], mask.shape))  # the overlay is the server's cut
+    assert np.array_equal(live[marks > 0], marks[marks > 0] - 1)
+    assert (live == 2).sum() > (marks == 3).sum()  # the nucleus grew beyond its stroke
+    draw(page, 1, lines[1][:10])  # another stroke: a new cut with the cytoplasm
+    page.wait_for_function("editor.liveLabels !== null && !editor.liveBusy && editor.liveLabels.includes(1)")
+    shot = ARTIFACTS / "live-mode.png"
+    page.screenshot(path=str(shot))
+    publish(shot, "live-mode.png")
+    before = page_labels(page)
+    page.click("#live-accept")
+    accepted = page_labels(page)
+    assert (accepted > 0).all() and page.evaluate("editor.dirty")
+    assert np.array_equal(accepted[before > 0], before[before > 0])  # the person's strokes stay
+    page.click("#undo")  # one step takes the whole acceptance back
+    assert np.array_equal(page_labels(page), before)
+    page.click("#redo")
+    page.click("#save-markers")
+    page.wait_for_function(f"editor.version === {version + 1} && !editor.dirty")
+    with Project.open(folder, collect_garbage=False) as project:
+        saved, _ = project.load_markers(image_id)
+    assert (saved > 0).all()
+    page.uncheck("#live-toggle")
+    assert page.evaluate("editor.liveLabels") is None
     assert not page.errors, page.errors

@@ -229,3 +229,35 @@ def test_a_class_never_predicted_is_warned_about(tmp_path, monkeypatch):
         assert any("class 1 'Cytoplasm'" in w and "never predicted" in w and "'mean'" in w
                    for w in done["result"]["warnings"]), done["result"]
         assert done["result"]["params"]["never_predicted"] == [1] and done["result"]["params"]["decoder"] == "mean"
+
+
+# ---------------------------------------------------------------------------------- refined predictions
+
+
+def test_refined_predictions_are_the_library_refinement_of_the_sunet(http, trained, root):
+    from hitlseg.nets import SegModel
+    from hitlseg.refine import refine
+
+    model_id = trained["sunet"]
+    image_id = Project.open(root).image_ids()[5]
+    for method in ("graphcut", "crf", "levelset"):
+        r = http.get(f"/api/models/{model_id}/predictions/{image_id}.png", params={"refine": method})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+    with Project.open(root) as project:
+        image = project.image(image_id)
+        model = SegModel.load(project.model_path(model_id))
+        mask = project.mask(image_id)
+    expected = refine(image, model.predict(image, postprocess="none").probabilities, "crf")
+    from hitlseg.metrics import dice_per_class
+
+    dice = dice_per_class(expected, mask, labels=[1, 2])
+    got = http.get(f"/api/models/{model_id}/metrics", params={"image_id": image_id, "refine": "crf"}).json()
+    assert got["image"]["dice"] == pytest.approx({str(k): v for k, v in dice.items()})
+
+
+def test_refine_is_refused_for_the_adaptive_decoder_and_unknown_names(http, trained, root):
+    image_id = Project.open(root).image_ids()[5]
+    r = http.get(f"/api/models/{trained['adaptive']}/predictions/{image_id}.png", params={"refine": "crf"})
+    assert r.status_code == 400 and "adaptive FLIM decoder" in r.json()["error"]
+    r = http.get(f"/api/models/{trained['sunet']}/predictions/{image_id}.png", params={"refine": "shape"})
+    assert r.status_code == 422

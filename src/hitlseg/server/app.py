@@ -127,7 +127,8 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
     from hitlseg.server.jobs import JobRunner, fail_stale_runs
     from hitlseg.server.loop import SelectionLoop
     from hitlseg.server.active import ImproveService
-    from hitlseg.server.routers import active, images, jobs, markers, models, selection
+    from hitlseg.server.live import LiveService
+    from hitlseg.server.routers import active, images, jobs, live, markers, models, selection
     from hitlseg.server.training import ModelService
 
     owns = not isinstance(project, Project)
@@ -158,6 +159,7 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
         options={"seed": seed, "k": k, "projection": projection, "version": __version__},
     )
     shared.improve = ImproveService(project, shared.models, seed=seed)
+    shared.live = LiveService(project, classes)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -189,7 +191,7 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, token=token, max_body=max_body,
                        check_host=(token is None) if check_host is None else check_host)
-    for module in (images, markers, selection, models, active, jobs):
+    for module in (images, markers, live, selection, models, active, jobs):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

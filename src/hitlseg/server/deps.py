@@ -30,6 +30,7 @@ class ServerState:
     models: object
     jobs: object
     improve: object = None
+    live: object = None
     owns_project: bool = False
     options: dict = field(default_factory=dict)
 

@@ -66,6 +66,9 @@ POOL_LIMIT = 60
 PSEUDO_LABELS = "strokes (partial labels) + confident pseudo-labels of unmarked images (self-training)"
 
 
+#: Refiners the web app offers on a model's predictions (those that need no trained model).
+WEB_REFINERS = ("graphcut", "crf", "levelset")
+
 class ProjectImages:
     """Images of a project read on access: the self-training pool."""
 
@@ -313,22 +316,42 @@ class ModelService:
             self._models.put(model_id, cached)
         return cached
 
-    def labels(self, model_id: int, image_id: str) -> np.ndarray:
-        """Predicted label mask of ``image_id`` by model ``model_id`` (cached)."""
-        key = (model_id, image_id)
+    def labels(self, model_id: int, image_id: str, refine: str | None = None) -> np.ndarray:
+        """Predicted label mask of ``image_id`` by model ``model_id`` (cached).
+
+        ``refine`` (one of :data:`WEB_REFINERS`) refines an sU-Net's probabilities
+        (:func:`hitlseg.refine.refine`, default settings, the model's postprocessing after it);
+        the adaptive FLIM decoders give no probabilities and are refused (:class:`InputError`).
+        """
+        if refine is not None and refine not in WEB_REFINERS:
+            raise InputError(f"refine: expected one of {', '.join(WEB_REFINERS)}, got {refine!r}")
+        key = (model_id, image_id, refine)
         cached = self._labels.get(key)
         if cached is None:
             model = self.load(model_id)
             image = self.project.image(image_id)
             if hasattr(model, "encoder") and not hasattr(model, "net"):
+                if refine is not None:
+                    raise InputError(f"refine: model {model_id} is an adaptive FLIM decoder, which gives no class "
+                                     f"probabilities to refine; refine an sU-Net's predictions")
                 cached = np.asarray(model.predict(image).mask, dtype=np.uint8)
-            else:
+            elif refine is None:
                 cached = np.asarray(model.predict(image, name=image_id).labels, dtype=np.uint8)
+            else:
+                from hitlseg.nets.postprocess import postprocess
+                from hitlseg.refine import refine as refine_labels
+
+                probabilities = model.predict(image, name=image_id, postprocess="none").probabilities
+                labels = refine_labels(image, probabilities, refine)
+                if model.postprocess != "none":
+                    labels = postprocess(labels, model.postprocess)
+                cached = np.asarray(labels, dtype=np.uint8)
             self._labels.put(key, cached)
         return cached
 
-    def metrics(self, model_id: int, image_id: str | None = None) -> dict:
-        """Stored metrics of a model; with ``image_id``, also that image's Dice when it has a mask."""
+    def metrics(self, model_id: int, image_id: str | None = None, refine: str | None = None) -> dict:
+        """Stored metrics of a model; with ``image_id``, also that image's Dice when it has a mask
+        (of the prediction refined by ``refine``, when given)."""
         record = self.record(model_id)
         data = {"model_id": record["id"], "kind": record["kind"], "metrics": record["metrics"]}
         if image_id is not None:
@@ -339,7 +362,7 @@ class ModelService:
                 data["image"] = {"image_id": image_id, "has_mask": False}
             else:
                 n = max(int(record["params"].get("n_classes", 1)), self.classes)
-                dice = dice_per_class(self.labels(model_id, image_id), mask, labels=range(1, n + 1))
+                dice = dice_per_class(self.labels(model_id, image_id, refine), mask, labels=range(1, n + 1))
                 data["image"] = {"image_id": image_id, "has_mask": True, "dice": {str(k): v for k, v in dice.items()},
                                  "mean_dice": float(np.mean(list(dice.values())))}
         return data

@@ -12,7 +12,10 @@ from hitlseg.selection.heatmap import png_bytes, take_slice
 from hitlseg.server.deps import ServerState, state
 from hitlseg.server.imaging import check_view, label_overlay
 from hitlseg.server.params import ModelIdPath, axis_query, slice_query
-from hitlseg.server.training import DEFAULT_DECODER, DEFAULT_EPOCHS, DEFAULT_SELF_TRAINING, MAX_EPOCHS, MAX_SELF_TRAINING
+from hitlseg.server.training import (DEFAULT_DECODER, DEFAULT_EPOCHS, DEFAULT_SELF_TRAINING, MAX_EPOCHS, MAX_SELF_TRAINING,
+                                     WEB_REFINERS)
+
+RefineQuery = Literal[WEB_REFINERS]
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
@@ -53,21 +56,28 @@ def get_model(model_id: ModelIdPath, s: ServerState = Depends(state)):
     return _model_row(s.models.record(model_id))
 
 
+def _refine_query():
+    return Query(None, description="Refine an sU-Net's prediction (hitlseg.refine, default settings): graph cut, "
+                                   "dense CRF or Chan-Vese level sets per object")
+
+
 @router.get("/{model_id}/metrics", summary="Stored metrics (held-out Dice) and, with ?image_id=, that image's Dice")
-def metrics(model_id: ModelIdPath, image_id: str | None = Query(None), s: ServerState = Depends(state)):
+def metrics(model_id: ModelIdPath, image_id: str | None = Query(None), refine: RefineQuery | None = _refine_query(),
+            s: ServerState = Depends(state)):
     if image_id is not None:
         s.require_image(image_id)
-    return s.models.metrics(model_id, image_id)
+    return s.models.metrics(model_id, image_id, refine)
 
 
 @router.get("/{model_id}/predictions/{image_id}.png", summary="Prediction overlaid on the image (PNG; 3D: one slice)",
             response_class=Response, responses={200: {"content": {"image/png": {}}}})
 def prediction_png(model_id: ModelIdPath, image_id: str, slice: int | None = slice_query(), axis: int = axis_query(),
-                   alpha: float = Query(0.45, ge=0.0, le=1.0), s: ServerState = Depends(state)):
+                   alpha: float = Query(0.45, ge=0.0, le=1.0), refine: RefineQuery | None = _refine_query(),
+                   s: ServerState = Depends(state)):
     info = s.require_image(image_id)
     s.models.record(model_id)
     index, axis = check_view(info["ndim"], info["shape"], slice, axis)
-    labels = take_slice(s.models.labels(model_id, image_id), index, axis, info["ndim"])
+    labels = take_slice(s.models.labels(model_id, image_id, refine), index, axis, info["ndim"])
     rgb = s.renderer.view(image_id, index, axis)
     return Response(png_bytes(label_overlay(rgb, labels, alpha)), media_type="image/png",
                     headers={"Cache-Control": "private, max-age=3600"})

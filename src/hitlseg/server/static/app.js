@@ -437,6 +437,7 @@ const editor = {
   imageId: null, info: null, shape: null, ndim: 2, labels: null, version: 0, dirty: false,
   axis: 0, slice: 0, rows: 0, cols: 0, picture: null, pictures: new Map(),
   overlay: document.createElement("canvas"), overlayData: null,
+  live: false, liveLabels: null, liveCanvas: document.createElement("canvas"), liveBusy: false, livePending: false,
   scale: 1, ox: 0, oy: 0, tool: "brush", cls: 1, size: 3, opacity: 0.7,
   editSeconds: 0, lastEdit: null,
   undoStack: [], redoStack: [], stroke: null, pan: null, pointer: null, spaceDown: false,
@@ -511,6 +512,9 @@ const editor = {
     this.undoStack = [];
     this.redoStack = [];
     this.pictures = new Map();
+    this.liveLabels = null;
+    $("live-accept").disabled = true;
+    $("live-status").textContent = "";
     $("conflict-banner").hidden = true;
     this.conflict = null;
     this.conflictMask = null;
@@ -528,6 +532,7 @@ const editor = {
     this.fit();
     this.updateStatus();
     if (app.view === "editor") history.replaceState(null, "", `#editor/${enc(id)}`);
+    if (this.live) this.requestLive();
     return true;
   },
 
@@ -569,7 +574,92 @@ const editor = {
     this.overlay.height = this.rows;
     this.overlayData = this.overlay.getContext("2d").createImageData(this.cols, this.rows);
     this.paintOverlay();
+    this.paintLive();
     this.draw();
+  },
+
+  /* -- live mode: a graph cut from the strokes on screen after every stroke (POST /api/images/{id}/live) -- */
+  setLive(on) {
+    this.live = on;
+    $("live-toggle").checked = on;
+    if (!on) {
+      this.liveLabels = null;
+      $("live-accept").disabled = true;
+      $("live-status").textContent = "";
+      this.paintLive();
+      this.draw();
+    } else {
+      this.requestLive();
+    }
+  },
+
+  /* one request in flight; strokes drawn meanwhile ask again when it returns, with the strokes of then */
+  async requestLive() {
+    if (!this.live || !this.labels) return;
+    if (this.liveBusy) { this.livePending = true; return; }
+    const seen = new Set();
+    for (let i = 0; i < this.labels.length && seen.size < 2; i++) if (this.labels[i]) seen.add(this.labels[i]);
+    if (seen.size < 2) {  // the cut needs strokes of two classes; no request until there are
+      this.liveLabels = null;
+      $("live-accept").disabled = true;
+      $("live-status").textContent = "live: draw a background and an object stroke";
+      this.paintLive();
+      this.draw();
+      return;
+    }
+    this.liveBusy = true;
+    const id = this.imageId;
+    try {
+      const body = { shape: this.shape, encoding: app.project.marker_encoding, data: await encodeLabels(this.labels) };
+      const answer = await api(`/api/images/${enc(id)}/live`, { method: "POST", json: body });
+      if (id !== this.imageId || !this.live) return;
+      this.liveLabels = await decodeLabels(answer.data);
+      $("live-accept").disabled = false;
+      $("live-status").textContent = `live · ${Math.round(answer.seconds * 1000)} ms`;
+    } catch (error) {
+      if (id !== this.imageId) return;
+      this.liveLabels = null;
+      $("live-accept").disabled = true;
+      if (error.status === 400) $("live-status").textContent = "live: draw a background and an object stroke";
+      else fail(error);
+    } finally {
+      this.liveBusy = false;
+      this.paintLive();
+      this.draw();
+      if (this.livePending) { this.livePending = false; this.requestLive(); }
+    }
+  },
+
+  paintLive() {
+    const canvas = this.liveCanvas;
+    if (!this.liveLabels || !this.rows) { canvas.width = 0; return; }
+    canvas.width = this.cols;
+    canvas.height = this.rows;
+    const ctx = canvas.getContext("2d");
+    const image = ctx.createImageData(this.cols, this.rows);
+    for (let r = 0; r < this.rows; r++) {
+      for (let c = 0; c < this.cols; c++) {
+        const label = this.liveLabels[this.index(r, c)];
+        if (label > 0) this.setOverlayPixel(r, c, label + 1, image.data);  // class k is marker label k + 1
+      }
+    }
+    ctx.putImageData(image, 0, 0);
+  },
+
+  /* the live segmentation becomes markers of every unmarked pixel (one undo step) */
+  acceptLive() {
+    if (!this.liveLabels) return;
+    const indices = [], after = [];
+    for (let i = 0; i < this.labels.length; i++) {
+      if (this.labels[i] === 0) { indices.push(i); after.push(this.liveLabels[i] + 1); }
+    }
+    if (!indices.length) return;
+    const entry = { indices: Int32Array.from(indices), before: new Uint8Array(indices.length), after: Uint8Array.from(after) };
+    this.apply(entry, entry.after);
+    this.undoStack.push(entry);
+    this.redoStack = [];
+    this.setDirty(true);
+    toast(`Took the live segmentation as markers of ${indices.length} pixels; save to keep them`);
   },
 
   paintOverlay() {
@@ -650,6 +740,10 @@ const editor = {
     ctx.imageSmoothingEnabled = false;
     const w = this.cols * this.scale, h = this.rows * this.scale;
     ctx.drawImage(this.picture, this.ox, this.oy, w, h);
+    if (this.liveLabels && this.liveCanvas.width) {
+      ctx.globalAlpha = 0.4;
+      ctx.drawImage(this.liveCanvas, this.ox, this.oy, w, h);
+    }
     ctx.globalAlpha = this.opacity;
     ctx.drawImage(this.overlay, this.ox, this.oy, w, h);
     ctx.globalAlpha = 1;
@@ -750,6 +844,7 @@ const editor = {
         if (this.undoStack.length > 200) this.undoStack.shift();
         this.redoStack = [];
         this.setDirty(true);
+        this.requestLive();
       }
     }
     this.draw();
@@ -767,6 +862,7 @@ const editor = {
     this.apply(entry, entry.before);
     this.redoStack.push(entry);
     this.setDirty(true);
+    this.requestLive();
   },
 
   redo() {
@@ -775,6 +871,7 @@ const editor = {
     this.apply(entry, entry.after);
     this.undoStack.push(entry);
     this.setDirty(true);
+    this.requestLive();
   },
 
   setDirty(dirty) {
@@ -907,6 +1004,8 @@ function bindEditorControls() {
   $("tool-eraser").onclick = () => editor.setTool("eraser");
   $("tool-pan").onclick = () => editor.setTool("pan");
   $("brush-size").addEventListener("input", (e) => editor.setSize(Number(e.target.value)));
+  $("live-toggle").addEventListener("change", (e) => editor.setLive(e.target.checked));
+  $("live-accept").onclick = () => editor.acceptLive();
   $("undo").onclick = () => editor.undo();
   $("redo").onclick = () => editor.redo();
   $("zoom-in").onclick = () => editor.zoomAt(editor.cssWidth / 2, editor.cssHeight / 2, 1.25);
@@ -1010,6 +1109,11 @@ async function showPrediction() {
     return;
   }
   let query = `?alpha=${Number($("pred-alpha").value) / 100}`;
+  const model = app.models.find((m) => m.id === app.modelId);
+  const refineSelect = $("pred-refine");
+  refineSelect.disabled = !model || model.kind === "flim";  // the adaptive decoders give no probabilities to refine
+  if (refineSelect.disabled) refineSelect.value = "";
+  const refine = refineSelect.value ? `&refine=${refineSelect.value}` : "";
   $("pred-slice-controls").hidden = info.ndim !== 3;
   if (info.ndim === 3) {
     const axis = Number($("pred-axis").value);
@@ -1018,15 +1122,15 @@ async function showPrediction() {
     if (Number(slider.value) > Number(slider.max)) slider.value = Math.floor(info.shape[axis] / 2);
     query += `&axis=${axis}&slice=${slider.value}`;
   }
-  const model = app.models.find((m) => m.id === app.modelId);
-  $("pred-caption").textContent = `prediction of model ${app.modelId} (${model ? kindName(model.kind) : ""})`;
-  image.src = `/api/models/${app.modelId}/predictions/${enc(id)}.png${query}`;
+  const refined = refine ? `, refined by ${refineSelect.selectedOptions[0].textContent}` : "";
+  $("pred-caption").textContent = `prediction of model ${app.modelId} (${model ? kindName(model.kind) : ""}${refined})`;
+  image.src = `/api/models/${app.modelId}/predictions/${enc(id)}.png${query}${refine}`;
   $("pred-original").src = `/api/images/${enc(id)}/png${info.ndim === 3 ? query.replace(/^\?alpha=[^&]*&/, "?") : ""}`;
   $("truth-figure").hidden = !info.has_mask;
   if (info.has_mask) $("truth-img").src = `/api/images/${enc(id)}/truth.png${query}`;
   link.href = `/api/models/${app.modelId}/predictions/${enc(id)}/mask`;
   $("download-preview").href = `/api/models/${app.modelId}/predictions/${enc(id)}/preview.png`;
-  const metrics = await api(`/api/models/${app.modelId}/metrics?image_id=${enc(id)}`);
+  const metrics = await api(`/api/models/${app.modelId}/metrics?image_id=${enc(id)}${refine}`);
   const box = $("pred-metrics");
   const rows = [];
   if (metrics.image && metrics.image.has_mask) {
@@ -1075,6 +1179,7 @@ function bindModelControls() {
   $("pred-prev").onclick = () => step(-1);
   $("pred-next").onclick = () => step(1);
   $("pred-alpha").addEventListener("change", () => showPrediction().catch(fail));
+  $("pred-refine").addEventListener("change", () => showPrediction().catch(fail));
   $("pred-axis").addEventListener("change", () => { $("pred-slice").value = 1e9; showPrediction().catch(fail); });
   $("pred-slice").addEventListener("change", () => showPrediction().catch(fail));
 }
