@@ -224,6 +224,28 @@ def test_live_graph_cut_with_three_classes_and_seeded_objects_only():
     assert (seeded[twin] == 0).all() and (everything[twin] == 1).mean() > 0.9
 
 
+def test_live_graph_cut_refits_only_the_class_whose_strokes_changed(monkeypatch):
+    from sklearn.mixture import GaussianMixture
+
+    rng = np.random.default_rng(5)
+    image, truth, markers = _two_colour_image((40, 48), rng)
+    live = LiveGraphCut(image)
+    fits = []
+    original = GaussianMixture.fit
+    monkeypatch.setattr(GaussianMixture, "fit", lambda self, x, y=None: fits.append(len(x)) or original(self, x))
+    live.segment(markers)
+    assert len(fits) == 2
+    more = markers.copy()
+    more[np.nonzero(truth)[0][0], np.nonzero(truth)[1][0]] = 2  # one more object pixel: only class 1 changes
+    fits.clear()
+    labels = live.segment(more)
+    assert len(fits) == 1
+    assert np.array_equal(labels, LiveGraphCut(image).segment(more))  # the cache never changes the answer
+    fits.clear()
+    live.segment(more)
+    assert fits == []
+
+
 def test_stroke_unary_prefers_the_marked_colours():
     rng = np.random.default_rng(4)
     image, truth, markers = _two_colour_image((30, 30), rng)

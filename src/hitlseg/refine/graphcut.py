@@ -49,6 +49,7 @@ iterated graph cuts", SIGGRAPH 2004.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import warnings
 
@@ -357,7 +358,7 @@ def _present_labels(markers: np.ndarray) -> np.ndarray:
 
 
 def stroke_unary(features: np.ndarray, markers: np.ndarray, *, n_labels: int | None = None, n_components: int = 3,
-                 max_samples: int = 1000, eps: float = 1e-4, seed=0) -> np.ndarray:
+                 max_samples: int = 1000, eps: float = 1e-4, seed=0, cache: dict | None = None) -> np.ndarray:
     """Unary terms from strokes: ``-log`` posterior of per-class Gaussian mixtures (equal priors).
 
     Parameters
@@ -377,8 +378,13 @@ def stroke_unary(features: np.ndarray, markers: np.ndarray, *, n_labels: int | N
         Marked pixels per class the mixture is fitted to (a seeded random subset).
     eps : float
         Posterior floor.
-    seed : int or numpy.random.Generator
-        For the subsets and the mixtures' initialisation.
+    seed : int
+        For the subsets and the mixtures' initialisation (each class seeded by ``(seed, class)``,
+        so that a class's mixture depends on its own strokes only).
+    cache : dict, optional
+        Per-class log-densities of earlier calls on the same ``features``, keyed by class and
+        reused while the class's marked pixels are the same (live mode: a stroke changes one
+        class, so only that one is refitted).
 
     Returns
     -------
@@ -397,26 +403,34 @@ def stroke_unary(features: np.ndarray, markers: np.ndarray, *, n_labels: int | N
     n_labels = int(present.max()) + 1 if n_labels is None else n_labels
     n_components = check_count(n_components, "n_components")
     max_samples = check_count(max_samples, "max_samples", 2)
-    rng = np.random.default_rng(seed)
-    x = features.reshape(features.shape[0], -1).T.astype(np.float64)
+    seed = int(np.random.default_rng(seed).integers(2**31)) if isinstance(seed, np.random.Generator) else int(seed)
+    x = features.reshape(features.shape[0], -1).T
     flat = markers.ravel()
     covariance = "full" if x.shape[1] <= 8 else "diag"
     x32 = x.astype(np.float32)
     loglik = np.full((n_labels, x.shape[0]), -np.inf)
     for label in present:
-        pts = x[flat == label + 1]
-        if len(pts) > max_samples:
-            pts = pts[rng.choice(len(pts), max_samples, replace=False)]
-        if len(pts) < 2:  # one marked pixel: a Gaussian at its value with the spread of the whole image
-            loglik[label] = _broad_gaussian(x, pts[0])
+        marked = np.flatnonzero(flat == label + 1)
+        key = (n_components, max_samples, seed, hashlib.blake2b(marked.tobytes(), digest_size=16).digest())
+        if cache is not None and cache.get(int(label), (None,))[0] == key:
+            loglik[label] = cache[int(label)][1]
             continue
-        k = max(1, min(n_components, len(pts) // 10))
-        gmm = GaussianMixture(k, covariance_type=covariance, reg_covar=1e-4, max_iter=30, tol=1e-3,
-                              random_state=int(rng.integers(2**31)))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ConvergenceWarning of a short fit is harmless here
-            gmm.fit(pts)
-        loglik[label] = _mixture_log_density(gmm, x32)
+        rng = np.random.default_rng([seed, int(label)])
+        if len(marked) > max_samples:
+            marked = marked[rng.choice(len(marked), max_samples, replace=False)]
+        pts = x[marked].astype(np.float64)
+        if len(pts) < 2:  # one marked pixel: a Gaussian at its value with the spread of the whole image
+            loglik[label] = _broad_gaussian(x.astype(np.float64), pts[0])
+        else:
+            k = max(1, min(n_components, len(pts) // 10))
+            gmm = GaussianMixture(k, covariance_type=covariance, reg_covar=1e-4, max_iter=30, tol=1e-3,
+                                  random_state=int(rng.integers(2**31)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ConvergenceWarning of a short fit is harmless here
+                gmm.fit(pts)
+            loglik[label] = _mixture_log_density(gmm, x32)
+        if cache is not None:
+            cache[int(label)] = (key, loglik[label].copy())
     top = loglik.max(0)
     post = np.exp(loglik - top)
     post /= post.sum(0)
@@ -525,11 +539,12 @@ class LiveGraphCut:
         self.seed = seed
         self.max_cycles = check_count(max_cycles, "max_cycles")
         self.offsets, self.weights, self.sigma = contrast_weights(self.image, connectivity, sigma)
+        self._densities: dict = {}  # per-class colour log-densities, refitted only when the class's strokes change
 
     def unary(self, markers, n_labels: int | None = None) -> np.ndarray:
         """Unary terms ``(n_labels, *spatial)`` from the current strokes (:func:`stroke_unary`)."""
         return stroke_unary(self.features, markers, n_labels=n_labels, n_components=self.n_components,
-                            max_samples=self.max_samples, seed=self.seed)
+                            max_samples=self.max_samples, seed=self.seed, cache=self._densities)
 
     def segment(self, markers, n_labels: int | None = None) -> np.ndarray:
         """Labels ``(*spatial)`` for the current strokes; marked pixels keep their class.
