@@ -35,6 +35,10 @@ def register(commands) -> None:
                            help="self-training iterations with --strokes (3 keeps a study affordable; train uses 5)")
     selection.add_argument("--epochs", type=argtypes.positive_int, default=10, help="epochs of the sU-Net decoders and the baseline")
     selection.add_argument("--eval-limit", type=argtypes.positive_int, help="score at most this many validation/test images")
+    selection.add_argument("--refine", default="", metavar="REFINERS",
+                           help="comma-separated refiners (graphcut, crf, levelset; default none): also score the "
+                                "sU-Net decoders' (and --strokes models') probabilities refined by each, default "
+                                "settings, as extra rows such as sunet+crf (the adaptive decoder is not refined)")
     selection.add_argument("--seed", type=argtypes.seed, default=0)
     selection.add_argument("--out", required=True, help="output folder (re-running resumes)")
     selection.set_defaults(func=run_selection)
@@ -52,7 +56,8 @@ def run_selection(args) -> int:
                             policy=args.policy, decoder=args.decoder,
                             stride=args.descriptor_stride, fill=args.descriptor_fill, sunet=not args.no_sunet,
                             baseline=args.baseline == "all", epochs=args.epochs,
-                            strokes=args.strokes, self_training=args.self_training, eval_limit=args.eval_limit, seed=args.seed)
+                            strokes=args.strokes, self_training=args.self_training, eval_limit=args.eval_limit,
+                            refine=tuple(r.strip() for r in args.refine.split(",") if r.strip()), seed=args.seed)
     dataset = Dataset.from_folder(args.dataset)
     with progress_bar("experiment") as progress:
         results = run_protocol(dataset, args.out, config, progress=progress,

@@ -13,6 +13,13 @@ not what a person marking those images alone would get. The adaptive decoder and
 model (``strokes=True``) use no mask: only the robot's strokes on the selected images. The
 baseline uses every training mask.
 
+Refinement (``refine``, :mod:`hitlseg.refine`): each model of a method that gives class
+probabilities (the sU-Net decoder and the ``strokes`` model) is also scored with its probabilities
+refined by each named refiner, default settings, as model ``"MODEL+REFINER"`` (e.g.
+``"sunet+crf"``): the same prediction of the same validation and test images, so the columns are
+a paired comparison. The adaptive decoder gives saliency, not class probabilities, and the baseline
+is not a method's model: both stay unrefined.
+
 Every finished part (one split x one method, a baseline, the first-image analysis) is written to
 ``OUT/parts/`` as JSON and is not recomputed when the run is started again. Progress reaches the
 callback at the level of selection rounds and training epochs, with an estimate of the time left
@@ -44,6 +51,35 @@ MASKS_USED = {
     "sunet": "all training masks",
     "unet": "all training masks",
 }
+
+
+def refined_names(refine) -> tuple[str, ...]:
+    """Checked refiner names for experiments: those of :data:`hitlseg.refine.REFINERS` that need no
+    trained model, without repeats, in the given order (a string: comma-separated names).
+
+    Raises
+    ------
+    InputError
+        An unknown name (naming the valid ones), or ``shape``/``corrective`` (they need a trained
+        model, which an experiment does not have).
+    """
+    if isinstance(refine, str):
+        refine = refine.split(",")
+    refine = tuple(dict.fromkeys(str(r).strip() for r in refine if str(r).strip()))
+    if not refine:
+        return refine
+    from hitlseg.refine import REFINERS, TRAINED_REFINERS
+
+    usable = ", ".join(r for r in REFINERS if r not in TRAINED_REFINERS)
+    trained = [r for r in refine if r in TRAINED_REFINERS]
+    if trained:
+        raise InputError(f"refine: {', '.join(trained)} need{'s' if len(trained) == 1 else ''} a trained model "
+                         f"('hitlseg refiner') and {'is' if len(trained) == 1 else 'are'} not available in experiments "
+                         f"(use {usable})")
+    unknown = [r for r in refine if r not in REFINERS]
+    if unknown:
+        raise InputError(f"refine: unknown refiner {', '.join(unknown)} (use {usable})")
+    return refine
 
 
 @dataclass
@@ -79,6 +115,11 @@ class ProtocolConfig:
         Training epochs of the sU-Net decoder and of the baseline.
     eval_limit : int or None
         Score at most this many validation and test images (None: all).
+    refine : tuple of str
+        Refiners (``graphcut``, ``crf``, ``levelset``; :func:`refined_names`) applied, with default
+        settings, to the probabilities of the sU-Net decoder and of the ``strokes`` model, scored
+        as extra models ``"sunet+crf"``... on the same images (the adaptive decoder gives no
+        probabilities and is not refined). Empty: none.
     seed : int
     fractions : tuple of float
         Train, validation and test fractions.
@@ -97,6 +138,7 @@ class ProtocolConfig:
     self_training: int = 3
     epochs: int = 10
     eval_limit: int | None = None
+    refine: tuple[str, ...] = ()
     seed: int = 0
     fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)
 
@@ -118,10 +160,18 @@ class ProtocolConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}: must be a positive integer, got {value!r}")
         self.fractions = tuple(float(f) for f in self.fractions)
+        self.refine = refined_names(self.refine)
+        if self.refine and not (self.sunet or self.strokes):
+            raise InputError("refine: refines the probabilities of the sU-Net decoders or of the strokes models; "
+                             "with neither trained there is nothing to refine")
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["methods"], data["fractions"] = list(self.methods), list(self.fractions)
+        if self.refine:
+            data["refine"] = list(self.refine)
+        else:  # left out, so that folders of runs from before ``refine`` still resume
+            del data["refine"]
         return data
 
 
@@ -216,20 +266,54 @@ def _flim_scores(data: SplitData, marked: list[str], markers: dict, decoder: str
     return model, scores
 
 
-def _train_net(model, data: SplitData, config: ProtocolConfig, progress: Progress = None):
+def _evaluate(model, data: SplitData, refine: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """Validation and test scores of ``model``, and of its probabilities refined by each of ``refine``.
+
+    Returns ``({"val": .., "test": ..}, {refiner: {"val": .., "test": .., "refine_seconds": ..}})``;
+    each image is predicted once, and its refined labels come from that same prediction's
+    probabilities (:func:`hitlseg.refine.refine`, default settings).
+    """
+    from hitlseg.refine import refine as refine_labels
+
+    plain = {}
+    refined = {name: {"refine_seconds": 0.0} for name in refine}
+    for subset, ids in (("val", data.val), ("test", data.test)):
+        scores = {name: [] for name in (None, *refine)}
+        for i in ids:
+            prediction = model.predict(data.images[i])
+            scores[None].append(score(prediction.labels, data.masks[i], data.classes, data.brats))
+            for name in refine:
+                started = time.perf_counter()
+                labels = refine_labels(data.images[i], prediction.probabilities, name)
+                refined[name]["refine_seconds"] += time.perf_counter() - started
+                scores[name].append(score(labels, data.masks[i], data.classes, data.brats))
+        plain[subset] = average(scores[None])
+        for name in refine:
+            refined[name][subset] = average(scores[name])
+    return plain, refined
+
+
+def _add_model(result: dict, name: str, scored: tuple[dict, dict]) -> None:
+    """Put ``scored`` (a part of a model and its refined scores) in ``result`` as ``name`` and ``name+REFINER``."""
+    result[name], refined = scored
+    result.update({f"{name}+{refiner}": scores for refiner, scores in refined.items()})
+
+
+def _train_net(model, data: SplitData, config: ProtocolConfig, progress: Progress = None,
+               refine: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """Train ``model`` on the training split; its scores and refined scores (:func:`_evaluate`)."""
     from hitlseg.nets import TrainConfig, train
 
     result = train(model, data.pairs(data.train), data.pairs(data.val), TrainConfig(epochs=config.epochs, seed=config.seed),
                    progress=progress)
-    evaluate = lambda ids: average([score(model.predict(data.images[i]).labels, data.masks[i], data.classes, data.brats)
-                                    for i in ids])
-    return {"val": evaluate(data.val), "test": evaluate(data.test), "train_seconds": result.seconds,
-            "best_epoch": result.best_epoch}
+    scores, refined = _evaluate(model, data, refine)
+    return {**scores, "train_seconds": result.seconds, "best_epoch": result.best_epoch}, refined
 
 
 def _strokes_net(encoder, marked: list[str], markers: dict, data: SplitData, config: ProtocolConfig,
-                 progress: Progress = None) -> dict:
-    """The strokes learner on the selected images' robot strokes, pool = the other training images."""
+                 progress: Progress = None) -> tuple[dict, dict]:
+    """The strokes learner on the selected images' robot strokes, pool = the other training images;
+    its scores and refined scores (:func:`_evaluate`)."""
     from hitlseg.pseudo import SelfTrainingConfig, learn_from_strokes
 
     pool = [i for i in data.train if i not in set(marked)]
@@ -238,11 +322,9 @@ def _strokes_net(encoder, marked: list[str], markers: dict, data: SplitData, con
                                 n_classes=max(data.classes), self_training=SelfTrainingConfig(iterations=config.self_training),
                                 names=marked, pool_names=pool if config.self_training else None, seed=config.seed,
                                 progress=progress)
-    model = result.model
-    evaluate = lambda ids: average([score(model.predict(data.images[i]).labels, data.masks[i], data.classes, data.brats)
-                                    for i in ids])
-    return {"val": evaluate(data.val), "test": evaluate(data.test), "train_seconds": result.seconds,
-            "iterations": len(result.history) - 1, "stopped": result.stopped}
+    scores, refined = _evaluate(result.model, data, config.refine)
+    return {**scores, "train_seconds": result.seconds, "iterations": len(result.history) - 1,
+            "stopped": result.stopped}, refined
 
 
 def round_record(step) -> dict:
@@ -266,7 +348,8 @@ def round_record(step) -> dict:
 def run_method(data: SplitData, method: str, config: ProtocolConfig, robot, progress: Progress = None) -> dict:
     """Selection with ``method`` up to the budget, then the scores of its FLIM encoder.
 
-    ``rounds`` in the result is the selection log, one :func:`round_record` per marked image.
+    ``rounds`` in the result is the selection log, one :func:`round_record` per marked image;
+    with ``config.refine``, ``"sunet+REFINER"`` and ``"strokes+REFINER"`` hold the refined scores.
     ``progress`` receives each selection round, then each training step of the sU-Net decoder
     and of the strokes learner, as shares of the whole part (equal shares per stage).
     """
@@ -313,10 +396,11 @@ def run_method(data: SplitData, method: str, config: ProtocolConfig, robot, prog
     }
     if config.sunet:
         net = SegModel.sunet(model.encoder, max(data.classes), preprocessing=model.preprocessing, seed=config.seed)
-        result["sunet"] = _train_net(net, data, config, share("sunet", "sU-Net decoder (all training masks)"))
+        _add_model(result, "sunet", _train_net(net, data, config, share("sunet", "sU-Net decoder (all training masks)"),
+                                               config.refine))
     if config.strokes:
-        result["strokes"] = _strokes_net(model.encoder, list(session.selected), markers, data, config,
-                                         share("strokes", "strokes learner"))
+        _add_model(result, "strokes", _strokes_net(model.encoder, list(session.selected), markers, data, config,
+                                                   share("strokes", "strokes learner")))
     return result
 
 
@@ -326,7 +410,7 @@ def run_baseline(data: SplitData, config: ProtocolConfig, progress: Progress = N
 
     image = data.images[data.train[0]]
     net = SegModel.unet(image.shape[0], max(data.classes), image.ndim - 1, seed=config.seed)
-    return {"split": data.index, **_train_net(net, data, config, nested(progress, label="U-Net"))}
+    return {"split": data.index, **_train_net(net, data, config, nested(progress, label="U-Net"))[0]}
 
 
 def first_image_analysis(data: SplitData, config: ProtocolConfig, robot) -> dict:

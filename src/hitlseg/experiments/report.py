@@ -3,6 +3,7 @@
 Every table row says what its model learned from (column "masks used",
 :data:`~hitlseg.experiments.protocol.MASKS_USED`): the sU-Net decoder and the baseline are trained
 on every training mask, the adaptive decoder and the strokes learner on the robot's strokes only.
+A refined model ``"MODEL+REFINER"`` (``--refine``) learned from what ``MODEL`` learned from.
 With one split there is no spread to show: cells give the value alone, without "± std".
 """
 
@@ -18,8 +19,10 @@ from hitlseg.project.files import save_figure, write_json, write_text
 
 
 def _models(split: dict) -> list[str]:
+    """The models of a method part, each followed by its refined versions (``"sunet+crf"``...)."""
     method = next(iter(split["methods"].values()))
-    return [m for m in ("adaptive", "sunet", "strokes") if m in method]
+    return [m for base in ("adaptive", "sunet", "strokes") if base in method
+            for m in (base, *(k for k in method if k.startswith(base + "+")))]
 
 
 def _mean_std(summaries: list[dict]) -> dict[str, tuple[float, float]]:
@@ -178,8 +181,9 @@ def _cell(value, spread: bool = True) -> str:
 
 
 def masks_used(model: str) -> str:
-    """What ``model`` learned from, for the column "masks used" (:data:`MASKS_USED`)."""
-    return MASKS_USED.get(model, "–")
+    """What ``model`` learned from, for the column "masks used" (:data:`MASKS_USED`); a refined
+    model ``"MODEL+REFINER"`` learned from what ``MODEL`` learned from."""
+    return MASKS_USED.get(model.split("+")[0], "–")
 
 
 def _markdown_table(table: dict, spread: bool = True) -> list[str]:
@@ -217,6 +221,12 @@ def _learned_from(config: dict) -> list[str]:
                      "the other training images; no mask.")
     if config["baseline"]:
         lines.append("- `unet` (baseline): an all-backprop U-Net trained on every training mask.")
+    if config.get("refine"):
+        refined = [f"`{m}+{r}`" for m in ("sunet", "strokes") if config.get(m) for r in config["refine"]]
+        lines.append("- " + ", ".join(refined) + ": the same model's class "
+                     "probabilities on the same images refined by `hitlseg.refine` with default settings, so each "
+                     "is a paired comparison with the unrefined row. The adaptive decoder gives saliency, not class "
+                     "probabilities, and is not refined; nor is the baseline.")
     return lines + [""]
 
 
