@@ -31,6 +31,7 @@ from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
+from hitlseg.defaults import DEFAULT_POLICY
 from hitlseg.errors import InputError
 
 __all__ = [
@@ -696,7 +697,7 @@ class Robot:
     n_regions: int = 3
     correction_erosion: float = 1.0
     correction_max_marked: int | None = None
-    policy: str = "alternate"
+    policy: str = DEFAULT_POLICY
 
     def __post_init__(self):
         _check_int(self.seed, "seed", 0)

@@ -7,6 +7,7 @@ import sys
 
 from hitlseg.cli import args as argtypes
 from hitlseg.cli.common import progress_bar
+from hitlseg.defaults import DECODERS, DEFAULT_DECODER, DEFAULT_POLICY, GTFREE_POLICIES
 
 
 def register(commands) -> None:
@@ -18,8 +19,10 @@ def register(commands) -> None:
     selection.add_argument("--splits", type=argtypes.positive_int, default=3)
     selection.add_argument("--images", type=argtypes.positive_int, default=5, help="images each method selects")
     selection.add_argument("--methods", default="gtfree,random,labeled,kcenter")
-    selection.add_argument("--policy", default="alternate", help="gtfree policy: most_distant, closest or alternate")
-    selection.add_argument("--decoder", default="labels", choices=["weights", "labels", "mean"])
+    selection.add_argument("--policy", default=DEFAULT_POLICY, choices=list(GTFREE_POLICIES),
+                           help=f"gtfree policy (default {DEFAULT_POLICY}: see the README's Defaults)")
+    selection.add_argument("--decoder", default=DEFAULT_DECODER, choices=list(DECODERS),
+                           help=f"adaptive decoder rule (default {DEFAULT_DECODER}: see the README's Defaults)")
     selection.add_argument("--descriptor-stride", type=argtypes.positive_int, default=2,
                            help="descriptor activations every N pixels (default 2; 1 is exact)")
     selection.add_argument("--descriptor-fill", default="zero", choices=["zero", "edge", "quantile"],

@@ -8,6 +8,7 @@ import numpy as np
 
 from hitlseg.cli import args as argtypes
 from hitlseg.cli.common import print_json, progress_bar
+from hitlseg.defaults import DECODERS, DEFAULT_DECODER
 from hitlseg.errors import InputError
 
 
@@ -20,7 +21,8 @@ def register(commands) -> None:
     fit.add_argument("--images", required=True, help="folder of images, or a dataset folder with images/ and markers/")
     fit.add_argument("--markers", help="folder of marker files (NAME[-seeds].txt or label images), matched by stem")
     fit.add_argument("--arch", help="architecture JSON (hitlseg's or the FLIM community's arch.json)")
-    fit.add_argument("--decoder", default="labels", choices=["weights", "labels", "mean"], help="default decoder rule")
+    fit.add_argument("--decoder", default=DEFAULT_DECODER, choices=list(DECODERS),
+                     help=f"decoder rule stored with the model (default {DEFAULT_DECODER}: see the README's Defaults)")
     fit.add_argument("--seed", type=argtypes.seed, default=0)
     fit.add_argument("--device", type=argtypes.device, default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     fit.add_argument("--out", required=True, help="model file to write")

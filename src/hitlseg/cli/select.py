@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 from hitlseg.cli import args as argtypes
+from hitlseg.defaults import DEFAULT_POLICY, GTFREE_POLICIES
 
-# Names of hitlseg.selection.SELECTORS and GTFREE_POLICIES, spelled out so that building the
-# parser does not import torch (every command would pay for it); a test keeps them in step.
+# Names of hitlseg.selection.SELECTORS, spelled out so that building the parser does not import
+# torch (every command would pay for it); a test keeps them in step.
 SELECTOR_NAMES = ("gtfree", "random", "labeled", "kcenter")
-POLICY_NAMES = ("most_distant", "closest", "alternate")
+POLICY_NAMES = GTFREE_POLICIES
 # hitlseg.selection.recommend.DUPLICATE_TOLERANCE, spelled out for the same reason (a test keeps it in step).
 DUPLICATE_TOLERANCE = 0.01
 
@@ -66,8 +67,9 @@ def register(commands) -> None:
     parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the first choice, the robot and FLIM (default 0)")
     parser.add_argument("--selector", default="gtfree", choices=list(SELECTOR_NAMES),
                         help="how the next image is chosen (default gtfree)")
-    parser.add_argument("--policy", default="most_distant", choices=list(POLICY_NAMES),
-                        help="gtfree policy (default most_distant)")
+    parser.add_argument("--policy", default=DEFAULT_POLICY, choices=list(POLICY_NAMES),
+                        help=f"gtfree policy (default {DEFAULT_POLICY}: the most distant image, then the closest, "
+                             f"in turn; see the README's Defaults)")
     parser.add_argument("--k", type=argtypes.positive_int, default=5, help="recommendations per list (default 5)")
     parser.add_argument("--duplicate-tolerance", type=duplicate_tolerance, default=DUPLICATE_TOLERANCE,
                         metavar="FRACTION",

@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 
 from hitlseg.dataset import Dataset, make_split, task_classes
+from hitlseg.defaults import DEFAULT_DECODER, DEFAULT_POLICY
 from hitlseg.errors import InputError
 from hitlseg.experiments.scoring import average, is_brats, score
 from hitlseg.progress import Progress, PartsProgress, nested, report
@@ -128,8 +129,8 @@ class ProtocolConfig:
     splits: int = 3
     images: int = 5
     methods: tuple[str, ...] = METHODS
-    policy: str = "alternate"
-    decoder: str = "labels"
+    policy: str = DEFAULT_POLICY
+    decoder: str = DEFAULT_DECODER
     stride: int = 2
     fill: str = "zero"
     sunet: bool = True

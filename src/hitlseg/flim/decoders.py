@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from hitlseg.errors import InputError
 
-DECODERS = ("weights", "labels", "mean")
+from hitlseg.defaults import DECODERS, DEFAULT_DECODER  # noqa: F401  (re-exported)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 
 from hitlseg import __version__
 from hitlseg.errors import InputError
-from hitlseg.flim.decoders import DECODERS, Decoded, decode
+from hitlseg.flim.decoders import DECODERS, DEFAULT_DECODER, Decoded, decode
 from hitlseg.flim.encoder import FLIMEncoder
 from hitlseg.flim.fit import fit_encoder, resolve_device
 from hitlseg.flim.spec import ArchSpec, LayerSpec
@@ -45,12 +45,12 @@ class FLIMModel:
     encoder: FLIMEncoder
     n_classes: int = 1
     preprocessing: dict = field(default_factory=lambda: {"color": "lab", "normalize": "percentile"})
-    decoder: str = "labels"
+    decoder: str = DEFAULT_DECODER
     decoder_layer: int = -1
 
     @classmethod
     def fit(cls, images: Sequence[np.ndarray], markers: Sequence[np.ndarray], arch: ArchSpec | None = None, *,
-            seed: int = 0, device=None, names=None, preprocessing: dict | None = None, decoder: str = "labels",
+            seed: int = 0, device=None, names=None, preprocessing: dict | None = None, decoder: str = DEFAULT_DECODER,
             progress: Progress = None) -> "FLIMModel":
         """Fit the encoder (see :func:`hitlseg.flim.fit.fit_encoder`) and wrap it as a model."""
         if decoder not in DECODERS:

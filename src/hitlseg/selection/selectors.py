@@ -58,7 +58,7 @@ __all__ = [
     "raw_features",
 ]
 
-GTFREE_POLICIES = ("most_distant", "closest", "alternate")
+from hitlseg.defaults import DEFAULT_POLICY, GTFREE_POLICIES  # noqa: E402,F401  (re-exported)
 
 
 @dataclass
@@ -196,7 +196,7 @@ class GTFreeSelector(Selector):
 
     name = "gtfree"
 
-    def __init__(self, policy: str = "most_distant", distance: str = "min", duplicate_tolerance: float | None = None,
+    def __init__(self, policy: str = DEFAULT_POLICY, distance: str = "min", duplicate_tolerance: float | None = None,
                  seed: int = 0):
         super().__init__(seed)
         if policy not in GTFREE_POLICIES:
