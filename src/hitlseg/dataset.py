@@ -61,16 +61,23 @@ class Dataset:
     ``ignored`` lists ``(path, reason)`` for files that were skipped.
     """
 
-    def __init__(self, root: Path, samples: Sequence[Sample], ignored=(), *, color="lab", normalize="percentile"):
+    def __init__(self, root: Path, samples: Sequence[Sample], ignored=(), *, color="lab", normalize="percentile",
+                 max_side: int | None = None):
+        from hitlseg.io.resample import check_max_side
+
         self.root = Path(root)
         self.samples = {s.id: s for s in samples}
         self.ignored: list[tuple[Path, str]] = list(ignored)
         self.color = color
         self.normalize = normalize
+        #: Working resolution: images, masks and markers are read with their longest side at most this
+        #: (:mod:`hitlseg.io.resample`); None reads them as they are.
+        self.max_side = check_max_side(max_side)
 
     # -- discovery ---------------------------------------------------------------------------
     @classmethod
-    def from_folder(cls, root: str | Path, *, color: str = "lab", normalize: str = "percentile") -> "Dataset":
+    def from_folder(cls, root: str | Path, *, color: str = "lab", normalize: str = "percentile",
+                    max_side: int | None = None) -> "Dataset":
         """Discover the samples of ``root`` (see the module docstring for the layouts)."""
         root = Path(root)
         if not root.is_dir():
@@ -82,11 +89,11 @@ class Dataset:
         if not samples:
             raise InputError(f"{root}: no images found (expected {root}/images/*.png|tif|nii.gz or one folder per case)")
         samples.sort(key=lambda s: s.id)
-        return cls(root, samples, ignored, color=color, normalize=normalize)
+        return cls(root, samples, ignored, color=color, normalize=normalize, max_side=max_side)
 
     @classmethod
     def from_parts(cls, images_dir: str | Path, masks_dir: str | Path | None = None, markers_dir: str | Path | None = None,
-                   *, color: str = "lab", normalize: str = "percentile") -> "Dataset":
+                   *, color: str = "lab", normalize: str = "percentile", max_side: int | None = None) -> "Dataset":
         """A dataset over a flat folder of images, with optional folders of masks and markers matched by stem."""
         images_dir = Path(images_dir)
         if not images_dir.is_dir():
@@ -107,7 +114,7 @@ class Dataset:
             ignored += more
             ignored += [(path, f"{kind} without an image of stem {stem!r}") for stem, path in tables[kind].items() if stem not in images]
         samples = [Sample(stem, (path,), tables["mask"].get(stem), tables["markers"].get(stem)) for stem, path in sorted(images.items())]
-        return cls(images_dir, samples, ignored, color=color, normalize=normalize)
+        return cls(images_dir, samples, ignored, color=color, normalize=normalize, max_side=max_side)
 
     # -- access ------------------------------------------------------------------------------
     @property
@@ -132,26 +139,66 @@ class Dataset:
             raise InputError(f"sample id {sample_id!r} is not in dataset {self.root}") from None
 
     def image(self, sample_id: str) -> tuple[np.ndarray, ImageMeta]:
-        """Image ``(C, *spatial)`` float32 and its metadata."""
-        return read_image(self.sample(sample_id).image_paths, color=self.color, normalize=self.normalize)
+        """Image ``(C, *spatial)`` float32 (at the working resolution) and the file's metadata.
+
+        With :attr:`max_side` the array is resampled, while ``meta.spatial_shape`` stays the file's
+        own: results are written back on that grid.
+        """
+        image, meta = read_image(self.sample(sample_id).image_paths, color=self.color, normalize=self.normalize)
+        if self.max_side is not None:
+            from hitlseg.io.resample import resample_image, working_shape
+
+            image = resample_image(image, working_shape(meta.spatial_shape, self.max_side))
+        return image, meta
+
+    def _file_shape(self, sample_id: str, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        """The shape a mask or marker file must have: the image file's when resampling, else ``shape``."""
+        if self.max_side is None:
+            return None if shape is None else tuple(shape)
+        from hitlseg.io import peek_image
+
+        return tuple(peek_image(self.sample(sample_id).image_paths)[1])
+
+    def _working(self, array: np.ndarray, resample, shape: tuple[int, ...] | None) -> np.ndarray:
+        """``array`` (on the file's grid) at the working resolution, checked against ``shape`` if given."""
+        from hitlseg.io.resample import working_shape
+
+        target = working_shape(array.shape, self.max_side)
+        if shape is not None and target != tuple(shape):
+            raise InputError(f"working shape {target} differs from the image's {tuple(shape)}")
+        return resample(array, target)
 
     def mask(self, sample_id: str, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
-        """Integer mask, or None when the sample has none; checked against ``shape`` if given."""
+        """Integer mask, or None when the sample has none; checked against ``shape`` if given.
+
+        ``shape`` is the image array's (working) shape; with :attr:`max_side` the file is checked
+        against the image file's shape and resampled by nearest neighbour.
+        """
         sample = self.sample(sample_id)
         if sample.mask_path is None:
             return None
         mask, _ = read_mask(sample.mask_path)
-        if shape is not None and tuple(mask.shape) != tuple(shape):
+        expected = self._file_shape(sample_id, shape)
+        if expected is not None and tuple(mask.shape) != expected:
             image_name = sample.image_paths[0]
-            raise InputError(f"{sample.mask_path}: mask shape {mask.shape} differs from image {image_name} shape {tuple(shape)}")
-        return mask
+            raise InputError(f"{sample.mask_path}: mask shape {mask.shape} differs from image {image_name} shape {expected}")
+        if self.max_side is None:
+            return mask
+        from hitlseg.io.resample import resample_labels
+
+        return self._working(mask, resample_labels, shape)
 
     def markers(self, sample_id: str, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
-        """Marker labels, or None when the sample has no marker file."""
+        """Marker labels, or None when the sample has no marker file (every stroke kept when resampled)."""
         sample = self.sample(sample_id)
         if sample.markers_path is None:
             return None
-        return read_markers(sample.markers_path, shape)
+        markers = read_markers(sample.markers_path, self._file_shape(sample_id, shape))
+        if self.max_side is None:
+            return markers
+        from hitlseg.io.resample import resample_markers
+
+        return self._working(markers, resample_markers, shape)
 
     def load(self, sample_id: str) -> LoadedSample:
         """Image, mask and markers of one sample, with shapes checked against each other."""
@@ -161,7 +208,8 @@ class Dataset:
 
     def subset(self, ids: Sequence[str]) -> "Dataset":
         """A dataset of the given sample ids (each must exist)."""
-        return Dataset(self.root, [self.sample(i) for i in ids], color=self.color, normalize=self.normalize)
+        return Dataset(self.root, [self.sample(i) for i in ids], color=self.color, normalize=self.normalize,
+                       max_side=self.max_side)
 
     def with_masks(self) -> list[str]:
         """Ids of samples that have a mask."""
@@ -174,6 +222,13 @@ class Dataset:
             return None
         parts = {name: [i for i, g in groups.items() if g == name] for name in ("train", "val", "test")}
         return Split(parts["train"], parts["val"], parts["test"], seed=None)
+
+
+def reading_options(preprocessing: Mapping | None) -> dict:
+    """The :class:`Dataset` reading options (``color``, ``normalize``, ``max_side``) of a model's ``preprocessing``."""
+    preprocessing = preprocessing or {}
+    return {"color": preprocessing.get("color", "lab"), "normalize": preprocessing.get("normalize", "percentile"),
+            "max_side": preprocessing.get("max_side")}
 
 
 def task_classes(labels: dict[str, "Iterable[int]"], n_classes: int | None = None) -> int:

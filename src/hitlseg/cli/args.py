@@ -80,3 +80,13 @@ def crop_size(text: str) -> int:
     if value < MIN_CROP:
         raise argparse.ArgumentTypeError(f"must be an integer >= {MIN_CROP}, got {text!r}")
     return value
+
+
+def max_side(text: str) -> int:
+    """A working resolution: the longest image side in pixels, an integer >= 16."""
+    from hitlseg.io.resample import MIN_SIDE
+
+    value = _integer(text)
+    if value < MIN_SIDE:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {MIN_SIDE}, got {text!r}")
+    return value

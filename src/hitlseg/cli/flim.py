@@ -23,6 +23,10 @@ def register(commands) -> None:
     fit.add_argument("--arch", help="architecture JSON (hitlseg's or the FLIM community's arch.json)")
     fit.add_argument("--decoder", default=DEFAULT_DECODER, choices=list(DECODERS),
                      help=f"decoder rule stored with the model (default {DEFAULT_DECODER}: see the README's Defaults)")
+    fit.add_argument("--max-side", type=argtypes.max_side, default=None, metavar="N",
+                     help="working resolution: read images and markers with the longest side at most N pixels "
+                          "(every stroke kept); stored with the model, so 'flim predict' and an sU-Net on this "
+                          "encoder read at N and write masks at each input's size (default: the images' own)")
     fit.add_argument("--seed", type=argtypes.seed, default=0)
     fit.add_argument("--device", type=argtypes.device, default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     fit.add_argument("--out", required=True, help="model file to write")
@@ -39,14 +43,22 @@ def register(commands) -> None:
     predict.set_defaults(func=run_predict)
 
 
-def _marked_dataset(images: str, markers: str | None):
+def _marked_dataset(images: str, markers: str | None, max_side: int | None = None):
     """A dataset folder (with markers/), or an images folder with a separate markers folder."""
     from hitlseg.dataset import Dataset
 
     root = Path(images)
     if markers is None and (root / "images").is_dir():
-        return Dataset.from_folder(root)
-    return Dataset.from_parts(root, markers_dir=markers)
+        return Dataset.from_folder(root, max_side=max_side)
+    return Dataset.from_parts(root, markers_dir=markers, max_side=max_side)
+
+
+def _preprocessing_of(dataset) -> dict:
+    """The preprocessing a FLIM model stores: how ``dataset`` read its images."""
+    preprocessing = {"color": dataset.color, "normalize": dataset.normalize}
+    if dataset.max_side is not None:
+        preprocessing["max_side"] = dataset.max_side
+    return preprocessing
 
 
 def run_fit(args) -> int:
@@ -54,7 +66,7 @@ def run_fit(args) -> int:
     from hitlseg.validate import check_image_size, check_output_file
 
     check_output_file(args.out)
-    dataset = _marked_dataset(args.images, args.markers)
+    dataset = _marked_dataset(args.images, args.markers, args.max_side)
     marked = [s.id for s in dataset if s.markers_path is not None]
     if not marked:
         raise InputError(f"{args.markers or args.images}: no marker file matches an image (names like NAME-seeds.txt or NAME.png)")
@@ -67,7 +79,7 @@ def run_fit(args) -> int:
         markers.append(sample.markers)
     with progress_bar("fitting", enabled=not args.json) as progress:
         model = FLIMModel.fit(images, markers, arch, seed=args.seed, device=args.device, names=marked,
-                              preprocessing={"color": dataset.color, "normalize": dataset.normalize},
+                              preprocessing=_preprocessing_of(dataset),
                               decoder=args.decoder, progress=progress)
     model.save(args.out)
     summary = {
@@ -89,6 +101,7 @@ def run_fit(args) -> int:
 def run_predict(args) -> int:
     from hitlseg.flim import FLIMModel
     from hitlseg.io import output_name, write_array
+    from hitlseg.io.resample import resample_image, resample_labels
     from hitlseg.nets.workflow import open_images
     from hitlseg.validate import check_output_dir
 
@@ -102,12 +115,13 @@ def run_predict(args) -> int:
             image, meta = dataset.image(sample_id)
             result = model.predict(image, args.decoder, name=str(dataset.sample(sample_id).image_paths[0]))
             name = output_name(sample_id, meta)
-            write_array(out / name, result.mask, meta)
+            write_array(out / name, resample_labels(result.mask, meta.spatial_shape), meta)
             if args.saliency:
                 suffix = ".nii.gz" if meta.ndim == 3 else ".png"
-                for k, saliency in enumerate(result.saliency, 1):
-                    tag = "" if len(result.saliency) == 1 else f"_class{k}"
-                    write_array(out / f"{sample_id}_saliency{tag}{suffix}", saliency.astype(np.float32), meta)
+                saliency = resample_image(np.asarray(result.saliency, dtype=np.float32), meta.spatial_shape)
+                for k, channel in enumerate(saliency, 1):
+                    tag = "" if len(saliency) == 1 else f"_class{k}"
+                    write_array(out / f"{sample_id}_saliency{tag}{suffix}", channel, meta)
         progress(len(dataset), len(dataset), "")
     print(f"wrote {len(dataset)} masks to {out}")
     return 0

@@ -41,6 +41,10 @@ def register(commands) -> None:
     train.add_argument("--lr", type=argtypes.positive_float, default=2.5e-3, help="initial learning rate, decayed linearly (default 2.5e-3)")
     train.add_argument("--crop-size", type=argtypes.crop_size, help="training crop per axis for larger images (default 256 in 2D, "
                                                        "96 in 3D); prediction slides a window of at least that default")
+    train.add_argument("--max-side", type=argtypes.max_side, default=None, metavar="N",
+                       help="working resolution: read every image with its longest side at most N pixels (never "
+                            "enlarged); stored with the model, so 'predict' reads at N and writes masks back at each "
+                            "input's size and geometry (default: the --encoder FLIM model's, else the images' own)")
     train.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the split, markers, initialisation and sampling")
     train.add_argument("--device", type=argtypes.device, default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     train.add_argument("--checkpoint", help="checkpoint file written every epoch; resumes from it when it exists")
@@ -148,18 +152,30 @@ def _warn_flim_leak(source: Path, split) -> None:
 
 
 def _check_sizes(dataset, ids, arch, *, reflect: bool, training: bool) -> None:
-    """Raise :class:`InputError` naming the first image of ``ids`` too small for ``arch`` (from file headers)."""
+    """Raise :class:`InputError` naming the first image of ``ids`` too small for ``arch`` (from file headers,
+    at the dataset's working resolution)."""
     from hitlseg.io import peek_image
+    from hitlseg.io.resample import working_shape
     from hitlseg.validate import check_image_size
 
     for sample_id in ids:
         paths = dataset.sample(sample_id).image_paths
-        check_image_size(peek_image(paths)[1], arch, str(paths[0]), reflect=reflect, training=training)
+        shape = working_shape(peek_image(paths)[1], dataset.max_side)
+        check_image_size(shape, arch, str(paths[0]), reflect=reflect, training=training)
+
+
+def _preprocessing(flim, max_side) -> dict:
+    """The model's preprocessing: the FLIM encoder's (or the default), with ``--max-side`` when given."""
+    preprocessing = dict(flim.preprocessing) if flim is not None else {"color": "lab", "normalize": "percentile"}
+    if max_side is not None:
+        preprocessing["max_side"] = max_side
+    return preprocessing
 
 
 def run_train(args) -> int:
     import time
 
+    from hitlseg.dataset import reading_options
     from hitlseg.errors import InputError
     from hitlseg.flim.model import FLIMModel
     from hitlseg.flim.spec import default_arch
@@ -187,12 +203,11 @@ def run_train(args) -> int:
         raise InputError(f"--markers: the markers are used by --encoder flim:markers or --labels markers, "
                          f"not by --encoder {encoder_spec}")
     flim = None
-    preprocessing = {"color": "lab", "normalize": "percentile"}
     if kind == "flim" and source not in ("robot", "markers"):
         flim_file = _flim_file(source)
         flim = FLIMModel.load(flim_file)
-        preprocessing = dict(flim.preprocessing)
-    dataset = _open_dataset(root, markers_dir, color=preprocessing["color"], normalize=preprocessing["normalize"])
+    preprocessing = _preprocessing(flim, args.max_side)
+    dataset = _open_dataset(root, markers_dir, **reading_options(preprocessing))
     split, split_source = workflow.resolve_split(dataset, args.split, args.seed)
     if flim is not None:
         _warn_flim_leak(flim_file, split)
@@ -261,6 +276,7 @@ def run_train_markers(args) -> int:
     """``train --labels markers``: strokes + self-training; reads images and marker files only."""
     import time
 
+    from hitlseg.dataset import reading_options
     from hitlseg.errors import InputError
     from hitlseg.flim.model import FLIMModel
     from hitlseg.flim.spec import default_arch
@@ -277,14 +293,13 @@ def run_train_markers(args) -> int:
     root = Path(args.dataset)
     out = Path(args.out) if args.out else Path(f"{root.resolve().name}-strokes-sunet.pt")
     check_output_file(out, "--out" if args.out else "model file")
-    preprocessing = {"color": "lab", "normalize": "percentile"}
     flim = None
     markers_dir = _markers_folder(args.markers)
     if source != "markers":
         flim_file = _flim_file(source)
         flim = FLIMModel.load(flim_file)
-        preprocessing = dict(flim.preprocessing)
-    dataset = _open_dataset(root, markers_dir, color=preprocessing["color"], normalize=preprocessing["normalize"])
+    preprocessing = _preprocessing(flim, args.max_side)
+    dataset = _open_dataset(root, markers_dir, **reading_options(preprocessing))
     stray = [str(path.name) for path, reason in dataset.ignored if reason.startswith("markers without an image")]
     if stray:
         raise InputError(f"{markers_dir or root / 'markers'}: markers of images that are not in the dataset: "

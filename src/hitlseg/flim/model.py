@@ -227,13 +227,16 @@ def state_int(state: dict, key: str, minimum: int, what: str = "") -> int:
 
 
 def check_preprocessing(preprocessing: dict) -> dict:
-    """A copy of ``preprocessing`` with ``color`` and ``normalize`` checked against what the readers accept."""
+    """A copy of ``preprocessing`` with ``color``, ``normalize`` and ``max_side`` checked against what the readers accept."""
     from hitlseg.io.images import COLOR_MODES, NORMALIZATIONS
+
+    from hitlseg.io.resample import check_max_side
 
     for key, allowed in (("color", COLOR_MODES), ("normalize", NORMALIZATIONS)):
         value = preprocessing.get(key)
         if value is not None and value not in allowed:
             raise InputError(f"preprocessing {key!r} is {value!r}, not one of {', '.join(allowed)}")
+    check_max_side(preprocessing.get("max_side"), "preprocessing 'max_side'")
     return dict(preprocessing)
 
 

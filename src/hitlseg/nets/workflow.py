@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hitlseg.dataset import Dataset, Split, make_split
+from hitlseg.dataset import Dataset, Split, make_split, reading_options
 from hitlseg.errors import InputError
 from hitlseg.flim.encoder import FLIMEncoder
 from hitlseg.flim.spec import ArchSpec
@@ -165,13 +165,16 @@ def evaluate_model(model, pairs: Sequence[tuple[np.ndarray, np.ndarray]], names:
 
 
 def open_images(folder: str | Path, preprocessing: dict) -> Dataset:
-    """A folder of images (``DIR/*.png|nii.gz``) or a dataset folder, read with the model's ``preprocessing``."""
+    """A folder of images (``DIR/*.png|nii.gz``) or a dataset folder, read with the model's ``preprocessing``.
+
+    A model with a working resolution (``preprocessing["max_side"]``) reads every image at it.
+    """
     from hitlseg.io import is_image_file
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: images folder not found")
-    options = {"color": preprocessing.get("color", "lab"), "normalize": preprocessing.get("normalize", "percentile")}
+    options = reading_options(preprocessing)
     if not (folder / "images").is_dir() and any(is_image_file(p) for p in folder.iterdir()):
         return Dataset.from_parts(folder, **options)
     return Dataset.from_folder(folder, **options)
@@ -214,6 +217,23 @@ def fit_corrective_model(model, dataset: Dataset, ids: Sequence[str], *, seed: i
     return CorrectiveModel.fit([image for image, _ in pairs], probabilities, [mask for _, mask in pairs], seed=seed)
 
 
+def back_to_file_grid(labels: np.ndarray, probabilities: np.ndarray, meta, *, refined: bool = False):
+    """Labels and probabilities predicted at a working resolution, on the input file's own grid.
+
+    The probabilities are interpolated linearly and the labels are their arg-max, unless the
+    labels were ``refined`` (then nearest neighbour keeps the refiner's decision). Unchanged when
+    the image was read at its own size.
+    """
+    from hitlseg.io.resample import resample_labels, resample_probabilities
+
+    shape = tuple(meta.spatial_shape)
+    if tuple(labels.shape) == shape:
+        return labels, probabilities
+    probabilities = resample_probabilities(probabilities, shape)
+    labels = resample_labels(labels, shape) if refined else probabilities.argmax(0).astype(labels.dtype)
+    return labels, probabilities
+
+
 def predict_dataset(model, dataset: Dataset, out: str | Path, ids: Sequence[str] | None = None, *,
                     probabilities: bool = False, preview: bool = False, postprocess: str | None = None,
                     refine: str | None = None, refine_options: dict | None = None,
@@ -245,12 +265,13 @@ def predict_dataset(model, dataset: Dataset, out: str | Path, ids: Sequence[str]
         image, meta = dataset.image(sample_id)
         name = str(dataset.sample(sample_id).image_paths[0])
         prediction = model.predict(image, name=name, postprocess="none")
-        labels = prediction.labels
+        labels, probs = prediction.labels, prediction.probabilities
         if refine is not None:
             try:
-                labels = refine_labels(image, prediction.probabilities, refine, **(refine_options or {}))
+                labels = refine_labels(image, probs, refine, **(refine_options or {}))
             except InputError as exc:
                 raise InputError(f"{name}: {exc}") from None
+        labels, probs = back_to_file_grid(labels, probs, meta, refined=refine is not None)
         labels = apply_postprocess(labels, rule) if rule != "none" else labels
         written.append(write_array(out / output_name(sample_id, meta), labels, meta))
         if preview:
@@ -258,7 +279,7 @@ def predict_dataset(model, dataset: Dataset, out: str | Path, ids: Sequence[str]
             atomic_write(out / "previews" / f"{sample_id}.preview.png", lambda handle, data=data: handle.write(data))
         if probabilities:
             suffix = meta.format if meta.format in (".nii", ".nii.gz") else ".tif"
-            for k in range(1, prediction.probabilities.shape[0]):
-                write_array(out / "probabilities" / f"{sample_id}_class{k}{suffix}", prediction.probabilities[k], meta)
+            for k in range(1, probs.shape[0]):
+                write_array(out / "probabilities" / f"{sample_id}_class{k}{suffix}", probs[k], meta)
     report(progress, len(ids), len(ids), "done")
     return written
