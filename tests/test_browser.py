@@ -638,3 +638,27 @@ def test_live_mode_segments_after_each_stroke_and_accepts_as_markers(demo, page)
     page.uncheck("#live-toggle")
     assert page.evaluate("editor.liveLabels") is None
     assert not page.errors, page.errors
+
+
+def test_near_duplicates_are_named_beside_the_recommendations(tmp_path, page):
+    """Issue 20.3 in the web app: with wbc1 image 112 selected, its stored twin 139 is left out of both
+    lists and named as its near-duplicate, a link that opens it."""
+    from hitlseg.robot import Robot
+    from hitlseg.server import create_app
+    from hitlseg.server.testing import demo_project, serve_in_thread, wait_job
+
+    ids = [f"{i:03d}" for i in range(105, 118)] + ["139"]
+    with demo_project(tmp_path / "project", ids=ids) as project, serve_in_thread(create_app(project)) as url:
+        project.save_markers("112", Robot(0).mark(project.mask("112"), key="112"), 0, author="robot")
+        api = httpx.Client(base_url=url.rstrip("/"), timeout=30)
+        job = api.post("/api/selection/learn").json()
+        assert wait_job(api, job["id"], timeout=120)["state"] == "done"
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_selector("#duplicates-note:not([hidden])")
+        assert "139 of 112" in page.inner_text("#duplicates-note")
+        listed = page.eval_on_selector_all("#distant-list li[data-id], #closest-list li[data-id]",
+                                           "items => items.map((item) => item.dataset.id)")
+        assert listed and "139" not in listed
+        page.click("#duplicates-note a[data-id='139']")
+        page.wait_for_function("document.body.innerText.includes('near-duplicate of 112')")

@@ -266,6 +266,8 @@ function roleOf(id) {
   if (index >= 0) return { kind: "distant", text: `most distant #${index + 1} (distance ${fmt(rec.most_distant[index].distance)})` };
   index = g.closest.indexOf(id);
   if (index >= 0) return { kind: "closest", text: `closest #${index + 1} (distance ${fmt(rec.closest[index].distance)})` };
+  const twin = (rec.near_duplicates || []).find((n) => n.id === id);
+  if (twin) return { kind: "other", text: `not recommended: near-duplicate of ${twin.of} (distance ${fmt(twin.distance)})` };
   return { kind: "other", text: "not recommended this round" };
 }
 
@@ -335,6 +337,23 @@ function renderLists() {
     }));
     if (!items.length) list.append(el("li", { class: "muted", text: current ? "none left" : "after the first round" }));
   }
+  renderDuplicates(current);
+}
+
+// Images left out of both lists because they are almost identical to a selected image.
+function renderDuplicates(current) {
+  const note = $("duplicates-note");
+  const twins = current ? current.recommendation.near_duplicates || [] : [];
+  note.hidden = !twins.length;
+  note.replaceChildren();
+  if (!twins.length) return;
+  note.append(`Not recommended (near-duplicates of selected images, closer than ${fmt(current.recommendation.duplicate_threshold, 2)}): `);
+  twins.forEach((twin, index) => {
+    if (index) note.append(", ");
+    note.append(el("a", { href: "#", text: twin.id, "data-id": twin.id,
+                          onclick: (event) => { event.preventDefault(); showDetail(twin.id); } }),
+                ` of ${twin.of}`);
+  });
 }
 
 function renderStopping() {
