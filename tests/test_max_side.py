@@ -159,3 +159,24 @@ def test_max_side_below_the_minimum_is_one_clear_line(tmp_path, capsys):
     root = _large_dataset(tmp_path / "data", n=2)
     line = cli_one_line_error(capsys, "train", "--dataset", root, "--max-side", "4", "--out", tmp_path / "m.pt")
     assert "--max-side" in line and "16" in line
+
+
+def test_select_at_a_working_side_hands_full_size_markers_to_train(tmp_path, capsys):
+    from hitlseg.flim import FLIMModel
+    from hitlseg.io import read_markers
+    from hitlseg.nets import SegModel
+
+    root = _large_dataset(tmp_path / "data", n=6)
+    run = tmp_path / "run"
+    code, out, err = cli_run(capsys, "select", "--dataset", root, "--robot", "--rounds", "2", "--projection", "pca",
+                             "--max-side", "96", "--out", run, "--json")
+    assert code == 0, err
+    assert FLIMModel.load(run / "flim.pt").preprocessing["max_side"] == 96
+    selected = json.loads((run / "selected.json").read_text())["selected"]
+    markers = read_markers(run / "markers" / f"{selected[0]}.png")
+    assert markers.shape == (192, 192) and markers.any()  # on the image's own grid
+    model = tmp_path / "strokes.pt"
+    code, out, err = cli_run(capsys, "train", "--dataset", root, "--labels", "markers", "--markers", run,
+                             "--encoder", f"flim:{run}", "--self-training", "0", "--epochs", "2", "--out", model, "--json")
+    assert code == 0, err
+    assert SegModel.load(model).preprocessing["max_side"] == 96  # the encoder's working side, kept

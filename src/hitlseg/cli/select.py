@@ -89,6 +89,10 @@ def register(commands) -> None:
     parser.add_argument("--stop-patience", type=argtypes.positive_int, default=2,
                         help="rounds in a row below the threshold before stopping is suggested (default 2)")
     parser.add_argument("--stop-early", action="store_true", help="end the loop when stopping is suggested")
+    parser.add_argument("--max-side", type=argtypes.max_side, default=None, metavar="N",
+                        help="working resolution: select among images read with the longest side at most N pixels; "
+                             "DIR/flim.pt keeps N (so 'train --encoder flim:DIR' reads at N) and DIR/markers/ are "
+                             "written at each image's own size (default: the images' own)")
     parser.add_argument("--device", type=argtypes.device, default=None, help="torch device (default: CUDA when present, else CPU)")
     parser.add_argument("--json", action="store_true", help="print all rounds as JSON")
     parser.set_defaults(func=run_select)
@@ -136,7 +140,7 @@ def run_select(args) -> int:
         from hitlseg.flim import default_arch, read_arch
 
         arch = read_arch(args.arch) if args.arch else default_arch()
-    dataset = Dataset.from_folder(args.dataset)
+    dataset = Dataset.from_folder(args.dataset, max_side=args.max_side)
     split = None
     if args.split:
         split = Split.load(args.split, dataset)
@@ -236,10 +240,12 @@ def _check_out(path: str) -> Path:
 def _check_fit_sizes(dataset, arch) -> None:
     """Every pool image can be taken by the FLIM model's encoder (from file headers)."""
     from hitlseg.io import peek_image
+    from hitlseg.io.resample import working_shape
     from hitlseg.validate import check_image_size
 
     for sample in dataset:
-        check_image_size(peek_image(sample.image_paths)[1], arch, str(sample.image_paths[0]))
+        shape = working_shape(peek_image(sample.image_paths)[1], dataset.max_side)
+        check_image_size(shape, arch, str(sample.image_paths[0]))
 
 
 def _marker_file(out: Path, sample_id: str, ndim: int) -> Path:
@@ -269,15 +275,19 @@ def _previous_markers(out: Path) -> list[Path]:
 def _write_out(out: Path, args, dataset, session, rounds, chosen, arch, progress) -> dict:
     """Write the run to ``out`` (markers and model first, selected.json last); returns the paths."""
     from hitlseg.flim import FLIMModel
-    from hitlseg.io import read_image, write_markers
+    from hitlseg.io import peek_image, read_image, write_markers
+    from hitlseg.io.resample import resample_labels
     from hitlseg.plain import to_plain
     from hitlseg.project.files import write_json, write_text
 
     selected = list(session.selected)
     images = [session.images[i] for i in selected]
     markers = [session.markers[i] for i in selected]
+    preprocessing = {"color": dataset.color, "normalize": dataset.normalize}
+    if dataset.max_side is not None:
+        preprocessing["max_side"] = dataset.max_side
     model = FLIMModel.fit(images, markers, arch, seed=args.seed, device=args.device, names=selected,
-                          preprocessing={"color": dataset.color, "normalize": dataset.normalize}, progress=progress)
+                          preprocessing=preprocessing, progress=progress)
     (out / "markers").mkdir(parents=True, exist_ok=True)
     stale = _previous_markers(out)
     files = []
@@ -286,6 +296,8 @@ def _write_out(out: Path, args, dataset, session, rounds, chosen, arch, progress
         meta = None
         if marks.ndim == 3:  # volumes keep the image's geometry
             _, meta = read_image(dataset.sample(sample_id).image_paths[0], normalize="none")
+        if dataset.max_side is not None:  # marked at the working resolution, stored on the image's own grid
+            marks = resample_labels(marks, peek_image(dataset.sample(sample_id).image_paths)[1])
         write_markers(path, marks, meta)
         files.append(path)
     model_file = model.save(out / "flim.pt")
