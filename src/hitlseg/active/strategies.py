@@ -388,6 +388,10 @@ STRATEGIES: dict[str, type[ActiveStrategy]] = {
     "dasl": DASLStrategy,
 }
 
+from hitlseg.active.quality_strategy import QualityStrategy  # noqa: E402  (subclasses ActiveStrategy, defined above)
+
+STRATEGIES["quality"] = QualityStrategy
+
 #: Short names for uncertainty measures: ``entropy`` is ``uncertainty`` with ``measure="entropy"``.
 ALIASES = {measure: ("uncertainty", {"measure": measure}) for measure in MEASURES}
 
