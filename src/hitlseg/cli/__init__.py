@@ -17,7 +17,7 @@ from hitlseg.errors import InputError
 
 OUT_OF_MEMORY = ("out of memory (try fewer or smaller images, a smaller --batch-size or --crop-size, "
                  "or a machine with more memory)")
-COMMAND_MODULES = ("hitlseg.cli.data", "hitlseg.cli.split", "hitlseg.cli.experiment", "hitlseg.cli.flim", "hitlseg.cli.project", "hitlseg.cli.select", "hitlseg.cli.nets", "hitlseg.cli.refine", "hitlseg.cli.robot", "hitlseg.cli.serve")
+COMMAND_MODULES = ("hitlseg.cli.data", "hitlseg.cli.split", "hitlseg.cli.experiment", "hitlseg.cli.flim", "hitlseg.cli.project", "hitlseg.cli.select", "hitlseg.cli.nets", "hitlseg.cli.refine", "hitlseg.cli.robot", "hitlseg.cli.serve", "hitlseg.cli.retrieval", "hitlseg.cli.quality")
 
 
 class UsageError(Exception):
