@@ -662,3 +662,4 @@ def test_near_duplicates_are_named_beside_the_recommendations(tmp_path, page):
         assert listed and "139" not in listed
         page.click("#duplicates-note a[data-id='139']")
         page.wait_for_function("document.body.innerText.includes('near-duplicate of 112')")
+        assert not page.errors, page.errors

@@ -117,14 +117,15 @@ def test_page_and_assets_need_no_cdn(http):
                     "learn-filters", "train-btn", "prediction-img", "slice-slider", "stopping-table"):
         assert f'id="{element}"' in page.text
     scripts = re.findall(r'<script[^>]*src="([^"]+)"', page.text)
-    assert scripts == ["/static/vendor/plotly.min.js", "/static/app.js"]
-    for name in ("index.html", "app.js", "style.css"):
-        text = (STATIC / name).read_text()
-        assert not re.search(r"https?://", text.replace("http://www.w3.org", "")), name  # nothing fetched from elsewhere
+    assert scripts == ["/static/vendor/plotly.min.js", "/static/js/main.js"]  # main.js imports the other modules
+    for path in (STATIC / "index.html", STATIC / "style.css", *sorted((STATIC / "js").glob("*.js"))):
+        text = path.read_text()
+        assert not re.search(r"https?://", text.replace("http://www.w3.org", "")), path.name  # nothing fetched from elsewhere
     plotly = http.get("/static/vendor/plotly.min.js")
     assert plotly.status_code == 200 and "javascript" in plotly.headers["content-type"]
     assert plotly.content == Path(plotly_path()).read_bytes()  # the copy shipped in the plotly package
-    assert http.get("/static/app.js").status_code == 200
+    main = http.get("/static/js/main.js")
+    assert main.status_code == 200 and "javascript" in main.headers["content-type"]
     assert http.get("/static/missing.js").status_code == 404
 
 

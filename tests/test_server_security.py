@@ -29,7 +29,7 @@ def test_token_required_off_loopback(project):
     token = app.state.hitlseg.token
     assert token and len(token) >= 20  # generated
     with client(app, base_url="http://192.168.1.5:8000") as http:
-        for path in ("/api/project", "/api/images", "/", "/static/app.js", "/openapi.json"):
+        for path in ("/api/project", "/api/images", "/", "/static/js/main.js", "/openapi.json"):
             refused = http.get(path)
             assert refused.status_code == 401, path
             assert refused.headers["content-type"] == "application/json" and "token" in refused.json()["error"]

@@ -1,0 +1,15 @@
+/* What the page knows of the project, shared by every view. */
+
+export const app = {
+  project: null,      // GET /api/project
+  images: [],         // GET /api/images
+  byId: new Map(),
+  selection: null,    // GET /api/selection
+  focusId: null,      // image shown in the selection detail panel
+  models: [],
+  modelId: null,
+  view: "selection",
+};
+
+// the console uses it, and the browser tests may (page.evaluate)
+window.app = app;
