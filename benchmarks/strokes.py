@@ -13,9 +13,14 @@ the marked-pixel fraction of the marked images. Methods:
     sU-Net trained on the strokes only (partial CE + Dice over marked pixels).
 ``partial_ncut``, ``partial_crf``, ``partial_ncut_crf``
     ... plus the normalized-cut loss, the dense-CRF loss, or both (the learner's default).
+``expanded``
+    ``partial_ncut_crf``, then the strokes plus the pixels where a graph cut from them agrees with
+    that model (:mod:`hitlseg.pseudo.expand`), and a fresh sU-Net trained on them.
 ``self_training``
-    The default learner (:func:`hitlseg.pseudo.learn_from_strokes`): partial + both regularisers,
+    The learner before strokes expansion (:func:`hitlseg.pseudo.learn_from_strokes`): partial + both regularisers,
     then HISE pseudo-labels over the unmarked training images for ``--iterations`` rounds.
+``expanded_self_training``
+    The default learner in 2D: ``expanded``, then the self-training rounds.
 ``self_training_largest``
     The same model, predictions post-processed with ``largest`` (keep the largest object, fill
     its holes; :mod:`hitlseg.nets.postprocess`): what a person who states "one object per image"
@@ -49,7 +54,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nets import dataset_root, emit  # noqa: E402  (../shared/datasets, wbc1 falling back to the bundled copy)
 
-METHODS = ("adaptive", "pseudo_sunet", "partial", "partial_ncut", "partial_crf", "partial_ncut_crf", "self_training")
+METHODS = ("adaptive", "pseudo_sunet", "partial", "partial_ncut", "partial_crf", "partial_ncut_crf", "expanded",
+           "self_training", "expanded_self_training")
 
 
 def peak_mb() -> float:
@@ -138,9 +144,11 @@ def run_split(name: str, split_index: int, methods, args) -> dict:
             record(method, lambda image: model.predict(image).labels, time.perf_counter() - t0)
             continue
         weights = {"partial": {"ncut_weight": 0.0, "crf_weight": 0.0}, "partial_ncut": {"crf_weight": 0.0},
-                   "partial_crf": {"ncut_weight": 0.0}, "partial_ncut_crf": {}, "self_training": {}}[method]
+                   "partial_crf": {"ncut_weight": 0.0}, "partial_ncut_crf": {}, "expanded": {}, "self_training": {},
+                   "expanded_self_training": {}}[method]
         config = default_strokes_config(ndim, epochs=epochs, seed=args.seed, **weights)
-        iterations = (1 if args.quick else args.iterations) if method == "self_training" else 0
+        iterations = (1 if args.quick else args.iterations) if method.endswith("self_training") else 0
+        expand = method.startswith("expanded")  # graph cut where it agrees with the strokes model
         pool = [images[i] for i in pool_ids] if iterations else []
         evaluate = (lambda m: dice_of(lambda image: m.predict(image).labels, test_pairs, classes)) if iterations else None
         result = learn_from_strokes(marked_images, marked_markers, pool, encoder=flim.encoder, n_classes=n_classes,
@@ -148,8 +156,10 @@ def run_split(name: str, split_index: int, methods, args) -> dict:
                                                                                    epochs=iteration_epochs),
                                     names=marked, pool_names=pool_ids if iterations else None,
                                     truth=[masks[i] for i in pool_ids] if iterations else None,
-                                    evaluate=evaluate, seed=args.seed)
+                                    evaluate=evaluate, seed=args.seed, expand=expand)
         extra = {}
+        if expand:
+            extra["expanded_fraction"] = result.history[0].get("expanded_fraction")
         if iterations:
             extra["iterations"] = [{k: v for k, v in h.items() if k != "chosen"} for h in result.history]
             extra["stopped"] = result.stopped

@@ -187,16 +187,20 @@ def test_sunet_learns_from_strokes_then_pseudo_labels(root, monkeypatch):
         record = service.train("sunet", epochs=1, self_training=1)
         assert record["params"]["self_training"] == 1
         marked = list(project.latest_versions())
-        assert len(calls) == 2 and len(calls[0]) == len(marked)
+        assert len(calls) == 3 and len(calls[0]) == len(marked)  # strokes, expanded strokes, pseudo-labels
         for image_id, (image, mask) in zip(marked, calls[0], strict=True):
             markers, _ = project.load_markers(image_id)
             np.testing.assert_array_equal(image, project.image(image_id))
             on = markers > 0
             np.testing.assert_array_equal(mask[on], markers[on].astype(int) - 1)
             np.testing.assert_array_equal(mask[~on], IGNORE)
-        # second stage: the marked images (strokes still win) and some unmarked ones
-        assert len(calls[1]) > len(marked)
-        for image_id, (image, mask) in zip(marked, calls[1][: len(marked)], strict=True):
+        # the strokes grown by a graph cut where it agrees with the first model (2D default)
+        for image_id, (image, mask), (_, strokes) in zip(marked, calls[1], calls[0], strict=True):
+            assert (mask != IGNORE).sum() > (strokes != IGNORE).sum()
+            np.testing.assert_array_equal(mask[strokes != IGNORE], strokes[strokes != IGNORE])
+        # self-training: the marked images (strokes still win) and some unmarked ones
+        assert len(calls[2]) > len(marked)
+        for image_id, (image, mask) in zip(marked, calls[2][: len(marked)], strict=True):
             markers, _ = project.load_markers(image_id)
             on = markers > 0
             np.testing.assert_array_equal(mask[on], markers[on].astype(int) - 1)

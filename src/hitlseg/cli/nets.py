@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from hitlseg.cli import args as argtypes
@@ -30,6 +31,10 @@ def register(commands) -> None:
     train.add_argument("--self-training", type=argtypes.non_negative_int, default=5, metavar="N",
                        help="with --labels markers: pseudo-label iterations over the unmarked training images "
                             "(default 5; 0: strokes only)")
+    train.add_argument("--expand-strokes", action=argparse.BooleanOptionalAction, default=None,
+                       help="with --labels markers: add to the strokes the pixels where a graph cut from them "
+                            "agrees with a model trained on them, then train on both (default: on for 2D images, "
+                            "off for volumes; see README 'Defaults')")
     train.add_argument("--ncut-weight", type=argtypes.non_negative_float, default=None,
                        help="weight of the normalized-cut loss (default 0.1 with --labels markers, else 0)")
     train.add_argument("--crf-weight", type=argtypes.non_negative_float, default=None,
@@ -332,7 +337,7 @@ def run_train_markers(args) -> int:
         result = learn_from_strokes(images, markers, pool, encoder=flim.encoder if flim is not None else None,
                                     config=config, self_training=self_training, preprocessing=preprocessing,
                                     names=marked, pool_names=pool.ids, seed=args.seed, device=args.device,
-                                    progress=progress)
+                                    expand=args.expand_strokes, progress=progress)
     model = result.model
     model.info.update({"dataset": str(root.resolve()), "split": split.to_dict(), "split_source": split_source,
                        "encoder": encoder_spec, "marked_images": marked, "seconds": time.perf_counter() - started})
@@ -352,6 +357,8 @@ def run_train_markers(args) -> int:
         return 0
     print(f"model:     {out} (sunet from strokes, encoder {encoder_spec}, {model.n_classes} classes)")
     print(f"strokes:   {len(marked)} marked images, {result.marked_fraction:.2%} of their pixels marked")
+    if "expanded_fraction" in result.history[0]:
+        print(f"expanded:  {result.history[0]['expanded_fraction']:.2%} of their pixels after the graph cut")
     for h in result.history[1:]:
         print(f"iteration {h['iteration']}: {h['pool_images']} pool images pseudo-labelled, "
               f"{h['machine_labelled']:.1%} of pool pixels, loss {h['loss']:.4f}")

@@ -199,7 +199,7 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
                        names: Sequence[str] | None = None, pool_names: Sequence[str] | None = None,
                        truth: Sequence[np.ndarray | None] | None = None,
                        evaluate: Callable[[object], dict] | None = None, seed: int = 0, device=None,
-                       strokes_stage: bool = True, progress: Progress = None) -> StrokesResult:
+                       strokes_stage: bool = True, expand: bool | None = None, progress: Progress = None) -> StrokesResult:
     """Train an sU-Net from strokes, then refine it by self-training on the unlabelled pool.
 
     Parameters
@@ -239,6 +239,12 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
         Train on the strokes alone first. A warm-started ``model`` (a correction round) may
         skip it and go straight to self-training, whose labels keep what the model learned
         from the pool; training on the strokes alone first would partly unlearn it.
+    expand : bool, optional
+        After the strokes stage, add to each marked image's strokes the pixels where a graph
+        cut from its strokes agrees with the model (:mod:`hitlseg.pseudo.expand`), and train a
+        fresh sU-Net on the same encoder from them; they count as the person's in what follows.
+        Default :data:`hitlseg.defaults.EXPAND_STROKES` for a fresh learner (no ``model``
+        given), off for a correction round.
     progress : callable, optional
 
     Returns
@@ -263,6 +269,7 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
     if not strokes_stage and (model is None or self_training.iterations == 0):
         raise InputError("strokes_stage: may be skipped only when continuing a model with self-training iterations")
     largest = max(int(m.max()) for m in markers) - 1
+    given_model = model
     if model is not None:
         n_classes = model.n_classes
     n_classes = int(n_classes if n_classes is not None else largest)
@@ -285,11 +292,32 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
     train_names = {"train": names}
     stroke_pairs = [(image, target) for image, target in zip(images, targets) if (target != IGNORE).any()]
     loss = None
+    if expand is None:
+        from hitlseg.defaults import EXPAND_STROKES
+
+        expand = given_model is None and strokes_stage and EXPAND_STROKES.get(images[0].ndim - 1, False)
+    if expand and not strokes_stage:
+        raise InputError("expand: needs the strokes stage (the model trained on the strokes is its second view)")
     if strokes_stage:
         result = train(model, stroke_pairs, [], config, progress=stage("training on strokes"), names=train_names)
         loss = result.history[-1]["loss"]
+    expanded_fraction = None
+    if expand:
+        from hitlseg.pseudo.expand import expand_all
+
+        report(progress, 0, 1, "expanding the strokes by graph cut")
+        markers = expand_all(images, markers, lambda image: model.predict(image, postprocess="none").labels, names)
+        targets = [markers_to_target(m) for m in markers]
+        stroke_pairs = [(image, target) for image, target in zip(images, targets) if (target != IGNORE).any()]
+        expanded_fraction = float(sum((m > 0).sum() for m in markers) / sum(m.size for m in markers))
+        model = SegModel.sunet(model.net.encoder, n_classes, preprocessing=preprocessing, seed=seed)
+        result = train(model, stroke_pairs, [], config, progress=stage("training on the expanded strokes"),
+                       names=train_names)
+        loss = result.history[-1]["loss"]
     record = {"iteration": 0, "beta": None, "gamma": None, "delta": None, "pool_images": 0, "machine_labelled": 0.0,
               "changed": None, "loss": loss, "seconds": round(time.perf_counter() - started, 3)}
+    if expanded_fraction is not None:
+        record["expanded_fraction"] = expanded_fraction
     history = [record]
     if evaluate is not None:
         record["evaluation"] = evaluate(model)
