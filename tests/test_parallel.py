@@ -1,0 +1,267 @@
+"""The execution layer (hitlseg.parallel): in-process and Dask give the same numbers, runs resume, bad input is refused.
+
+One real LocalCluster of 2 worker processes (one thread each) serves the whole module.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from hitlseg.errors import InputError
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::ResourceWarning")
+N_IMAGES = 6
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      env={"OMP_NUM_THREADS": "1"}) as local, Client(local, set_as_default=False) as client:
+        yield client
+
+
+@pytest.fixture
+def dask(cluster):
+    from hitlseg.parallel import Executor
+
+    return Executor(client=cluster, small_pool=0, window=3)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """Six bundled wbc1 images, a FLIM selection encoder and an sU-Net (batch norm: block-local in eval)."""
+    from hitlseg.dataset import Dataset
+    from hitlseg.datasets import DEMO_ROOT
+    from hitlseg.flim.fit import fit_encoder
+    from hitlseg.flim.spec import default_arch
+    from hitlseg.nets import SegModel
+    from hitlseg.robot import markers_from_mask
+    from hitlseg.selection import selection_arch
+
+    dataset = Dataset.from_folder(DEMO_ROOT)
+    ids = dataset.ids[:N_IMAGES]
+    images = {i: dataset.image(i)[0] for i in ids}
+    markers = [markers_from_mask(dataset.mask(i), rng=np.random.default_rng(k)) for k, i in enumerate(ids[:2])]
+    encoder = fit_encoder([images[i] for i in ids[:2]], markers, selection_arch(), seed=0)
+    model = SegModel.sunet(fit_encoder([images[i] for i in ids[:2]], markers, default_arch(), seed=0), 1,
+                           norm="batch", seed=0)
+    model.net.eval()
+    return {"dataset": dataset.subset(ids), "ids": ids, "images": images, "markers": markers, "encoder": encoder,
+            "model": model}
+
+
+def test_descriptors_same_in_process_on_dask_and_in_the_session(demo, dask, tmp_path):
+    from hitlseg.parallel import pool_descriptors
+    from hitlseg.selection import SelectionSession
+
+    here = pool_descriptors(demo["images"], demo["encoder"], tmp_path / "here").stacked("descriptor")
+    there = pool_descriptors(demo["dataset"], demo["encoder"], tmp_path / "dask", executor=dask).stacked("descriptor")
+    np.testing.assert_array_equal(here, there)  # same function, same threads: bit for bit
+    session = SelectionSession(demo["images"], seed=0)
+    session.step(demo["ids"][0], demo["markers"][0])
+    session.step(demo["ids"][1], demo["markers"][1])  # refits on both marked images, like demo["encoder"]
+    np.testing.assert_allclose(here, session.descriptors, rtol=0, atol=1e-6)  # measured: 0.0
+    assert here.shape[1] == session.descriptors.shape[1] and here.any()
+
+
+def test_predictions_and_pseudo_labels_same_in_process_and_on_dask(demo, dask, tmp_path):
+    from hitlseg.parallel import pool_pseudo_labels, predict_pool
+    from hitlseg.pseudo import local_consistency, pool_probabilities, tripartition
+
+    model = demo["model"]
+    here = predict_pool(model, demo["images"], tmp_path / "here")
+    there = predict_pool(model, demo["dataset"], tmp_path / "dask", executor=dask)
+    for i in demo["ids"]:
+        expected = model.predict(demo["images"][i])
+        np.testing.assert_array_equal(here.get("probabilities", i), expected.probabilities)
+        np.testing.assert_array_equal(there.get("probabilities", i), expected.probabilities)
+        np.testing.assert_array_equal(there.get("labels", i), expected.labels)
+    assert set(there.mapping("probabilities")) == set(demo["ids"])
+
+    pseudo_here = pool_pseudo_labels(model, demo["images"], tmp_path / "here", delta=0.6, beta=0.9)
+    pseudo_there = pool_pseudo_labels(model, demo["images"], tmp_path / "dask", delta=0.6, beta=0.9, executor=dask)
+    np.testing.assert_array_equal(pseudo_here.stacked("consistency"), pseudo_there.stacked("consistency"))
+    for i in demo["ids"]:
+        p = pool_probabilities(model, demo["images"][i], flips=True)
+        np.testing.assert_array_equal(pseudo_there.get("pseudo", i), tripartition(p, 0.6))
+        assert pseudo_there.get("consistency", i) == local_consistency(p, 0.9)
+
+
+def _slow_square(x):
+    time.sleep(0.3)
+    return x * x
+
+
+def test_a_worker_killed_mid_run_and_the_map_still_completes(cluster, dask):
+    import signal
+
+    results = {}
+    for key, value in dask.map(_slow_square, ((i, (i,)) for i in range(12))):
+        results[key] = value
+        if len(results) == 2:  # kill one worker process while tasks are in flight on it
+            killed = next(iter(cluster.run(os.getpid).values()))
+            os.kill(killed, signal.SIGKILL)
+    assert results == {i: i * i for i in range(12)}
+    cluster.wait_for_workers(2, timeout=60)  # the nanny restarts it, for the tests that follow
+    assert killed not in cluster.run(os.getpid).values()
+
+
+class Stop(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_from_the_stored_chunks(demo, dask, tmp_path):
+    from hitlseg.parallel import ResultStore, predict_pool
+
+    model = demo["model"]
+
+    def stop_after_three(done, total, message):
+        if done == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        predict_pool(model, demo["images"], tmp_path, executor=dask, progress=stop_after_three)
+    (folder,) = list(tmp_path.iterdir())
+    store = ResultStore.open(folder, demo["ids"], "predictions",
+                             dict(ResultStore._check_is_store(folder).attrs)["params"])
+    finished = int(store.done.sum())
+    assert 3 <= finished < N_IMAGES
+    totals = []
+    resumed = predict_pool(model, demo["images"], tmp_path, executor=dask,
+                           progress=lambda d, t, m: totals.append(t))
+    assert resumed.complete and max(totals) == N_IMAGES - finished  # only the unfinished images again
+    for i in demo["ids"]:
+        np.testing.assert_array_equal(resumed.get("probabilities", i), model.predict(demo["images"][i]).probabilities)
+
+
+def test_a_row_written_but_not_marked_done_is_never_read_and_is_recomputed(demo, tmp_path):
+    from hitlseg.parallel import pool_descriptors
+
+    store = pool_descriptors(demo["images"], demo["encoder"], tmp_path)
+    good = store.stacked("descriptor")
+    first = store.ids[0]
+    store.group["descriptor"][0] = -1.0  # half of an interrupted write: data changed, done not yet set
+    store.group["done"][0] = False
+    with pytest.raises(InputError, match="not finished"):
+        store.get("descriptor", first)
+    again = pool_descriptors(demo["images"], demo["encoder"], tmp_path)
+    np.testing.assert_array_equal(again.stacked("descriptor"), good)
+
+
+def test_block_prediction_equals_the_whole_image_and_resumes(demo, dask, tmp_path):
+    import zarr
+
+    from hitlseg.parallel import predict_blocks
+
+    model, images, ids = demo["model"], demo["images"], demo["ids"]
+    big = np.concatenate([np.concatenate([images[ids[0]], images[ids[1]]], 2),
+                          np.concatenate([images[ids[2]], images[ids[3]]], 2)], 1)  # (3, 240, 240)
+    whole = model.predict(big, window=None).probabilities
+
+    def stop_after_two(done, total, message):
+        if done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        predict_blocks(model, big, tmp_path / "a", block=64, halo=48, executor=dask, progress=stop_after_two)
+    result = predict_blocks(model, big, tmp_path / "a", block=64, halo=48, executor=dask)
+    assert result.store.complete and len(result.store.ids) == 16
+    # tolerance 1e-6: with a halo of at least the network's reach the cores are the whole-image
+    # result up to float rounding (measured 6e-8)
+    np.testing.assert_allclose(result.probabilities[...], whole, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(result.labels[...], np.argmax(whole, 0))
+
+    zarr.create_array(str(tmp_path / "big.zarr"), data=big, chunks=(3, 64, 64))
+    from_zarr = predict_blocks(model, tmp_path / "big.zarr", tmp_path / "z", block=64, halo=48)
+    np.testing.assert_array_equal(from_zarr.probabilities[...], result.probabilities[...])
+
+
+def test_block_prediction_of_a_file_is_written_back_in_its_format(demo, tmp_path):
+    from hitlseg.io import read_mask
+    from hitlseg.parallel import export_labels, predict_blocks
+
+    sample = demo["dataset"].sample(demo["ids"][0])
+    result = predict_blocks(demo["model"], sample.image_paths[0], tmp_path, block=64, halo=48)
+    written = export_labels(result, tmp_path / "labels.png")
+    labels, meta = read_mask(written)
+    assert labels.shape == demo["images"][demo["ids"][0]].shape[1:]
+    np.testing.assert_array_equal(labels, demo["model"].predict(demo["images"][demo["ids"][0]], window=None,
+                                                                postprocess="none").labels)
+
+
+def test_an_unreachable_scheduler_is_a_quick_input_error():
+    from hitlseg.parallel import Executor
+
+    started = time.perf_counter()
+    with pytest.raises(InputError, match="cannot reach a Dask scheduler at 'tcp://127.0.0.1:9'"):
+        Executor(scheduler="tcp://127.0.0.1:9", timeout=2)
+    assert time.perf_counter() - started < 15
+
+
+def test_workers_with_another_hitlseg_version_are_refused(cluster, monkeypatch):
+    import hitlseg.parallel.executor as executor
+
+    monkeypatch.setattr(executor, "__version__", "0.0.0-other")
+    with pytest.raises(InputError, match="worker.*run hitlseg 0.1.0.*this process runs 0.0.0-other"):
+        executor.Executor(client=cluster)
+
+
+def test_a_store_of_another_run_or_shape_is_refused_and_left_as_it_was(demo, tmp_path):
+    import zarr
+
+    from hitlseg.parallel import ResultStore, predict_blocks
+
+    store = ResultStore.open(tmp_path / "s.zarr", ["a", "b"], "predictions", {"x": 1})
+    store.write("a", {"v": np.ones(3, np.float32)})
+    for ids, kind, params, match in ((["a", "b", "c"], "predictions", {"x": 1}, "other items"),
+                                     (["a", "b"], "descriptors", {"x": 1}, "not 'descriptors'"),
+                                     (["a", "b"], "predictions", {"x": 2}, r"other parameters \(x\)")):
+        with pytest.raises(InputError, match=match):
+            ResultStore.open(tmp_path / "s.zarr", ids, kind, params)
+    again = ResultStore.open(tmp_path / "s.zarr", ["a", "b"], "predictions", {"x": 1})
+    assert again.done.tolist() == [True, False] and again.get("v", "a").tolist() == [1, 1, 1]
+    (tmp_path / "other").mkdir()
+    with pytest.raises(InputError, match="not a hitlseg result store"):
+        ResultStore.open(tmp_path / "other", ["a"], "predictions", {})
+
+    zarr.create_array(str(tmp_path / "wrong.zarr"), data=np.zeros((2, 64, 64), np.float32))  # 2 channels, model takes 3
+    with pytest.raises(InputError, match=r"3-channel 2D input .*got shape \(2, 64, 64\)"):
+        predict_blocks(demo["model"], tmp_path / "wrong.zarr", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_line_options(monkeypatch):
+    import argparse
+
+    import hitlseg.parallel.executor as executor_module
+
+    from hitlseg.parallel import ENV_SCHEDULER, add_execution_arguments, executor_from_args
+
+    parser = argparse.ArgumentParser()
+    add_execution_arguments(parser)
+    args = parser.parse_args(["--workers", "2"])
+    executor = executor_from_args(args)
+    assert executor.workers == 2 and executor.description == "local dask cluster of 2 workers"
+    assert executor_from_args(parser.parse_args([])).description == "in-process"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--workers", "0"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--workers", "2", "--scheduler", "tcp://x:1"])
+    monkeypatch.setenv(ENV_SCHEDULER, "tcp://127.0.0.1:9")
+    monkeypatch.setattr(executor_module, "DEFAULT_TIMEOUT", 2.0)
+    with pytest.raises(InputError, match="cannot reach a Dask scheduler at 'tcp://127.0.0.1:9' within 2 s"):
+        executor_from_args(parser.parse_args([]))
+
+
+def test_a_small_pool_runs_in_process_without_starting_a_cluster():
+    from hitlseg.parallel import Executor
+
+    executor = Executor(workers=2)
+    assert dict(executor.map(_slow_square, ((i, (i,)) for i in range(3)))) == {0: 0, 1: 1, 2: 4}
+    assert executor._cluster is None and executor._client is None
