@@ -265,3 +265,29 @@ def test_a_small_pool_runs_in_process_without_starting_a_cluster():
     executor = Executor(workers=2)
     assert dict(executor.map(_slow_square, ((i, (i,)) for i in range(3)))) == {0: 0, 1: 1, 2: 4}
     assert executor._cluster is None and executor._client is None
+
+
+def test_predict_command_on_a_cluster_writes_the_same_masks(demo, cluster, tmp_path, capsys, monkeypatch):
+    """``hitlseg predict`` joins $HITLSEG_SCHEDULER: the workers read and predict, the client writes."""
+    from hitlseg.io.images import read_raw_2d
+    from hitlseg.parallel import ENV_SCHEDULER
+    from tests.helpers import cli_one_line_error, cli_run, copy_demo
+
+    images = copy_demo(tmp_path / "data", N_IMAGES)
+    model_file = demo["model"].save(tmp_path / "model.pt")
+    code, _, err = cli_run(capsys, "predict", "--model", model_file, "--images", images, "--out", tmp_path / "here",
+                           "--probabilities")
+    assert code == 0, err
+    monkeypatch.setenv(ENV_SCHEDULER, cluster.scheduler.address)
+    code, _, err = cli_run(capsys, "predict", "--model", model_file, "--images", images, "--out", tmp_path / "there",
+                           "--probabilities")
+    assert code == 0, err
+    here = sorted(p.relative_to(tmp_path / "here") for p in (tmp_path / "here").rglob("*") if p.is_file())
+    there = sorted(p.relative_to(tmp_path / "there") for p in (tmp_path / "there").rglob("*") if p.is_file())
+    assert here == there and len(here) == 2 * N_IMAGES  # masks and class-1 probabilities
+    for name in here:
+        np.testing.assert_array_equal(read_raw_2d(tmp_path / "here" / name), read_raw_2d(tmp_path / "there" / name))
+    line = cli_one_line_error(capsys, "predict", "--model", model_file, "--images", images, "--out", tmp_path / "x",
+                              "--scheduler", "tcp://127.0.0.1:9")
+    assert "cannot reach a Dask scheduler" in line
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())  # nothing written

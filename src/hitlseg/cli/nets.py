@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hitlseg.cli import args as argtypes
 from hitlseg.cli.common import print_json, progress_bar
+from hitlseg.parallel.executor import add_execution_arguments, executor_from_args
 
 
 def register(commands) -> None:
@@ -79,6 +80,7 @@ def register(commands) -> None:
                          help="class the shape model refines when it is learned here (no --refine-model)")
     predict.add_argument("--device", type=argtypes.device, default=None, help="cpu, cuda ... (default: CUDA when present)")
     predict.add_argument("--json", action="store_true", help="print JSON")
+    add_execution_arguments(predict)
     predict.set_defaults(func=run_predict)
 
 
@@ -378,6 +380,7 @@ def run_predict(args) -> int:
     from hitlseg.validate import check_output_dir
 
     check_output_dir(args.out)
+    executor = executor_from_args(args)  # an unreachable scheduler fails here, before any work
     refine_model = _refine_model(args)
     model = SegModel.load(args.model, device=args.device)
     dataset = workflow.open_images(args.images, model.preprocessing)
@@ -390,10 +393,10 @@ def run_predict(args) -> int:
             refine_model = workflow.fit_shape_model(model, dataset, dataset.ids if ids is None else ids,
                                                     args.refine_class, progress=progress)
     options = {} if refine_model is None else {"model": refine_model}
-    with progress_bar("predicting", enabled=not args.json) as progress:
+    with executor, progress_bar("predicting", enabled=not args.json) as progress:
         written = workflow.predict_dataset(model, dataset, args.out, ids, probabilities=args.probabilities,
                                            preview=args.preview, postprocess=args.postprocess, refine=args.refine,
-                                           refine_options=options, progress=progress)
+                                           refine_options=options, executor=executor, progress=progress)
     seconds = time.perf_counter() - started
     summary = {"model": args.model, "images": len(written), "out": str(args.out), "refine": args.refine,
                "seconds": seconds, "seconds_per_image": seconds / max(1, len(written))}

@@ -234,10 +234,34 @@ def back_to_file_grid(labels: np.ndarray, probabilities: np.ndarray, meta, *, re
     return labels, probabilities
 
 
+def predict_sample(sample_id: str, *, model, dataset: Dataset, refine: str | None = None,
+                   refine_options: dict | None = None, rule: str = "none", probabilities: bool = False):
+    """One image of ``dataset`` predicted (and refined, post-processed) on its file's grid.
+
+    The per-image work of :func:`predict_dataset`, a pure function so that it can run as a task
+    of :class:`hitlseg.parallel.Executor`. Returns ``(labels, probabilities or None, meta)``.
+    """
+    from hitlseg.nets.postprocess import postprocess as apply_postprocess
+    from hitlseg.refine import refine as refine_labels
+
+    image, meta = dataset.image(sample_id)
+    name = str(dataset.sample(sample_id).image_paths[0])
+    prediction = model.predict(image, name=name, postprocess="none")
+    labels, probs = prediction.labels, prediction.probabilities
+    if refine is not None:
+        try:
+            labels = refine_labels(image, probs, refine, **(refine_options or {}))
+        except InputError as exc:
+            raise InputError(f"{name}: {exc}") from None
+    labels, probs = back_to_file_grid(labels, probs, meta, refined=refine is not None)
+    labels = apply_postprocess(labels, rule) if rule != "none" else labels
+    return labels, (probs if probabilities else None), meta
+
+
 def predict_dataset(model, dataset: Dataset, out: str | Path, ids: Sequence[str] | None = None, *,
                     probabilities: bool = False, preview: bool = False, postprocess: str | None = None,
                     refine: str | None = None, refine_options: dict | None = None,
-                    progress: Progress = None) -> list[Path]:
+                    executor=None, progress: Progress = None) -> list[Path]:
     """Predict every sample (or ``ids``) and write label masks to ``out`` in each input's format and geometry.
 
     With ``probabilities``, also writes ``out/probabilities/ID_classK`` (K = 1..n_classes) as
@@ -246,34 +270,35 @@ def predict_dataset(model, dataset: Dataset, out: str | Path, ids: Sequence[str]
     (:mod:`hitlseg.io.preview`), since label files of 0, 1, 2 look black in ordinary viewers.
     ``refine`` names a refiner of :data:`hitlseg.refine.REFINERS` applied to each prediction
     with ``refine_options`` (``model=`` for ``"shape"`` and ``"corrective"``); ``postprocess``
-    (default: the model's rule, :mod:`hitlseg.nets.postprocess`) applies after it.
+    (default: the model's rule, :mod:`hitlseg.nets.postprocess`) applies after it. With a
+    distributed ``executor`` (:class:`hitlseg.parallel.Executor`) the images are predicted on its
+    workers (the model and the dataset shipped once, the workers reading the files) and written
+    here; the masks are the same.
     """
     from hitlseg.io.preview import preview_png
-    from hitlseg.nets.postprocess import check_postprocess, postprocess as apply_postprocess
+    from hitlseg.nets.postprocess import check_postprocess
     from hitlseg.project.files import atomic_write
     from hitlseg.io import output_name, write_array
-    from hitlseg.refine import REFINERS, refine as refine_labels
+    from hitlseg.refine import REFINERS
 
     if refine is not None and refine not in REFINERS:
         raise InputError(f"refine: unknown refiner {refine!r}; valid: {', '.join(REFINERS)}")
     rule = model.postprocess if postprocess is None else check_postprocess(postprocess)
     out = Path(out)
     ids = list(dataset.ids if ids is None else ids)
-    written = []
-    for done, sample_id in enumerate(ids):
-        report(progress, done, len(ids), sample_id)
-        image, meta = dataset.image(sample_id)
-        name = str(dataset.sample(sample_id).image_paths[0])
-        prediction = model.predict(image, name=name, postprocess="none")
-        labels, probs = prediction.labels, prediction.probabilities
-        if refine is not None:
-            try:
-                labels = refine_labels(image, probs, refine, **(refine_options or {}))
-            except InputError as exc:
-                raise InputError(f"{name}: {exc}") from None
-        labels, probs = back_to_file_grid(labels, probs, meta, refined=refine is not None)
-        labels = apply_postprocess(labels, rule) if rule != "none" else labels
-        written.append(write_array(out / output_name(sample_id, meta), labels, meta))
+    options = {"refine": refine, "refine_options": refine_options, "rule": rule, "probabilities": probabilities}
+    if executor is not None and executor.distributed:
+        results = executor.map(predict_sample, ((i, (i,)) for i in ids), total=len(ids), progress=progress,
+                               message="predicting", shared={"model": model, "dataset": dataset, **options})
+    else:  # in this process, with torch's own thread setting
+        def here():
+            for done, sample_id in enumerate(ids):
+                report(progress, done, len(ids), sample_id)
+                yield sample_id, predict_sample(sample_id, model=model, dataset=dataset, **options)
+        results = here()
+    written = {}
+    for sample_id, (labels, probs, meta) in results:
+        written[sample_id] = write_array(out / output_name(sample_id, meta), labels, meta)
         if preview:
             data = preview_png(labels)
             atomic_write(out / "previews" / f"{sample_id}.preview.png", lambda handle, data=data: handle.write(data))
@@ -282,4 +307,4 @@ def predict_dataset(model, dataset: Dataset, out: str | Path, ids: Sequence[str]
             for k in range(1, probs.shape[0]):
                 write_array(out / "probabilities" / f"{sample_id}_class{k}{suffix}", probs[k], meta)
     report(progress, len(ids), len(ids), "done")
-    return written
+    return [written[i] for i in ids]

@@ -264,6 +264,8 @@ def _small(value) -> bool:
     """Plain options travel inline with each task; everything else is scattered once."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return True
+    if isinstance(value, dict):  # options; an empty one cannot be scattered at all
+        return len(value) <= 8 and all(isinstance(k, str) and _small(v) for k, v in value.items())
     return isinstance(value, tuple) and len(value) <= 8 and all(_small(v) for v in value)
 
 
