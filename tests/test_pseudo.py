@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from hitlseg.errors import InputError
-from hitlseg.pseudo import (IGNORE, Schedule, agreement, check_ignore, choose_images, confidence, local_consistency,
-                            markers_to_target, merge_strokes, tripartition)
+from hitlseg.pseudo import (IGNORE, Schedule, agreement, check_ignore, choose_images, confidence, confident_prediction,
+                            local_consistency, markers_to_target, merge_strokes, tripartition)
 
 
 def probs_of(rows):
@@ -33,6 +33,32 @@ def test_tripartition_in_3d():
     out = tripartition(p, 0.6)
     assert out.shape == (2, 3, 4) and out[1, 2, 3] == 1 and (out[0] == 0).all()
     assert tripartition(p, 0.8)[1, 2, 3] == IGNORE
+
+
+def test_confident_prediction_is_the_tripartition_for_a_sure_model():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet([0.05, 0.05, 0.05], size=(6, 7)).astype(np.float32).transpose(2, 0, 1)
+    p /= p.sum(0)
+    sure = tripartition(p, 0.9)
+    assert ((sure != IGNORE).mean(axis=None)) > 0.6
+    kept = confident_prediction(p, 0.9)
+    mostly_sure = [c for c in range(3) if (sure == c).sum() > 0.5 * (p.argmax(0) == c).sum()]
+    assert mostly_sure
+    for c in mostly_sure:  # a class more than half sure: exactly the tripartition
+        np.testing.assert_array_equal(kept == c, sure == c)
+
+
+def test_confident_prediction_keeps_the_surer_part_of_each_class_of_an_unsure_model():
+    """A model below delta everywhere: tripartition keeps nothing, this keeps the surer half per class."""
+    p = probs_of([[0.5, 0.3, 0.2], [0.6, 0.2, 0.2], [0.4, 0.35, 0.25], [0.7, 0.2, 0.1],
+                  [0.2, 0.45, 0.35], [0.2, 0.6, 0.2], [0.3, 0.3, 0.4]])
+    assert (tripartition(p, 0.95) == IGNORE).all()
+    kept = confident_prediction(p, 0.95)[0].tolist()
+    # class 0 (confidences 0.5, 0.6, 0.4, 0.7): the surer half; class 1 (0.45, 0.6): the surer; class 2: its one pixel
+    assert kept == [IGNORE, 0, IGNORE, 0, IGNORE, 1, 2]
+    assert (confident_prediction(p, 0.95, keep=1.0)[0] == p.argmax(0)[0]).all()
+    with pytest.raises(InputError, match="keep"):
+        confident_prediction(p, 0.95, keep=0.0)
 
 
 def test_confidence():

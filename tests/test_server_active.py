@@ -142,11 +142,12 @@ def test_starting_from_an_empty_prediction_saves_no_empty_version(http, models, 
     import hitlseg.pseudo
     from hitlseg.pseudo import IGNORE
 
-    monkeypatch.setattr(hitlseg.pseudo, "tripartition", lambda probabilities, delta: np.full(probabilities.shape[1:], IGNORE))
+    monkeypatch.setattr(hitlseg.pseudo, "confident_prediction",
+                        lambda probabilities, delta, keep: np.full(probabilities.shape[1:], IGNORE))
     image_id = unmarked_image(http)
     refused = http.post("/api/active/accept", json={"model_id": models["sunet"], "image_id": image_id, "base_version": 0})
     assert refused.status_code == 400, refused.text
-    assert "predicts no pixel with confidence above 0.95" in refused.json()["error"]
+    assert "keeps no pixel of its prediction" in refused.json()["error"]
     assert "no strokes to save" in refused.json()["error"]
     assert http.get(f"/api/images/{image_id}/markers/history").json()["versions"] == []
     marked = next(i for i in http.get("/api/images").json()["images"] if i["marker_version"] > 0)

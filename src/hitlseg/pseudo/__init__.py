@@ -2,7 +2,7 @@
 
 from hitlseg.pseudo.expand import expand_strokes
 from hitlseg.pseudo.labels import (IGNORE, Schedule, agreement, check_ignore, choose_images, confidence,
-                                   local_consistency, markers_to_target, merge_strokes, tripartition)
+                                   confident_prediction, local_consistency, markers_to_target, merge_strokes, tripartition)
 from hitlseg.pseudo.selftrain import (SelfTrainingConfig, StrokesResult, default_strokes_config, learn_from_strokes,
                                       pool_probabilities)
 
@@ -15,6 +15,7 @@ __all__ = [
     "check_ignore",
     "choose_images",
     "confidence",
+    "confident_prediction",
     "default_strokes_config",
     "expand_strokes",
     "learn_from_strokes",

@@ -78,6 +78,40 @@ def tripartition(probabilities, delta: float) -> np.ndarray:
     return np.where(mu > delta, labels, IGNORE).astype(np.uint8)
 
 
+def confident_prediction(probabilities, delta: float, keep: float = 0.5) -> np.ndarray:
+    """The prediction's confident pixels: above ``delta``, or at least the surer ``keep`` of each predicted class.
+
+    What "start from the prediction" saves as markers. A model trained for a few epochs (or on
+    few strokes) is often less sure than ``delta`` nearly everywhere, and :func:`tripartition`
+    alone then keeps nothing. Here a pixel predicted ``c`` is kept when its confidence ``mu`` is
+    above ``delta`` or at least ``q_c``, the ``1 - keep`` quantile of ``mu`` over the pixels
+    predicted ``c``: where more than ``keep`` of a class is surer than ``delta`` this is the
+    tripartition, elsewhere the surer ``keep`` of the class, for the person to correct.
+
+    Parameters
+    ----------
+    probabilities : ndarray, shape (K + 1, *spatial)
+    delta : float in (0, 1)
+    keep : float in (0, 1]
+        Fraction of each predicted class kept at least.
+
+    Returns
+    -------
+    ndarray of uint8, shape (*spatial)
+        The arg-max class where kept, :data:`IGNORE` elsewhere.
+    """
+    delta = _check_unit(delta, "delta")
+    keep = _check_unit(keep, "keep", high_open=False)
+    mu, labels = confidence(probabilities)
+    if labels.size and int(labels.max()) >= IGNORE:
+        raise InputError(f"probabilities: {labels.max() + 1} classes collide with the ignore value {IGNORE}")
+    quantile = np.ones(int(labels.max()) + 1 if labels.size else 1, dtype=np.float32)
+    for c in np.unique(labels):
+        quantile[c] = np.quantile(mu[labels == c], 1.0 - keep)
+    kept = (mu > delta) | (mu >= quantile[labels])
+    return np.where(kept, labels, IGNORE).astype(np.uint8)
+
+
 def local_consistency(probabilities, beta: float) -> float:
     """HISE local consistency ``tau_l``: mean confidence of the object pixels whose confidence is below ``beta``.
 

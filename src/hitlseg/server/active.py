@@ -6,7 +6,8 @@ reads and writes the project:
 
 * a proposal (:func:`hitlseg.active.propose`) is a job; its result is logged as an
   ``active_proposal`` event, so the view shows it again after a reload;
-* "start from the prediction" saves the prediction's confident pixels (confidence above 0.95)
+* "start from the prediction" saves the prediction's confident pixels (confidence above 0.95,
+  and at least the surer half of each predicted class: :func:`hitlseg.pseudo.confident_prediction`)
   as a new marker version under the person's strokes, which then correct it in the editor (by
   the save rule of :mod:`hitlseg.project.readiness`: never an empty first version, and no new
   version when the prediction adds nothing);
@@ -41,7 +42,10 @@ PROPOSAL_EVENT = "active_proposal"
 TIME_EVENT = "annotation_time"
 STRATEGIES = ("entropy", "margin", "least_confidence", "bald", "consistency", "coreset", "suggestive", "knapsack",
               "dasl", "fg_random", "random")
+#: "Start from the prediction" keeps the pixels predicted with confidence above this...
 ACCEPT_DELTA = 0.95
+#: ...and at least this fraction of each predicted class (the surer part), however unsure the model.
+ACCEPT_KEEP = 0.5
 #: Lower than the study loop's 50 (hitlseg.active.ActiveConfig): in the web app an accepted
 #: prediction's confident pixels count as the person's too, errors included.
 PERSON_WEIGHT = 10.0
@@ -122,11 +126,11 @@ class ImproveService:
     # -- correcting --------------------------------------------------------------------------------
     def accept(self, model_id: int, image_id: str, base_version: int) -> dict:
         """Save the prediction's confident pixels as markers under the person's existing strokes."""
-        from hitlseg.pseudo import IGNORE, tripartition
+        from hitlseg.pseudo import IGNORE, confident_prediction
 
         model = self.segmodel(model_id)
         probabilities = model.predict(self.project.image(image_id), name=image_id).probabilities
-        pseudo = tripartition(probabilities, ACCEPT_DELTA)
+        pseudo = confident_prediction(probabilities, ACCEPT_DELTA, ACCEPT_KEEP)
         current, latest = self.project.load_markers(image_id)
         markers = np.where(pseudo != IGNORE, pseudo.astype(np.int64) + 1, 0)
         markers = np.where(current > 0, current, markers).astype(np.uint8)
@@ -135,8 +139,7 @@ class ImproveService:
         try:
             new = check_saveable(markers, current if latest else None, name=f"image {image_id!r}")
         except InputError as exc:
-            raise InputError(f"start from the prediction: model {model_id} predicts no pixel with confidence above "
-                             f"{ACCEPT_DELTA} and {exc}") from None
+            raise InputError(f"start from the prediction: model {model_id} keeps no pixel of its prediction and {exc}") from None
         if not new and int(base_version) == latest:  # the prediction adds nothing: no new version
             return answer | {"version": latest, "unchanged": True}
         version = self.project.save_markers(image_id, markers, base_version, author=f"prediction of model {model_id}")
