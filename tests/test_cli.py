@@ -91,3 +91,13 @@ def test_marker_outside_image_is_named(tmp_path):
     (root / "markers" / "img00-seeds.txt").write_text("1 32 32\n3 3 -1 1\n")
     result = run_cli("info", root)
     assert result.returncode == 2 and "img00-seeds.txt" in result.stderr
+
+
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """Issue 14.2: building every command's parser imports no torch, scikit-*, SciPy, zarr, Dask or faiss
+    (``hitlseg --help`` took 3 s with torch, 0.4 s without)."""
+    heavy = ("torch", "sklearn", "scipy", "skimage", "zarr", "distributed", "dask", "faiss", "fastapi")
+    code = ("import sys\nfrom hitlseg.cli import build_parser\nbuild_parser()\n"
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "", f"imported while building the parser: {loaded}"

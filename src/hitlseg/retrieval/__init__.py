@@ -9,7 +9,6 @@
 """
 
 from hitlseg.retrieval.build import add_dataset, describe_dataset, index_dataset, learning_labels
-from hitlseg.retrieval.deephash import DeepHashConfig, DeepHasher
 from hitlseg.retrieval.describe import KINDS, Describer, encoder_digest, load_describer
 from hitlseg.retrieval.hashing import HASHES, ITQHasher, LSHHasher, make_hasher
 from hitlseg.retrieval.index import SEARCHES, RetrievalIndex, similar_images
@@ -33,3 +32,12 @@ __all__ = [
     "make_hasher",
     "similar_images",
 ]
+
+
+def __getattr__(name: str):
+    """The learned hash head imports torch: only when it is asked for (``hitlseg --help`` stays light)."""
+    if name in ("DeepHashConfig", "DeepHasher"):
+        from hitlseg.retrieval import deephash
+
+        return getattr(deephash, name)
+    raise AttributeError(f"module 'hitlseg.retrieval' has no attribute {name!r}")

@@ -28,12 +28,15 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from hitlseg.errors import InputError
 from hitlseg.progress import Progress, report
+
+if TYPE_CHECKING:  # torch is imported where it computes: 'hitlseg --help' reads KINDS without it (2 s)
+    import torch
 
 KINDS = ("gtfree", "flim", "encoder")
 #: Default SLIC request of the gtfree descriptor (that of the selection loop in 2D / 3D).
@@ -169,6 +172,8 @@ class Describer:
 
     def describe(self, image, mask=None, name: str = "image") -> np.ndarray:
         """Descriptor ``(dimension,)`` float32 of one image, pooled inside ``mask > 0`` when given."""
+        import torch
+
         image = self.check_image(image, name)
         region = self._check_mask(mask, image.shape[1:], name)
         device = next(iter(self.encoder.buffers()), None)
@@ -181,6 +186,8 @@ class Describer:
         return _pool(features, region, name)
 
     def _gtfree(self, image: np.ndarray, x: torch.Tensor, region, name: str) -> np.ndarray:
+        import torch
+
         from hitlseg.selection.descriptors import activation_maps, compute_descriptors, labels_at
         from hitlseg.selection.superpixels import slic_superpixels
 
@@ -248,6 +255,8 @@ def load_describer(kind: str, path: str | Path, options: dict | None = None, dev
 
 def _pool(features: torch.Tensor, region, name: str) -> np.ndarray:
     """Mean of each channel of ``features`` (M, *grid), over the grid points inside ``region``."""
+    import torch
+
     from hitlseg.selection.descriptors import labels_at
 
     if region is None:
