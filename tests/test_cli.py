@@ -101,3 +101,15 @@ def test_the_command_line_starts_without_the_heavy_libraries():
             f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "", f"imported while building the parser: {loaded}"
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """``hitlseg info DIR | head -1``: no 'Broken pipe' error line once the reader has gone."""
+    from hitlseg.datasets import demo
+
+    process = subprocess.Popen([sys.executable, "-m", "hitlseg", "info", str(demo().root)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # gone before the first line is written
+    stderr = process.stderr.read()
+    process.wait(120)
+    assert "error" not in stderr.lower() and "Traceback" not in stderr, stderr

@@ -59,6 +59,55 @@ def test_schisto_16bit_png(shared):
     assert len(levels) > 256  # genuinely 16-bit
 
 
+@pytest.mark.shared
+def test_16bit_png_reader_equals_pypng_on_the_schisto_images(shared):
+    """Issue 14.1: libpng (imagecodecs) reads every schisto image bit-exactly as pypng did."""
+    from hitlseg.io.images import _read_png16, _read_png_pypng
+
+    files = sorted((shared("schisto") / "images").glob("*.png"))
+    assert len(files) >= 10
+    for path in files:
+        new, old = _read_png16(path), _read_png_pypng(path)
+        assert new.dtype == old.dtype == np.uint16 and new.shape == old.shape
+        np.testing.assert_array_equal(new, old, err_msg=str(path))
+
+
+@pytest.mark.parametrize("mode, planes", [("L;16", 1), ("LA;16", 2), ("RGB;16", 3), ("RGBA;16", 4)])
+def test_16bit_png_reader_equals_pypng_in_every_colour_type(tmp_path, mode, planes):
+    import png
+
+    from hitlseg.io.images import _read_png16, _read_png_pypng
+
+    data = np.random.default_rng(planes).integers(0, 65536, size=(5, 7 * planes)).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    png.from_array(data, mode).save(str(path))
+    new, old = _read_png16(path), _read_png_pypng(path)
+    assert new.dtype == np.uint16
+    np.testing.assert_array_equal(new, old)
+    np.testing.assert_array_equal(new.reshape(5, -1), data)
+
+
+def test_16bit_png_with_an_sbit_chunk_reads_as_before(tmp_path):
+    """pypng scales values down to the significant bits an sBIT chunk declares; libpng would not."""
+    import struct
+    import zlib
+
+    import png
+
+    from hitlseg.io.images import _read_png16, _read_png_pypng
+
+    data = np.random.default_rng(0).integers(0, 65536, size=(4, 18)).astype(np.uint16)
+    buffer = tmp_path / "plain.png"
+    png.from_array(data, "RGB;16").save(str(buffer))
+    raw = buffer.read_bytes()
+    body = b"sBIT" + bytes([12, 12, 12])
+    chunk = struct.pack(">I", 3) + body + struct.pack(">I", zlib.crc32(body))
+    path = tmp_path / "sbit.png"
+    path.write_bytes(raw[:33] + chunk + raw[33:])  # after IHDR
+    np.testing.assert_array_equal(_read_png16(path), _read_png_pypng(path))
+    assert _read_png16(path).max() < 4096
+
+
 def test_grey_tiff_bmp_jpeg(tmp_path):
     import tifffile
     from PIL import Image

@@ -17,7 +17,7 @@ from hitlseg.errors import InputError
 
 OUT_OF_MEMORY = ("out of memory (try fewer or smaller images, a smaller --batch-size or --crop-size, "
                  "or a machine with more memory)")
-COMMAND_MODULES = ("hitlseg.cli.data", "hitlseg.cli.split", "hitlseg.cli.experiment", "hitlseg.cli.flim", "hitlseg.cli.project", "hitlseg.cli.select", "hitlseg.cli.nets", "hitlseg.cli.refine", "hitlseg.cli.robot", "hitlseg.cli.serve", "hitlseg.cli.retrieval", "hitlseg.cli.quality")
+COMMAND_MODULES = ("hitlseg.cli.data", "hitlseg.cli.split", "hitlseg.cli.experiment", "hitlseg.cli.flim", "hitlseg.cli.project", "hitlseg.cli.select", "hitlseg.cli.nets", "hitlseg.cli.refine", "hitlseg.cli.robot", "hitlseg.cli.serve", "hitlseg.cli.retrieval", "hitlseg.cli.quality", "hitlseg.cli.weak")
 
 
 class UsageError(Exception):
@@ -83,10 +83,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args) -> int:
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe is met here, not at the interpreter's exit
+        return status
     except InputError as exc:
         print(f"hitlseg: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`hitlseg info DIR | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not fail too
+        return 1
     except OSError as exc:
         print(f"hitlseg: error: {os_error_message(exc)}", file=sys.stderr)
         return 2

@@ -44,7 +44,35 @@ class ImageMeta:
 
 
 def _read_png16(path: Path) -> np.ndarray:
-    """Read a PNG with pypng, keeping 16-bit colour (Pillow truncates it to 8 bits)."""
+    """Read a 16-bit PNG (Pillow truncates 16-bit colour to 8 bits) with libpng through imagecodecs.
+
+    25-40x faster than pypng (schisto's 400x400 RGB images: 0.011 s against 0.415 s each, 2 cores
+    under load, December 2026) and bit-exact with it, except where an ``sBIT`` chunk declares
+    fewer significant bits: pypng shifts those values down, libpng does not, so such files still
+    go through pypng (:func:`_read_png_pypng`) and read as before.
+    """
+    if b"sBIT" in _png_chunks(path):
+        return _read_png_pypng(path)
+    import imagecodecs
+
+    return imagecodecs.png_decode(path.read_bytes())
+
+
+def _png_chunks(path: Path) -> set[bytes]:
+    """Types of the chunks before the first IDAT (only their 8-byte headers are read)."""
+    found = set()
+    with open(path, "rb") as handle:
+        handle.seek(8)
+        while True:
+            head = handle.read(8)
+            if len(head) < 8 or head[4:] == b"IDAT":
+                return found
+            found.add(head[4:])
+            handle.seek(int.from_bytes(head[:4], "big") + 4, 1)
+
+
+def _read_png_pypng(path: Path) -> np.ndarray:
+    """Read a PNG with pypng's ``asDirect`` (palette expanded, ``sBIT`` applied)."""
     import png
 
     width, height, rows, info = png.Reader(filename=str(path)).asDirect()
