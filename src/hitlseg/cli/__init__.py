@@ -39,12 +39,24 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(self, message)
 
 
+def _threads(text: str) -> int:
+    from hitlseg.threads import _parse
+
+    try:
+        return _parse(text, "--threads")
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command registered."""
     import importlib
 
     parser = Parser(prog="hitlseg", description="Human-in-the-loop segmentation with FLIM.")
     parser.add_argument("--version", action="version", version=f"hitlseg {__version__}")
+    parser.add_argument("--threads", type=_threads, default=None, metavar="N",
+                        help="compute threads (torch, OpenMP, BLAS); default $HITLSEG_THREADS, else $OMP_NUM_THREADS, "
+                             "else the CPUs available (waiting threads sleep: OMP_WAIT_POLICY=PASSIVE)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)
@@ -61,6 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if not getattr(args, "func", None):
         parser.print_help()
+        return 2
+    from hitlseg.threads import apply_thread_policy
+
+    try:
+        apply_thread_policy(args.threads)
+    except InputError as exc:  # a bad $HITLSEG_THREADS
+        print(f"hitlseg: error: {exc}", file=sys.stderr)
         return 2
     import warnings
 
