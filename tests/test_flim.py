@@ -268,6 +268,38 @@ def test_cli_fit_and_predict(tmp_path, capsys):
     assert result["mean"]["mean_dice"] > 0.5
 
 
+def test_cli_fit_with_predict_writes_what_fit_then_predict_writes(tmp_path, capsys, monkeypatch):
+    """Issue 14.2: ``flim fit --predict DIR`` in one process; the fitted images are decoded once."""
+    from hitlseg.cli import main
+    from hitlseg.dataset import Dataset
+    from hitlseg.io import read_mask, write_markers_text
+
+    root = make_2d_dataset(tmp_path / "ds", n=4)
+    (root / "markers").mkdir()
+    for name in ("img00", "img01"):
+        mask, _ = read_mask(root / "masks" / f"{name}.png")
+        write_markers_text(root / "markers" / f"{name}-seeds.txt", Robot(seed=0).mark(mask))
+    arch = str(SMALL.save(tmp_path / "arch.json"))
+    assert main(["flim", "fit", "--images", str(root), "--arch", arch, "--out", str(tmp_path / "a.pt")]) == 0
+    assert main(["flim", "predict", "--model", str(tmp_path / "a.pt"), "--images", str(root),
+                 "--out", str(tmp_path / "two"), "--saliency"]) == 0
+    capsys.readouterr()
+    reads = []
+    image = Dataset.image
+    monkeypatch.setattr(Dataset, "image", lambda self, i: reads.append(i) or image(self, i))
+    assert main(["flim", "fit", "--images", str(root), "--arch", arch, "--out", str(tmp_path / "b.pt"),
+                 "--predict", str(tmp_path / "one"), "--saliency", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["predictions"] == {"folder": str(tmp_path / "one"), "masks": 4}
+    assert sorted(reads) == ["img00", "img01", "img02", "img03"]  # each image decoded once
+    one, two = sorted(p.name for p in (tmp_path / "one").iterdir()), sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert one == two and "img03_saliency_class2.png" in one
+    for name in one:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert main(["flim", "fit", "--images", str(root), "--out", str(tmp_path / "c.pt"), "--saliency"]) == 2
+    assert "pass --predict too" in capsys.readouterr().err and not (tmp_path / "c.pt").exists()
+
+
 def test_cli_fit_without_markers_exits_2(tmp_path):
     from hitlseg.cli import main
 

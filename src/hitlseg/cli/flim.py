@@ -30,6 +30,10 @@ def register(commands) -> None:
     fit.add_argument("--seed", type=argtypes.seed, default=0)
     fit.add_argument("--device", type=argtypes.device, default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     fit.add_argument("--out", required=True, help="model file to write")
+    fit.add_argument("--predict", metavar="DIR",
+                     help="then segment every image of --images with the new model in the same process (images "
+                          "read once, as 'flim predict' would write them) and write the masks to DIR")
+    fit.add_argument("--saliency", action="store_true", help="with --predict: also write saliency maps")
     fit.add_argument("--json", action="store_true")
     fit.set_defaults(func=run_fit)
 
@@ -63,20 +67,24 @@ def _preprocessing_of(dataset) -> dict:
 
 def run_fit(args) -> int:
     from hitlseg.flim import FLIMModel, default_arch, read_arch
-    from hitlseg.validate import check_image_size, check_output_file
+    from hitlseg.validate import check_image_size, check_output_dir, check_output_file
 
     check_output_file(args.out)
+    if args.saliency and not args.predict:
+        raise InputError("--saliency: writes saliency maps beside the masks of --predict DIR; pass --predict too")
+    predict_out = check_output_dir(args.predict, "--predict") if args.predict else None
     dataset = _marked_dataset(args.images, args.markers, args.max_side)
     marked = [s.id for s in dataset if s.markers_path is not None]
     if not marked:
         raise InputError(f"{args.markers or args.images}: no marker file matches an image (names like NAME-seeds.txt or NAME.png)")
     arch = read_arch(args.arch) if args.arch else default_arch()
-    images, markers = [], []
+    images, markers, loaded = [], [], {}
     for sample_id in marked:
         sample = dataset.load(sample_id)
         check_image_size(sample.image.shape[1:], arch, str(dataset.sample(sample_id).image_paths[0]))
         images.append(sample.image)
         markers.append(sample.markers)
+        loaded[sample_id] = (sample.image, sample.meta)
     with progress_bar("fitting", enabled=not args.json) as progress:
         model = FLIMModel.fit(images, markers, arch, seed=args.seed, device=args.device, names=marked,
                               preprocessing=_preprocessing_of(dataset),
@@ -89,39 +97,60 @@ def run_fit(args) -> int:
                    for l in model.encoder.layers],
         "classes": model.n_classes,
     }
+    if predict_out is not None:
+        with progress_bar("predicting", enabled=not args.json) as progress:
+            written = write_predictions(model, dataset, predict_out, saliency=args.saliency, loaded=loaded,
+                                        progress=progress)
+        summary["predictions"] = {"folder": str(predict_out), "masks": written}
     if args.json:
         print_json(summary)
     else:
         print(f"learned {len(summary['layers'])} layers from {len(marked)} marked images -> {args.out}")
         for index, layer in enumerate(summary["layers"], 1):
             print(f"  layer {index}: {layer['kernels']} kernels ({layer['from_object_markers']} from object markers)")
+        if predict_out is not None:
+            print(f"wrote {summary['predictions']['masks']} masks to {predict_out}")
     return 0
+
+
+def write_predictions(model, dataset, out: Path, *, decoder: str | None = None, saliency: bool = False,
+                      loaded: dict | None = None, progress=None) -> int:
+    """Masks (and saliency maps) of every image of ``dataset`` in ``out``; returns how many.
+
+    ``loaded`` maps ids to ``(image, meta)`` already read (the fitted images), so that no image
+    is decoded twice.
+    """
+    from hitlseg.io import output_name, write_array
+    from hitlseg.io.resample import resample_image, resample_labels
+
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = loaded or {}
+    for index, sample_id in enumerate(dataset.ids):
+        if progress is not None:
+            progress(index, len(dataset), sample_id)
+        image, meta = loaded.pop(sample_id) if sample_id in loaded else dataset.image(sample_id)
+        result = model.predict(image, decoder, name=str(dataset.sample(sample_id).image_paths[0]))
+        write_array(out / output_name(sample_id, meta), resample_labels(result.mask, meta.spatial_shape), meta)
+        if saliency:
+            suffix = ".nii.gz" if meta.ndim == 3 else ".png"
+            maps = resample_image(np.asarray(result.saliency, dtype=np.float32), meta.spatial_shape)
+            for k, channel in enumerate(maps, 1):
+                tag = "" if len(maps) == 1 else f"_class{k}"
+                write_array(out / f"{sample_id}_saliency{tag}{suffix}", channel, meta)
+    if progress is not None:
+        progress(len(dataset), len(dataset), "")
+    return len(dataset)
 
 
 def run_predict(args) -> int:
     from hitlseg.flim import FLIMModel
-    from hitlseg.io import output_name, write_array
-    from hitlseg.io.resample import resample_image, resample_labels
     from hitlseg.nets.workflow import open_images
     from hitlseg.validate import check_output_dir
 
     out = check_output_dir(args.out)
     model = FLIMModel.load(args.model, device=args.device)
     dataset = open_images(args.images, model.preprocessing)
-    out.mkdir(parents=True, exist_ok=True)
     with progress_bar("predicting") as progress:
-        for index, sample_id in enumerate(dataset.ids):
-            progress(index, len(dataset), sample_id)
-            image, meta = dataset.image(sample_id)
-            result = model.predict(image, args.decoder, name=str(dataset.sample(sample_id).image_paths[0]))
-            name = output_name(sample_id, meta)
-            write_array(out / name, resample_labels(result.mask, meta.spatial_shape), meta)
-            if args.saliency:
-                suffix = ".nii.gz" if meta.ndim == 3 else ".png"
-                saliency = resample_image(np.asarray(result.saliency, dtype=np.float32), meta.spatial_shape)
-                for k, channel in enumerate(saliency, 1):
-                    tag = "" if len(saliency) == 1 else f"_class{k}"
-                    write_array(out / f"{sample_id}_saliency{tag}{suffix}", channel, meta)
-        progress(len(dataset), len(dataset), "")
-    print(f"wrote {len(dataset)} masks to {out}")
+        written = write_predictions(model, dataset, out, decoder=args.decoder, saliency=args.saliency, progress=progress)
+    print(f"wrote {written} masks to {out}")
     return 0
