@@ -324,6 +324,28 @@ def test_marking_and_selection_loop_in_chromium(demo, page):
     publish(editor_shot, "marker-editor.png")
 
 
+def test_similar_images_strip_shows_the_nearest_and_navigates(demo, page):
+    """Issue 16.6: an image's detail lists its nearest images by the current descriptor; a click shows one."""
+    url, _ = demo
+    api = httpx.Client(base_url=url.rstrip("/"), timeout=30)
+    current = api.get("/api/selection").json()["current"]
+    if current is None:
+        pytest.skip("needs the selection rounds the selection-loop test runs")
+    image_id = current["recommendation"]["closest"][0]["id"]
+    page.goto(url + "#selection")
+    page.wait_for_selector("body[data-ready='1']")
+    page.click(f"#closest-list li[data-id='{image_id}']")
+    page.wait_for_selector("[data-testid='similar-0']")
+    expected = [hit["id"] for hit in api.get(f"/api/selection/similar/{image_id}", params={"k": 6}).json()["similar"]]
+    shown = page.eval_on_selector_all("#similar-list li", "items => items.map((item) => item.dataset.id)")
+    assert shown == expected and image_id not in shown and len(shown) == 6
+    page.click("[data-testid='similar-0']")
+    page.wait_for_function(f"document.getElementById('detail-title').textContent === 'Image {expected[0]}'")
+    page.wait_for_function(f"document.querySelector('#similar-list li') && "
+                           f"!Array.from(document.querySelectorAll('#similar-list li')).some((li) => li.dataset.id === {expected[0]!r})")
+    assert not page.errors, page.errors
+
+
 def test_volume_editor_slices_and_axes(tmp_path, page):
     """3D: the slice slider and the axis choice address the right voxels of the saved markers."""
     from hitlseg.server import create_app

@@ -56,6 +56,8 @@ def test_before_any_marker(tmp_path):
         assert refused.status_code == 400 and "no image has markers" in refused.json()["error"]
         heat = http.get(f"/api/selection/heatmap/{project.image_ids()[0]}.png")
         assert heat.status_code == 404 and "no filters yet" in heat.json()["error"]
+        similar = http.get(f"/api/selection/similar/{project.image_ids()[0]}")
+        assert similar.status_code == 404 and "no filters yet" in similar.json()["error"]
 
 
 def test_learn_gives_projection_recommendations_and_stopping(http, root):
@@ -111,6 +113,26 @@ def test_heatmap_png(http, root):
     assert picture.shape == tuple(project.image_info(image_id)["shape"]) + (3,)
     assert picture.std() > 0
     assert http.get("/api/selection/heatmap/nope.png").status_code == 404
+
+
+def test_similar_images_are_the_nearest_by_the_current_descriptor(http, root):
+    """Issue 16.6: the "similar images" strip: nearest first by the last round's descriptors, itself left out."""
+    ids = Project.open(root).image_ids()
+    query = ids[5]
+    answer = http.get(f"/api/selection/similar/{query}", params={"k": 4})
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    assert data["image_id"] == query and data["round"] == 2 and data["descriptor"] == "gtfree"
+    session = http.app.state.hitlseg.loop.session
+    x = session.descriptors
+    distance = np.linalg.norm(x - x[session.ids.index(query)], axis=1)
+    expected = [session.ids[i] for i in np.argsort(distance, kind="stable") if session.ids[i] != query][:4]
+    assert [hit["id"] for hit in data["similar"]] == expected and [hit["rank"] for hit in data["similar"]] == [1, 2, 3, 4]
+    np.testing.assert_allclose([hit["distance"] for hit in data["similar"]],
+                               np.sort(distance[[session.ids.index(i) for i in expected]]), rtol=1e-4)
+    assert len(http.get(f"/api/selection/similar/{query}", params={"k": 50}).json()["similar"]) == N - 1
+    assert http.get("/api/selection/similar/nope").status_code == 404
+    assert http.get(f"/api/selection/similar/{query}", params={"k": 0}).status_code == 422
 
 
 def test_select_the_next_image(http, root):

@@ -123,6 +123,7 @@ class SelectionLoop:
         self._select_lock = threading.Lock()
         #: Images left out of the current session because they could not be read.
         self.unreadable = Skipped()
+        self._index, self._index_key = None, None  # "similar images": an index of the last descriptors
 
     # -- the log -------------------------------------------------------------------------------
     def logged_rounds(self) -> list[dict]:
@@ -326,6 +327,30 @@ class SelectionLoop:
                                                 "round": round_result.round, "result": result})
         self._replayed += 1
         return {"image_id": image_id, "version": version, "round": round_result.round, "result": result}
+
+    def similar(self, image_id: str, k: int = 6) -> dict:
+        """The ``k`` pool images nearest to ``image_id`` by the current filters' selection descriptor.
+
+        A :class:`hitlseg.retrieval.RetrievalIndex` (exact search) over the last round's
+        descriptors, rebuilt when a round changes them; the image itself is left out.
+        """
+        from hitlseg.retrieval import RetrievalIndex, similar_images
+
+        if not self.logged_rounds():
+            raise NotFoundError("similar images: no filters yet; mark an image and learn filters first")
+        with self._lock:
+            session = self.ensure_session()
+            if image_id not in session.ids:
+                raise NotFoundError(f"similar images: {image_id!r} is not in the selection pool "
+                                    "(its file cannot be read)")
+            key = (id(session), len(session.rounds))
+            if self._index_key != key:
+                self._index, self._index_key = RetrievalIndex.build(session.ids, session.descriptors), key
+            hits = similar_images(self._index, image_id, min(int(k) + 1, len(session.ids)))
+        similar = [hit for hit in hits if hit["id"] != image_id][: int(k)]
+        for rank, hit in enumerate(similar, 1):
+            hit["rank"] = rank
+        return {"image_id": image_id, "round": len(session.rounds), "descriptor": "gtfree", "similar": similar}
 
     def heatmap(self, image_id: str, slice_index: int | None, axis: int) -> bytes:
         """PNG of the filters' attention over ``image_id`` (3D: one slice)."""

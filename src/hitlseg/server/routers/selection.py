@@ -3,7 +3,7 @@ filters (a background job), heatmaps of filter attention, choosing the next imag
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +47,15 @@ def heatmap(image_id: str, slice: int | None = slice_query(), axis: int = axis_q
     index, axis = check_view(info["ndim"], info["shape"], slice, axis)
     return Response(s.loop.heatmap(image_id, index, axis), media_type="image/png",
                     headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/similar/{image_id}", summary="The pool images most similar to an image, by the current filters' "
+            "descriptor (nearest first, with distances)",
+            responses={404: {"description": "Unknown image, no filters learned yet, or an unreadable image"}})
+def similar(image_id: str, k: int = Query(6, ge=1, le=50, description="how many images"),
+            s: ServerState = Depends(state)):
+    s.require_image(image_id)
+    return s.loop.similar(image_id, k)
 
 
 @router.post("/select", summary="Choose an image for marking (recorded as the next selection round; idempotent)")

@@ -206,6 +206,25 @@ export function showDetail(id, redraw = true) {
   $("mark-this").dataset.id = id;
   for (const item of document.querySelectorAll(".rec-list li")) item.classList.toggle("focus", item.dataset.id === id);
   if (redraw && app.selection && app.selection.current) renderPlot();
+  showSimilar(id, round).catch(fail);
+}
+
+// The strip of images nearest to the one shown, by the current filters' descriptor; click one to show it.
+async function showSimilar(id, round) {
+  const box = $("similar");
+  if (!round) { box.hidden = true; return; }
+  const data = await api(`/api/selection/similar/${enc(id)}?k=6`);
+  if (app.focusId !== id) return;  // another image was shown meanwhile
+  box.hidden = false;
+  $("similar-list").replaceChildren(...data.similar.map((hit) => el("li", {
+    "data-id": hit.id, "data-testid": `similar-${hit.rank - 1}`, title: hit.id, tabindex: "0",
+    "aria-label": `${hit.rank}. ${hit.id}, distance ${fmt(hit.distance, 2)}`,
+    onclick: () => showDetail(hit.id),
+    onkeydown: (event) => { if (event.key === "Enter") showDetail(hit.id); } }, [
+    el("img", { src: `/api/images/${enc(hit.id)}/thumbnail`, alt: hit.id }),
+    el("div", { text: hit.id }),
+    el("div", { class: "muted", text: `d = ${fmt(hit.distance, 2)}` }),
+  ])));
 }
 
 export async function markImage(id) {
