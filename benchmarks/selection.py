@@ -10,6 +10,9 @@ apart: it stands in for a person and is not part of the tool's round.
 Usage: python benchmarks/selection.py [--rounds 3] [--only wbc1|hippocampus] [--cache DIR] [--baseline]
 
 ``--baseline`` also times wbc1 with the former descriptor (stride 2, quantile fill) in the same run.
+Every round also times the former projection (scikit-learn's Barnes-Hut t-SNE: 500 iterations
+from PCA, 300 from the previous layout, one thread) on the same descriptors:
+``former_projection_s`` beside ``projection_s``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,25 @@ BUDGET_S = 1.5  # wbc1 round target on a 2-core machine
 
 def _round(x: float) -> float:
     return round(float(x), 4)
+
+
+def former_projection(descriptors, previous, seed: int) -> float:
+    """Seconds of the scikit-learn t-SNE the selection view used before openTSNE, same settings."""
+    import numpy as np
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    x = np.asarray(descriptors, dtype=np.float64)
+    perplexity = min(30.0, (len(x) - 1) / 3.0)
+    if previous is None:
+        tsne = TSNE(2, perplexity=perplexity, init="pca", max_iter=500, random_state=seed, learning_rate="auto")
+    else:
+        tsne = TSNE(2, perplexity=perplexity, init=previous - previous.mean(0), max_iter=300, early_exaggeration=1.0,
+                    random_state=seed, learning_rate="auto")
+    tick = time.perf_counter()
+    with threadpool_limits(limits=1):
+        tsne.fit_transform(x)
+    return time.perf_counter() - tick
 
 
 def bench(name: str, root: Path | None, rounds: int, seed: int, cache_dir: Path | None,
@@ -63,13 +85,16 @@ def bench(name: str, root: Path | None, rounds: int, seed: int, cache_dir: Path 
         tick = time.perf_counter()
         markers = robot.mark(dataset.mask(image_id), key=image_id)
         robot_s = time.perf_counter() - tick
+        previous = session.rounds[-1].projection.coords if session.rounds else None
         result = session.step(image_id, markers)
+        former_s = former_projection(session.descriptors, previous, seed)
         per_round.append({
             "round": result.round,
             "image_id": image_id,
             "n_maps": result.n_maps,
             "robot_s": _round(robot_s),
             **{f"{k}_s": _round(v) for k, v in result.timings.items()},
+            "former_projection_s": _round(former_s),
             "normalized_radius": _round(result.stopping.normalized_radius),
             "loadavg_1min": round(os.getloadavg()[0], 2),
         })
