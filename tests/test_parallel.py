@@ -66,7 +66,9 @@ def test_descriptors_same_in_process_on_dask_and_in_the_session(demo, dask, tmp_
     session = SelectionSession(demo["images"], seed=0)
     session.step(demo["ids"][0], demo["markers"][0])
     session.step(demo["ids"][1], demo["markers"][1])  # refits on both marked images, like demo["encoder"]
-    np.testing.assert_allclose(here, session.descriptors, rtol=0, atol=1e-6)  # measured: 0.0
+    # batched channels-last convolutions in the session, one image at a time here: equal up to float32
+    # reassociation (0.0 on one machine, 1.9e-6 on another, values up to ~10)
+    np.testing.assert_allclose(here, session.descriptors, rtol=1e-5, atol=1e-5)
     assert here.shape[1] == session.descriptors.shape[1] and here.any()
 
 
