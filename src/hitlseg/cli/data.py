@@ -29,6 +29,10 @@ def run_info(args) -> int:
     dataset = Dataset.from_folder(args.dataset)
     with progress_bar("reading", enabled=not args.json) as progress:
         summary = describe(dataset, progress)
+    from hitlseg.weak.labels import has_image_labels, read_image_labels
+
+    if has_image_labels(dataset):  # labels.csv beside images/: the image-level classes and their counts
+        summary["image_labels"] = read_image_labels(dataset).to_dict()
     if args.json:
         print_json(summary)
         return 0
@@ -49,6 +53,9 @@ def run_info(args) -> int:
         print(f"no mask:   {_shorten(summary['without_mask'])}")
     if summary["with_markers"] and summary["without_markers"]:
         print(f"no markers: {_shorten(summary['without_markers'])}")
+    if summary.get("image_labels"):
+        counts = summary["image_labels"]["counts"]
+        print(f"labels:    {len(counts)} image classes: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if summary["predefined_split"]:
         print("split:     " + ", ".join(f"{k} {v}" for k, v in summary["predefined_split"].items()))
     for item in summary["ignored"]:
