@@ -4,7 +4,8 @@ Trains on GlaS's official ``train`` split (85 images, image-level labels benign/
 ``labels.csv``) and reports testA and testB (from ``meta.csv``). Methods:
 
 ``cam_only``
-    The classifier alone (:func:`hitlseg.weak.joint.cam_only`), its CAM above 0.5 as the glands.
+    The classifier alone (:func:`hitlseg.weak.joint.cam_only`), its CAM above 0.5 as the glands,
+    and the CAM refined by the dense CRF (``cam_crf_dice``).
 ``joint``
     :func:`hitlseg.weak.joint.weak_train`: ``--rounds`` rounds in which the simulated oracle gives
     the full masks of random training images, ``--budget`` of them in all, and neighbour
@@ -75,7 +76,8 @@ def main(argv=None) -> int:
     for method in args.methods.split(","):
         start = time.perf_counter()
         if method == "cam_only":
-            results[method] = cam_only(dataset, labels, base, train_ids=train, eval_ids=tests)
+            results[method] = cam_only(dataset, labels, WeakConfig(**{**base.to_dict(), "cam_crf": True}),
+                                       train_ids=train, eval_ids=tests)
         elif method in ("joint", "no_pseudo", "full"):
             config = base
             if method == "no_pseudo":

@@ -261,8 +261,10 @@ def test_weak_train_on_demo_data_rounds_and_baseline(demo_folder):
     assert last["pseudo_images"] == 14 and 0 < last["pseudo_labelled"] <= 1
     assert last["evaluated"] == 6 and 0 <= last["accuracy"] <= 1 and last["seconds"] > 0
     assert last["dice"] > 0.6  # 0.84 measured (3 classes, 4 oracle masks + pseudo-labels, 48 px)
-    baseline = cam_only(dataset, labels, config, train_ids=train_ids, eval_ids=eval_ids)
-    assert 0 <= baseline["cam_dice"] <= 1 and "dice" not in baseline
+    baseline = cam_only(dataset, labels, WeakConfig(**{**config.to_dict(), "cam_crf": True}), train_ids=train_ids,
+                        eval_ids=eval_ids)
+    assert 0 <= baseline["cam_dice"] <= 1 and 0 <= baseline["cam_crf_dice"] <= 1 and "dice" not in baseline
+    assert baseline["cam_crf_dice"] != baseline["cam_dice"]  # the CRF moved the thresholded CAM
     strokes = weak_train(dataset, labels, WeakConfig(**{**config.to_dict(), "oracle": "strokes", "rounds": 1, "epochs": 1}),
                          train_ids=train_ids, eval_ids=eval_ids)
     assert 0 < strokes.history[0]["effort"]["labelled_pixels"] < first["effort"]["labelled_pixels"]

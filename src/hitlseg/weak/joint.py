@@ -84,6 +84,9 @@ class WeakConfig:
         The prior of the pseudo-labels and the CAM-only masks.
     cam_threshold : float
         CAM value above which a pixel is object in the CAM-only baseline.
+    cam_crf : bool
+        Also evaluate the CAM refined by the dense CRF of :mod:`hitlseg.refine` (the CAM as the
+        object probability, 5 mean-field updates, default kernels): ``cam_crf_dice``.
     seg_weight, pseudo_weight : float
         Weights of the oracle and pseudo-label segmentation losses.
     pseudo : bool
@@ -111,6 +114,7 @@ class WeakConfig:
     temperature: float = 0.01
     cam_method: str = "cam"
     cam_threshold: float = 0.5
+    cam_crf: bool = False
     seg_weight: float = 1.0
     pseudo_weight: float = 0.5
     pseudo: bool = True
@@ -353,7 +357,7 @@ def evaluate(net, dataset, eval_ids: Sequence[str], labels, n_classes: int, conf
         return {}
     device = next(net.parameters()).device
     net.eval()
-    seg, fg, cam_fg, correct, counted = [], [], [], 0, 0
+    seg, fg, cam_fg, cam_crf, correct, counted = [], [], [], [], 0, 0
     for i in eval_ids:
         image = images[i] if images is not None else dataset.image(i)[0]
         x = torch.as_tensor(image, device=device)[None]
@@ -363,7 +367,13 @@ def evaluate(net, dataset, eval_ids: Sequence[str], labels, n_classes: int, conf
         if mask is None:
             continue
         counted += 1
-        cam_fg.append(dice_score(maps[0].cpu().numpy() > config.cam_threshold, mask > 0))
+        cam = maps[0].cpu().numpy()
+        cam_fg.append(dice_score(cam > config.cam_threshold, mask > 0))
+        if config.cam_crf:
+            from hitlseg.refine import crf_refine
+
+            p = np.clip(cam.astype(np.float32), 1e-4, 1 - 1e-4)
+            cam_crf.append(dice_score(crf_refine(image, np.stack([1 - p, p])) > 0, mask > 0))
         if isinstance(net, JointNet):
             with torch.no_grad():
                 pred = net(x)[1].argmax(1)[0].cpu().numpy()
@@ -371,6 +381,8 @@ def evaluate(net, dataset, eval_ids: Sequence[str], labels, n_classes: int, conf
             fg.append(dice_score(pred > 0, mask > 0))
     out = {"accuracy": correct / len(eval_ids), "cam_dice": float(np.mean(cam_fg)) if cam_fg else None,
            "evaluated": counted}
+    if cam_crf:
+        out["cam_crf_dice"] = float(np.mean(cam_crf))
     if isinstance(net, JointNet):
         out.update(dice=float(np.mean(seg)) if seg else None, foreground_dice=float(np.mean(fg)) if fg else None)
     return out
