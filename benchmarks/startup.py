@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -27,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _emit import emit  # benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 SCHISTO = REPO.parent / "shared" / "datasets" / "schisto" / "images"
@@ -106,10 +107,7 @@ def main(argv=None) -> int:
         "reading": reading(args.repeats),
     }
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    text = json.dumps(result)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

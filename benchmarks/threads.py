@@ -23,14 +23,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from _emit import emit  # benchmarks/ is on sys.path when a script runs
 
 WORK = r"""
 import sys, time
@@ -102,10 +102,7 @@ def main(argv=None) -> int:
     for config in args.configs.split(","):
         result[config] = measure(config, args.repeats, args.busy)
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    text = json.dumps(result)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from _emit import emit  # benchmarks/ is on sys.path when a script runs
+
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "glas"
 
 
@@ -97,14 +99,11 @@ def main(argv=None) -> int:
         print(f"{method}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         if args.out:  # what is done so far, in case a later method is stopped
             Path(args.out).write_text(json.dumps({"partial": True, "results": results}) + "\n")
-    line = json.dumps({"benchmark": "weak_glas", "train": len(train), "tests": {k: len(v) for k, v in tests.items()},
-                       "oracle_images": per_round * args.rounds, "budget": args.budget, "rounds": args.rounds,
-                       "per_round": per_round, "warmup_epochs": args.warmup_epochs, "epochs": args.epochs,
-                       "max_side": args.max_side, "norm": args.norm, "seed": args.seed, "threads": args.threads,
-                       "load_average": list(os.getloadavg()), "results": results})
-    print(line)
-    if args.out:
-        Path(args.out).write_text(line + "\n")
+    emit({"benchmark": "weak_glas", "train": len(train), "tests": {k: len(v) for k, v in tests.items()},
+          "oracle_images": per_round * args.rounds, "budget": args.budget, "rounds": args.rounds,
+          "per_round": per_round, "warmup_epochs": args.warmup_epochs, "epochs": args.epochs,
+          "max_side": args.max_side, "norm": args.norm, "seed": args.seed, "threads": args.threads,
+          "load_average": list(os.getloadavg()), "results": results}, args.out)
     return 0
 
 
