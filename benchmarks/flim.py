@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from hitlseg.dataset import Dataset
-from hitlseg.flim import FLIMModel
+from hitlseg.flim import DECODERS, FLIMModel
 from hitlseg.metrics import dice_per_class, dice_score
 from hitlseg.robot import Robot
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-RULES = ("weights", "labels", "mean")
+RULES = DECODERS
 
 
 def timed(function, repeat: int = 1):

@@ -8,7 +8,7 @@ import inspect
 import pytest
 
 from hitlseg.cli import build_parser
-from hitlseg.defaults import DECODERS, DEFAULT_DECODER, DEFAULT_POLICY, GTFREE_POLICIES
+from hitlseg.defaults import DECODER_CHOICES, DEFAULT_DECODER, DEFAULT_POLICY, GTFREE_POLICIES
 
 
 def _subparser(parser, *names):
@@ -21,8 +21,8 @@ def _subparser(parser, *names):
 @pytest.mark.parametrize("command,option,default,choices", [
     (("select",), "--policy", DEFAULT_POLICY, GTFREE_POLICIES),
     (("experiment", "selection"), "--policy", DEFAULT_POLICY, GTFREE_POLICIES),
-    (("experiment", "selection"), "--decoder", DEFAULT_DECODER, DECODERS),
-    (("flim", "fit"), "--decoder", DEFAULT_DECODER, DECODERS),
+    (("experiment", "selection"), "--decoder", DEFAULT_DECODER, DECODER_CHOICES),
+    (("flim", "fit"), "--decoder", DEFAULT_DECODER, DECODER_CHOICES),
 ])
 def test_every_help_shows_the_one_default(command, option, default, choices):
     parser = _subparser(build_parser(), *command)

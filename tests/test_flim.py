@@ -175,12 +175,15 @@ def test_3d_fit_and_predict():
     markers = Robot(seed=0).mark(mask)
     model = FLIMModel.fit([image], [markers], SMALL)
     assert model.encoder.ndim == 3
+    assert model.decoder == "labels" and set(model.decoder_scores) == {"labels"}  # auto keeps labels in 3D
+    only_background = np.where(markers == 1, 1, 0).astype(np.uint8)
+    assert FLIMModel.fit([image], [only_background], SMALL).decoder == "weights"  # nothing else applies
     result = model.predict(image)
     assert result.saliency.shape == (1, 20, 24, 24) and result.mask.shape == mask.shape
     assert dice_score(result.mask, mask) > 0.8
 
 
-@pytest.mark.parametrize("rule", ["weights", "labels", "mean"])
+@pytest.mark.parametrize("rule", ["weights", "labels", "mean", "gauss"])
 def test_decoders_segment_disks(disks, rule):
     images, masks, markers = disks
     model = FLIMModel.fit(images[:2], markers[:2], SMALL)
@@ -221,6 +224,54 @@ def test_bad_markers(disks):
     model.predict(images[1], "weights")  # needs no kernel classes
 
 
+def test_marker_recall_pools_pixels_per_class():
+    from hitlseg.flim.decoders import marker_recall
+
+    markers = [np.array([[1, 1, 2, 2]]), np.array([[0, 1, 1, 0]])]
+    masks = [np.array([[0, 1, 1, 0]]), np.array([[0, 0, 0, 0]])]
+    # background marks: 4 pixels, 3 labelled 0; object marks: 2 pixels, 1 labelled 1
+    assert marker_recall(masks, markers) == pytest.approx((3 / 4 + 1 / 2) / 2)
+    with pytest.raises(InputError, match="no marked pixel"):
+        marker_recall(masks, [np.zeros((1, 4), np.uint8)] * 2)
+
+
+def test_auto_decoder_is_the_best_on_the_markers(disks, tmp_path):
+    """``auto`` stores the rule of highest marker recall, and the scores by which it was chosen."""
+    from hitlseg.flim.decoders import marker_recall
+
+    images, _, markers = disks
+    model = FLIMModel.fit(images[:2], markers[:2], SMALL)  # the default is auto
+    assert set(model.decoder_scores) == {"weights", "labels", "mean", "gauss"}  # one object class
+    assert model.decoder == max(model.decoder_scores, key=model.decoder_scores.get)
+    recall = marker_recall([model.predict(i, model.decoder).mask for i in images[:2]], markers[:2])
+    assert recall == pytest.approx(model.decoder_scores[model.decoder], abs=1e-6)
+    assert np.array_equal(model.predict(images[3]).mask, model.predict(images[3], "auto").mask)
+    loaded = FLIMModel.load(model.save(tmp_path / "auto.pt"))
+    assert loaded.decoder == model.decoder and loaded.decoder_scores == model.decoder_scores
+    only_background = np.where(markers[0] == 1, 1, 0).astype(np.uint8)
+    assert FLIMModel.fit(images[:1], [only_background], SMALL).decoder == "weights"  # the only rule that applies
+    fixed = FLIMModel.fit(images[:2], markers[:2], SMALL, decoder="gauss")
+    assert fixed.decoder == "gauss" and fixed.decoder_scores == {}
+    with pytest.raises(InputError, match="unknown rule 'best'"):
+        FLIMModel.fit(images[:2], markers[:2], SMALL, decoder="best")
+
+
+def test_multiclass_auto_leaves_out_the_one_map_rule():
+    train = disk_mask((64, 64), ((20, 20), (44, 44)), radius=10, labels=[1, 2])
+    model = FLIMModel.fit([two_colour_image(train)], [Robot(seed=0).mark(train)], SMALL)
+    assert model.n_classes == 2 and "weights" not in model.decoder_scores and model.decoder != "weights"
+
+
+def test_model_files_without_decoder_scores_still_load(disks):
+    images, _, markers = disks
+    state = FLIMModel.fit(images[:1], markers[:1], SMALL, decoder="labels").to_state()
+    del state["decoder_scores"]
+    assert FLIMModel.from_state(state).decoder_scores == {}
+    state["decoder_scores"] = {"magic": 1.0}
+    with pytest.raises(InputError, match="decoder_scores"):
+        FLIMModel.from_state(state)
+
+
 def test_kernel_larger_than_image_is_a_clear_error(disks):
     images, _, markers = disks
     arch = ArchSpec((LayerSpec(kernel_size=5, dilation=40, out_channels=4),))
@@ -236,7 +287,7 @@ def test_save_load_gives_identical_predictions(disks, tmp_path):
     path = model.save(tmp_path / "model.pt")
     loaded = FLIMModel.load(path)
     assert loaded.decoder == "mean" and loaded.encoder.arch == SMALL
-    for rule in ("weights", "labels", "mean"):
+    for rule in ("weights", "labels", "mean", "gauss"):
         a, b = model.predict(images[3], rule), loaded.predict(images[3], rule)
         assert np.array_equal(a.saliency, b.saliency) and np.array_equal(a.mask, b.mask)
     (tmp_path / "junk.pt").write_bytes(b"not a model")
@@ -334,7 +385,7 @@ def two_colour_image(mask, seed=0):
     return rgb_to_normalized_lab(np.moveaxis(rgb, -1, 0) / 255.0)
 
 
-@pytest.mark.parametrize("rule", ["labels", "mean", "weights"])
+@pytest.mark.parametrize("rule", ["labels", "mean", "gauss", "weights"])
 def test_decoders_keep_class_identity(rule):
     """Disk A (class-1 colour) is predicted as class 1 and disk B (class-2 colour) as class 2.
 

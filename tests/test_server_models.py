@@ -58,7 +58,9 @@ def test_training_records_models(http, trained, root):
         metrics = model["metrics"]
         assert metrics["images"] == 4  # eval_limit held-out images, none of them marked
         assert set(metrics["dice"]) == {"1", "2"} and 0 <= metrics["mean_dice"] <= 1
-    assert adaptive["params"]["decoder"] == "labels"  # the one default (hitlseg.defaults.DEFAULT_DECODER)
+    # the one default (hitlseg.defaults.DEFAULT_DECODER, 'auto') chose a rule by the markers and says why
+    scores = adaptive["params"]["decoder_marker_recall"]
+    assert adaptive["params"]["decoder"] == max(scores, key=scores.get) and "weights" not in scores  # 2 classes
     assert sunet["params"]["epochs"] == 2 and sunet["params"]["self_training"] == 2
     iterations = sunet["params"]["iterations"]
     assert [i["iteration"] for i in iterations] == [0, 1, 2]
@@ -213,7 +215,6 @@ def test_a_class_never_predicted_is_warned_about(tmp_path, monkeypatch):
     import hitlseg.server.training as training
     from hitlseg.flim import FLIMModel
 
-    assert training.DEFAULT_DECODER == "labels"
     assert training.never_predicted([np.array([[0, 2]]), np.array([[2, 2]])], 2) == [1]
     assert training.never_predicted([np.array([[1, 2]])], 2) == []
     root = marked_demo_project(tmp_path / "p", n=6, marked=2)
@@ -227,7 +228,7 @@ def test_a_class_never_predicted_is_warned_about(tmp_path, monkeypatch):
             return result
 
         monkeypatch.setattr(FLIMModel, "predict", without_class_one)
-        job = http.post("/api/models/train", json={"kind": "adaptive"}).json()
+        job = http.post("/api/models/train", json={"kind": "adaptive", "decoder": "labels"}).json()
         done = wait_job(http, job["id"])
         assert done["state"] == "done", done["error"]
         assert any("class 1 'Cytoplasm'" in w and "never predicted" in w and "try the 'mean' decoder" in w

@@ -7,13 +7,17 @@ One place, imported by the modules that use them (and light: no torch), so that 
 from __future__ import annotations
 
 #: Rules of the adaptive FLIM decoder (:mod:`hitlseg.flim.decoders`).
-DECODERS = ("weights", "labels", "mean")
-#: The default decoder rule. ``labels`` is the published labeled-marker decoder, and the only rule
-#: that holds in 3D. Measured on held-out images (``benchmarks/flim.py --quick``: schisto 12, wbc1
-#: and hippocampus 40), foreground Dice weights / labels / mean: schisto 0.765 / 0.726 / 0.738,
-#: wbc1 0.414 / 0.667 / 0.700, hippocampus 0.000 / 0.361 / 0.219. ``weights`` separates objects
-#: from background only; ``mean`` does better in 2D with several classes.
-DEFAULT_DECODER = "labels"
+DECODERS = ("weights", "labels", "mean", "gauss")
+#: ``auto`` picks, when a FLIM model is fitted, the rule that best labels the model's own marker
+#: pixels (mean recall over marker classes; ``weights`` only with one object class), so no ground
+#: truth is needed. Measured on held-out images (``benchmarks/decoders.py``: schisto 12 with the
+#: human markers, wbc1 and hippocampus 40 with robot markers), foreground Dice of
+#: weights / labels / mean / gauss: schisto 0.765 / 0.726 / 0.738 / 0.736, wbc1 0.414 / 0.667 /
+#: 0.700 / 0.654, hippocampus 0.000 / 0.393 / 0.224 / 0.305; the marker score ranks the best rule
+#: first on schisto (weights) and hippocampus (labels) and ties labels with mean on wbc1.
+DECODER_CHOICES = ("auto",) + DECODERS
+#: The default decoder rule of a fitted model (see above).
+DEFAULT_DECODER = "auto"
 
 #: Policies of the ground-truth-free selector (:class:`hitlseg.selection.GTFreeSelector`).
 GTFREE_POLICIES = ("most_distant", "closest", "alternate")

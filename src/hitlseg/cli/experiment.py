@@ -7,7 +7,7 @@ import sys
 
 from hitlseg.cli import args as argtypes
 from hitlseg.cli.common import progress_bar
-from hitlseg.defaults import DECODERS, DEFAULT_DECODER, DEFAULT_POLICY, GTFREE_POLICIES
+from hitlseg.defaults import DECODER_CHOICES, DEFAULT_DECODER, DEFAULT_POLICY, GTFREE_POLICIES
 
 
 def register(commands) -> None:
@@ -21,7 +21,7 @@ def register(commands) -> None:
     selection.add_argument("--methods", default="gtfree,random,labeled,kcenter")
     selection.add_argument("--policy", default=DEFAULT_POLICY, choices=list(GTFREE_POLICIES),
                            help=f"gtfree policy (default {DEFAULT_POLICY}: see the README's Defaults)")
-    selection.add_argument("--decoder", default=DEFAULT_DECODER, choices=list(DECODERS),
+    selection.add_argument("--decoder", default=DEFAULT_DECODER, choices=list(DECODER_CHOICES),
                            help=f"adaptive decoder rule (default {DEFAULT_DECODER}: see the README's Defaults)")
     selection.add_argument("--descriptor-stride", type=argtypes.positive_int, default=2,
                            help="descriptor activations every N pixels (default 2; 1 is exact)")

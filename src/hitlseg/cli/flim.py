@@ -8,7 +8,7 @@ import numpy as np
 
 from hitlseg.cli import args as argtypes
 from hitlseg.cli.common import print_json, progress_bar
-from hitlseg.defaults import DECODERS, DEFAULT_DECODER
+from hitlseg.defaults import DECODER_CHOICES, DECODERS, DEFAULT_DECODER
 from hitlseg.errors import InputError
 
 
@@ -21,8 +21,9 @@ def register(commands) -> None:
     fit.add_argument("--images", required=True, help="folder of images, or a dataset folder with images/ and markers/")
     fit.add_argument("--markers", help="folder of marker files (NAME[-seeds].txt or label images), matched by stem")
     fit.add_argument("--arch", help="architecture JSON (hitlseg's or the FLIM community's arch.json)")
-    fit.add_argument("--decoder", default=DEFAULT_DECODER, choices=list(DECODERS),
-                     help=f"decoder rule stored with the model (default {DEFAULT_DECODER}: see the README's Defaults)")
+    fit.add_argument("--decoder", default=DEFAULT_DECODER, choices=list(DECODER_CHOICES),
+                     help=f"decoder rule stored with the model (default {DEFAULT_DECODER}: the rule that best labels "
+                          "the marker pixels; see the README's Defaults)")
     fit.add_argument("--max-side", type=argtypes.max_side, default=None, metavar="N",
                      help="working resolution: read images and markers with the longest side at most N pixels "
                           "(every stroke kept); stored with the model, so 'flim predict' and an sU-Net on this "
@@ -41,7 +42,7 @@ def register(commands) -> None:
     predict.add_argument("--model", required=True)
     predict.add_argument("--images", required=True, help="folder of images, or a dataset folder")
     predict.add_argument("--out", required=True, help="folder for masks (same format as the inputs)")
-    predict.add_argument("--decoder", choices=["weights", "labels", "mean"], help="decoder rule (default: the model's)")
+    predict.add_argument("--decoder", choices=list(DECODERS), help="decoder rule (default: the model's)")
     predict.add_argument("--saliency", action="store_true", help="also write saliency maps")
     predict.add_argument("--device", type=argtypes.device, default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     predict.set_defaults(func=run_predict)
@@ -96,7 +97,10 @@ def run_fit(args) -> int:
         "layers": [{"kernels": l.out_channels, "from_object_markers": int((l.kernel_classes > 0).sum())}
                    for l in model.encoder.layers],
         "classes": model.n_classes,
+        "decoder": model.decoder,
     }
+    if model.decoder_scores:
+        summary["decoder_marker_recall"] = model.decoder_scores
     if predict_out is not None:
         with progress_bar("predicting", enabled=not args.json) as progress:
             written = write_predictions(model, dataset, predict_out, saliency=args.saliency, loaded=loaded,
@@ -108,6 +112,9 @@ def run_fit(args) -> int:
         print(f"learned {len(summary['layers'])} layers from {len(marked)} marked images -> {args.out}")
         for index, layer in enumerate(summary["layers"], 1):
             print(f"  layer {index}: {layer['kernels']} kernels ({layer['from_object_markers']} from object markers)")
+        chosen = "" if not model.decoder_scores else " (marker recall " + ", ".join(
+            f"{rule} {value:.3f}" for rule, value in model.decoder_scores.items()) + ")"
+        print(f"decoder: {model.decoder}{chosen}")
         if predict_out is not None:
             print(f"wrote {summary['predictions']['masks']} masks to {predict_out}")
     return 0

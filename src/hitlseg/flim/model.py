@@ -16,7 +16,7 @@ import torch
 
 from hitlseg import __version__
 from hitlseg.errors import InputError
-from hitlseg.flim.decoders import DECODERS, DEFAULT_DECODER, Decoded, decode
+from hitlseg.flim.decoders import DECODER_CHOICES, DECODERS, DEFAULT_DECODER, Decoded, choose_rule, decode
 from hitlseg.flim.encoder import FLIMEncoder
 from hitlseg.flim.fit import fit_encoder, resolve_device
 from hitlseg.flim.spec import ArchSpec, LayerSpec
@@ -37,27 +37,40 @@ class FLIMModel:
     preprocessing : dict
         How images were read (``color``, ``normalize``), so predictions read them the same way.
     decoder : str
-        Default adaptive decoder rule.
+        Default adaptive decoder rule (one of :data:`DECODERS`).
     decoder_layer : int
         Layer whose features are decoded (-1: the last).
+    decoder_scores : dict
+        With ``decoder="auto"`` at fit: each rule's recall of the marker pixels, by which the
+        rule was chosen (see :func:`hitlseg.flim.decoders.choose_rule`).
     """
 
     encoder: FLIMEncoder
     n_classes: int = 1
     preprocessing: dict = field(default_factory=lambda: {"color": "lab", "normalize": "percentile"})
-    decoder: str = DEFAULT_DECODER
+    decoder: str = "labels"
     decoder_layer: int = -1
+    decoder_scores: dict = field(default_factory=dict)
 
     @classmethod
     def fit(cls, images: Sequence[np.ndarray], markers: Sequence[np.ndarray], arch: ArchSpec | None = None, *,
             seed: int = 0, device=None, names=None, preprocessing: dict | None = None, decoder: str = DEFAULT_DECODER,
             progress: Progress = None) -> "FLIMModel":
-        """Fit the encoder (see :func:`hitlseg.flim.fit.fit_encoder`) and wrap it as a model."""
-        if decoder not in DECODERS:
-            raise InputError(f"decoder: unknown rule {decoder!r} (use one of {', '.join(DECODERS)})")
+        """Fit the encoder (see :func:`hitlseg.flim.fit.fit_encoder`) and wrap it as a model.
+
+        ``decoder="auto"`` (the default) stores the rule that best labels the markers' own pixels.
+        """
+        if decoder not in DECODER_CHOICES:
+            raise InputError(f"decoder: unknown rule {decoder!r} (use one of {', '.join(DECODER_CHOICES)})")
         encoder = fit_encoder(images, markers, arch, seed=seed, device=device, names=names, progress=progress)
         n_classes = max(1, max(int(np.max(m)) for m in markers) - 1)
-        return cls(encoder, n_classes, dict(preprocessing or {"color": "lab", "normalize": "percentile"}), decoder)
+        model = cls(encoder, n_classes, dict(preprocessing or {"color": "lab", "normalize": "percentile"}),
+                    "labels" if decoder == "auto" else decoder)
+        if decoder == "auto":
+            layer = model.encoder.layers[model.decoder_layer]
+            features = [model.features(image) for image in images]
+            model.decoder, model.decoder_scores = choose_rule(features, layer.kernel_classes, markers, n_classes)
+        return model
 
     @property
     def device(self) -> torch.device:
@@ -81,7 +94,7 @@ class FLIMModel:
 
         index = self.decoder_layer % len(self.encoder.layers)
         check_image_size(np.shape(image)[1:], [layer.spec for layer in self.encoder.layers[: index + 1]], name)
-        rule = decoder or self.decoder
+        rule = self.decoder if decoder in (None, "auto") else decoder
         layer = self.encoder.layers[self.decoder_layer]
         n_classes = self.n_classes if rule != "weights" else None
         return decode(self.features(image), layer.kernel_classes, tuple(np.shape(image)[1:]), rule, n_classes)
@@ -96,6 +109,7 @@ class FLIMModel:
             "preprocessing": dict(self.preprocessing),
             "decoder": self.decoder,
             "decoder_layer": self.decoder_layer,
+            "decoder_scores": dict(self.decoder_scores),
         }
 
     @classmethod
@@ -115,9 +129,13 @@ class FLIMModel:
             layer = state_int(state, "decoder_layer", -len(encoder.layers))
             if layer >= len(encoder.layers):
                 raise InputError(f"'decoder_layer' is {layer}, but the encoder has {len(encoder.layers)} layers")
+            scores = state.get("decoder_scores", {})  # absent in files before hitlseg chose rules
+            if not isinstance(scores, dict) or not all(r in DECODERS and isinstance(v, (int, float))
+                                                       for r, v in scores.items()):
+                raise InputError("'decoder_scores' is not a map of decoder rules to numbers")
         except InputError as exc:
             raise InputError(f"{source}: corrupt FLIM model file: {exc}") from None
-        return cls(encoder.eval(), n_classes, preprocessing, decoder, layer)
+        return cls(encoder.eval(), n_classes, preprocessing, decoder, layer, {r: float(v) for r, v in scores.items()})
 
     def save(self, path: str | Path) -> Path:
         """Write the model to one file, atomically."""

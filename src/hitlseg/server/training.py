@@ -191,12 +191,12 @@ class ModelService:
               self_training: int = DEFAULT_SELF_TRAINING) -> dict:
         """Train a model of ``kind`` (``"adaptive"`` or ``"sunet"``), store it, evaluate it; returns its record."""
         from hitlseg.flim import FLIMModel
-        from hitlseg.flim.decoders import DECODERS
+        from hitlseg.flim.decoders import DECODER_CHOICES
 
         if kind not in KINDS:
             raise InputError(f"kind: unknown model kind {kind!r} (use 'sunet' or 'adaptive')")
-        if decoder not in DECODERS:
-            raise InputError(f"decoder: unknown adaptive decoder {decoder!r} (use one of {', '.join(DECODERS)})")
+        if decoder not in DECODER_CHOICES:
+            raise InputError(f"decoder: unknown adaptive decoder {decoder!r} (use one of {', '.join(DECODER_CHOICES)})")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= MAX_EPOCHS:
             raise InputError(f"epochs: must be an integer in 1..{MAX_EPOCHS}, got {epochs!r}")
         if isinstance(self_training, bool) or not isinstance(self_training, int) or not 0 <= self_training <= MAX_SELF_TRAINING:
@@ -215,6 +215,9 @@ class ModelService:
         flim = FLIMModel.fit(images, markers, seed=self.seed, device=self.device, names=ids,
                              preprocessing=preprocessing, decoder=decoder, progress=step("learning FLIM filters"))
         params["n_classes"] = flim.n_classes
+        params["decoder"] = flim.decoder
+        if flim.decoder_scores:
+            params["decoder_marker_recall"] = flim.decoder_scores
         with tempfile.TemporaryDirectory(prefix="hitlseg-model-") as folder:
             if kind == "adaptive":
                 path = flim.save(Path(folder) / "model.pt")
@@ -249,9 +252,9 @@ class ModelService:
         result = with_warnings(self.record(model_id), skipped)
         if never:
             names = ", ".join(self._class_name(c) for c in never)
-            other = "'labels'" if decoder == "mean" else "'mean'"
+            other = "'labels'" if flim.decoder == "mean" else "'mean'"
             advice = (f"try the {other} decoder or an sU-Net" if kind == "adaptive" else "mark more strokes of it")
-            what = f"decoder {decoder!r}" if kind == "adaptive" else "the sU-Net"
+            what = f"decoder {flim.decoder!r}" if kind == "adaptive" else "the sU-Net"
             result = {**result, "warnings": list(result.get("warnings", [])) + [
                 f"{names}: never predicted on the marked images by {what}; {advice}"]}
         return result

@@ -26,7 +26,8 @@ class TrainRequest(BaseModel):
     kind: Literal["sunet", "adaptive"] = Field(description="sU-Net (frozen FLIM encoder + trained decoder) or "
                                                            "FLIM with an adaptive decoder (no training)")
     epochs: int = Field(DEFAULT_EPOCHS, ge=1, le=MAX_EPOCHS, description="sU-Net training epochs")
-    decoder: Literal["labels", "weights", "mean"] = Field(DEFAULT_DECODER, description="Adaptive decoder rule")
+    decoder: Literal["auto", "labels", "weights", "mean", "gauss"] = Field(
+        DEFAULT_DECODER, description="Adaptive decoder rule (auto: the rule that best labels the marker pixels)")
     self_training: int = Field(DEFAULT_SELF_TRAINING, ge=0, le=MAX_SELF_TRAINING,
                                description="sU-Net: pseudo-label iterations over the unmarked images (0: strokes only)")
 
