@@ -158,3 +158,17 @@ def test_the_demo_datas_repeated_image_is_reported():
     result = session.step("112", Robot(0).mark(dataset.mask("112"), key="112"))
     assert [(n.id, n.of, n.distance) for n in result.near_duplicates] == [("139", "112", 0.0)]
     assert "139" not in result.recommendation.closest_ids
+
+
+def test_large_pool_diameter_equals_the_exact_one():
+    """Beyond PDIST_ROWS the farthest pair comes from float32 matrix products, its distance from float64."""
+    from scipy.spatial.distance import pdist
+
+    from hitlseg.selection.recommend import PDIST_ROWS, descriptor_diameter
+
+    rng = np.random.default_rng(3)
+    centers = rng.normal(0, 1, (5, 16))
+    d = centers[rng.integers(0, 5, PDIST_ROWS + 500)] + rng.normal(0, 0.3, (PDIST_ROWS + 500, 16)) + 100.0
+    d[7] = d[3] + 40  # one far pair, offset from the origin (the search centres the rows first)
+    assert descriptor_diameter(d) == pytest.approx(float(pdist(d).max()), rel=1e-12)
+    assert descriptor_diameter(np.ones((PDIST_ROWS + 1, 4))) == 0.0

@@ -382,6 +382,29 @@ def test_tsne_projection_shape_and_determinism():
     assert warm.coords.shape == (40, 2) and np.all(np.isfinite(warm.coords))
 
 
+def test_large_pool_neighbours_are_exact_and_leave_each_point_out():
+    """Beyond EXACT_AFFINITIES rows the affinities come from faiss's exact neighbours (duplicates too)."""
+    from scipy.spatial.distance import cdist
+
+    from hitlseg.selection.projection import EXACT_AFFINITIES, _nearest_neighbours
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    x[5] = x[4]  # a duplicate: its twin is at distance 0, itself must still be left out
+    knn = _nearest_neighbours(x, 6, threads=1)
+    neighbours, distances = knn.build()
+    full = cdist(x, x)
+    np.fill_diagonal(full, np.inf)
+    assert not (neighbours == np.arange(300)[:, None]).any()
+    np.testing.assert_allclose(distances, np.sort(full, 1)[:, :6], atol=1e-4)
+    assert neighbours[4, 0] == 5 and neighbours[5, 0] == 4
+    big = rng.normal(size=(EXACT_AFFINITIES + 50, 6))
+    fresh = project(big, "tsne", seed=0, max_iter=10)
+    warm = project(big, "tsne", seed=0, init=fresh.coords, max_iter=5)
+    assert fresh.coords.shape == warm.coords.shape == (EXACT_AFFINITIES + 50, 2)
+    assert np.all(np.isfinite(warm.coords))
+
+
 def test_tsne_perplexity_too_large_is_reduced():
     x = np.random.default_rng(9).normal(size=(7, 4))
     result = project(x, "tsne", perplexity=30)
