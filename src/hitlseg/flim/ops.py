@@ -55,6 +55,12 @@ def pool(x: torch.Tensor, kind: str, size: int, stride: int) -> torch.Tensor:
         return x
     ndim = x.dim() - 2
     pad = size // 2
+    if ndim == 2:
+        # PyTorch's CPU pooling of (1, 32, 400, 400) maps is ~8x faster channels-last (average 3x3,
+        # stride 2: 20 -> 2.6 ms, bit-identical); with the conversion, 17 schisto predictions took
+        # 1.30 -> 0.87 s (one thread). The next convolution then runs channels-last too (features
+        # equal to 1e-6 relative). 3D pooling gained nothing, so volumes stay as they are.
+        x = x.contiguous(memory_format=torch.channels_last)
     if kind == "max":
         function = F.max_pool2d if ndim == 2 else F.max_pool3d
         out = function(x, size, stride, padding=pad, ceil_mode=False)
