@@ -685,3 +685,34 @@ def test_near_duplicates_are_named_beside_the_recommendations(tmp_path, page):
         page.click("#duplicates-note a[data-id='139']")
         page.wait_for_function("document.body.innerText.includes('near-duplicate of 112')")
         assert not page.errors, page.errors
+
+
+def test_predicted_quality_is_shown_and_orders_the_images_worst_first(tmp_path, page):
+    """With ``--quality-model``, the Model view shows each prediction's predicted quality and the
+    "Worst first" button reorders the image picker by it (issue 16.6)."""
+    from hitlseg.quality import train_quality
+    from hitlseg.server import create_app
+    from hitlseg.server.testing import marked_demo_project, serve_in_thread, wait_job
+
+    root = marked_demo_project(tmp_path / "project", n=6)
+    with Project.open(root) as project:
+        ids = project.image_ids()
+        quality = train_quality([project.image(i) for i in ids], [project.mask(i) for i in ids], epochs=1,
+                                samples_per_image=2, size=32, seed=0).save(tmp_path / "quality.pt")
+        with serve_in_thread(create_app(project, prepare=False, eval_limit=2, quality_model=quality)) as url:
+            job = httpx.post(f"{url}/api/models/train", json={"kind": "adaptive"}).json()
+            assert wait_job(httpx.Client(base_url=url), job["id"], timeout=120)["state"] == "done"
+            first_error = len(page.errors)
+            page.goto(f"{url}#model")
+            page.wait_for_selector("body[data-ready='1']")
+            page.click("#tab-model")
+            page.wait_for_selector("#pred-rank:not([hidden])")
+            page.wait_for_selector("[data-testid=pred-quality]")
+            assert "no ground truth read" in page.inner_text("#pred-metrics")
+            page.click("#pred-rank")
+            page.wait_for_function("document.querySelector('#pred-image-select').options[0].text.includes('predicted Dice')")
+            shown = page.evaluate("[...document.querySelector('#pred-image-select').options].map((o) => o.text)")
+            dice = [float(text.split("predicted Dice ")[1].rstrip(")")) for text in shown]
+            assert len(dice) == 6 and dice == sorted(dice)
+            assert page.input_value("#pred-image-select") == shown[0].split()[0]
+            assert not page.errors[first_error:], page.errors[first_error:]

@@ -46,6 +46,9 @@ def _common(parser) -> None:
     parser.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     parser.add_argument("--max-body-mb", type=argtypes.positive_float, default=20.0, help="largest request body in MB (default 20)")
     parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of FLIM fitting, projection and training (default 0)")
+    parser.add_argument("--quality-model", metavar="FILE", default=None,
+                        help="quality model ('hitlseg quality train'): the Model view then shows each prediction's "
+                             "predicted quality and ranks the images worst first")
 
 
 def demo_dir() -> Path:
@@ -179,7 +182,7 @@ def serve(project, args, *, classes=None, class_names=None, fallback_port: bool 
     from hitlseg.server.security import is_loopback
 
     app = create_app(project, token=args.token, host=args.host, max_body=int(args.max_body_mb * 1024 * 1024),
-                     classes=classes, class_names=class_names, seed=args.seed)
+                     classes=classes, class_names=class_names, seed=args.seed, quality_model=args.quality_model)
     token = app.state.hitlseg.token
     sock = bind(args.host, args.port, fallback=fallback_port)
     port = sock.getsockname()[1]

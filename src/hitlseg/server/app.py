@@ -85,7 +85,8 @@ def detect_classes(project, sample: int = 20) -> int:
 def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", max_body: int = DEFAULT_MAX_BODY,
                classes: int | None = None, class_names: list[str] | None = None, seed: int = 0, k: int = 5,
                projection: str = "tsne", prepare: bool = True, eval_limit: int = 50, device=None,
-               check_host: bool | None = None, session_options: dict | None = None):
+               check_host: bool | None = None, session_options: dict | None = None,
+               quality_model: str | Path | None = None):
     """The web application over ``project``.
 
     Parameters
@@ -116,6 +117,9 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
         Refuse non-loopback ``Host`` headers (default: when no token is required).
     session_options : dict, optional
         Further options of :class:`~hitlseg.selection.SelectionSession`.
+    quality_model : path, optional
+        A quality model file (``hitlseg quality train``): the app then shows each prediction's
+        predicted quality and ranks images worst first (:mod:`hitlseg.server.quality`).
     """
     from fastapi import FastAPI
     from fastapi.responses import FileResponse, Response
@@ -129,6 +133,7 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
     from hitlseg.server.active import ImproveService
     from hitlseg.server.live import LiveService
     from hitlseg.server.routers import active, images, jobs, live, markers, models, selection
+    from hitlseg.server.quality import QualityService
     from hitlseg.server.training import ModelService
 
     owns = not isinstance(project, Project)
@@ -160,6 +165,12 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
     )
     shared.improve = ImproveService(project, shared.models, seed=seed)
     shared.live = LiveService(project, classes)
+    try:
+        shared.quality = QualityService(project, shared.models, quality_model, device=device)
+    except Exception:
+        if owns:
+            project.close()
+        raise
 
     @asynccontextmanager
     async def lifespan(app):
@@ -193,6 +204,7 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
                        check_host=(token is None) if check_host is None else check_host)
     for module in (images, markers, live, selection, models, active, jobs):
         app.include_router(module.router)
+    app.include_router(models.quality_router)
 
     @app.get("/", include_in_schema=False)
     def page():

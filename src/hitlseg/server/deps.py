@@ -31,6 +31,7 @@ class ServerState:
     jobs: object
     improve: object = None
     live: object = None
+    quality: object = None
     owns_project: bool = False
     options: dict = field(default_factory=dict)
 

@@ -101,3 +101,34 @@ def prediction_preview(model_id: ModelIdPath, image_id: str, s: ServerState = De
     s.models.record(model_id)
     data, name = s.models.preview_file(model_id, image_id)
     return Response(data, media_type="image/png", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+# ------------------------------------------------------------------------ predicted quality (no ground truth)
+
+quality_router = APIRouter(prefix="/api/quality", tags=["models"])
+
+
+@quality_router.get("", summary="Whether a quality model is loaded (hitlseg serve --quality-model), and what it knows")
+def quality_info(s: ServerState = Depends(state)):
+    return s.quality.info()
+
+
+@router.get("/{model_id}/quality/{image_id}", summary="Predicted quality (Dice, NMI) of the model's segmentation of "
+                                                       "one image, by the quality model; no ground truth is read",
+            responses={400: {"description": "No quality model, or one for other images or classes"}})
+def prediction_quality(model_id: ModelIdPath, image_id: str, s: ServerState = Depends(state)):
+    s.require_image(image_id)
+    s.models.record(model_id)
+    return s.quality.score(model_id, image_id)
+
+
+@router.post("/{model_id}/quality", status_code=202,
+             summary="Rank every image by the predicted quality of the model's segmentation, worst first (a job)",
+             responses={400: {"description": "No quality model loaded; no job is started"}})
+def rank_quality(model_id: ModelIdPath, s: ServerState = Depends(state)):
+    s.models.record(model_id)
+    s.quality.require()
+    job = s.jobs.submit(f"quality-model-{int(model_id)}", lambda progress: s.quality.ranking(model_id, progress),
+                        {"model_id": int(model_id)},
+                        summary=lambda r: {"model_id": (r or {}).get("model_id"), "mean_dice": (r or {}).get("mean_dice")})
+    return job.to_dict()

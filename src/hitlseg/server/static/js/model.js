@@ -11,6 +11,8 @@ function kindName(kind) {
 }
 
 export async function refreshModels() {
+  if (app.quality === undefined) app.quality = await api("/api/quality");
+  $("pred-rank").hidden = !app.quality.available;
   const data = await api("/api/models");
   app.models = data.models;
   if (app.modelId === null && app.models.length) app.modelId = app.models[app.models.length - 1].id;
@@ -86,7 +88,35 @@ async function showPrediction() {
     for (const [c, v] of Object.entries(stored.dice)) rows.push(el("tr", {}, [el("td", { text: app.project.class_names[c] || c }), el("td", { text: fmt(v) })]));
     rows.push(el("tr", {}, [el("td", { text: "mean" }), el("td", { text: fmt(stored.mean_dice) })]));
   }
+  if (app.quality && app.quality.available) {
+    // the quality model's estimate: the only figure when the image has no ground truth
+    const q = await api(`/api/models/${app.modelId}/quality/${enc(id)}`);
+    rows.push(el("tr", {}, [el("th", { text: "Predicted quality" }), el("th", { text: "Dice" })]));
+    rows.push(el("tr", { "data-testid": "pred-quality" }, [el("td", { text: "no ground truth read" }), el("td", { text: fmt(q.dice) })]));
+  }
   box.replaceChildren(el("table", {}, rows));
+}
+
+/* Reorder the prediction picker by the predicted quality of the current model, worst first. */
+async function rankByQuality() {
+  if (app.modelId === null) return;
+  $("pred-rank").disabled = true;
+  try {
+    const job = await api(`/api/models/${app.modelId}/quality`, { method: "POST" });
+    const finished = await followJob(job, "Scoring the predictions");
+    const select = $("pred-image-select");
+    const options = new Map([...select.options].map((o) => [o.value, o]));
+    const ranked = finished.result.ranking.filter((r) => options.has(r.image_id));
+    select.replaceChildren(...ranked.map((r) => {
+      const option = options.get(r.image_id);
+      option.textContent = `${r.image_id}  (predicted Dice ${fmt(r.dice)})`;
+      return option;
+    }));
+    if (ranked.length) select.value = ranked[0].image_id;
+    await showPrediction();
+  } finally {
+    $("pred-rank").disabled = false;
+  }
 }
 
 async function train() {
@@ -118,6 +148,7 @@ export function bindModelControls() {
   };
   $("pred-prev").onclick = () => step(-1);
   $("pred-next").onclick = () => step(1);
+  $("pred-rank").onclick = () => rankByQuality().catch(fail);
   $("pred-alpha").addEventListener("change", () => showPrediction().catch(fail));
   $("pred-refine").addEventListener("change", () => showPrediction().catch(fail));
   $("pred-axis").addEventListener("change", () => { $("pred-slice").value = 1e9; showPrediction().catch(fail); });

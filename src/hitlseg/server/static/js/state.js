@@ -8,6 +8,7 @@ export const app = {
   focusId: null,      // image shown in the selection detail panel
   models: [],
   modelId: null,
+  quality: undefined, // GET /api/quality: is a quality model loaded
   view: "selection",
 };
 
