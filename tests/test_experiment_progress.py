@@ -153,3 +153,27 @@ def test_active_progress_and_one_split_report(tmp_path, monkeypatch):
     text = write_active_report(results, tmp_path / "report").read_text()
     assert "±" not in text and "## Test Dice after each round (one split)" in text
     assert titles and not any("±" in t for t in titles)
+
+
+def test_quality_model_scores_the_test_predictions_beside_their_true_dice(tmp_path):
+    """``quality_model`` (``--quality-model``): each trained network's test predictions get a predicted
+    Dice (no ground truth read) next to the true one, in the results and in the report (issue 16.4a)."""
+    from hitlseg.quality import train_quality
+
+    root = copy_demo(tmp_path / "data", 10)
+    dataset = Dataset.from_folder(root)
+    samples = [dataset.load(i) for i in dataset.ids[:4]]
+    quality = train_quality([s.image for s in samples], [s.mask for s in samples], epochs=1, samples_per_image=2,
+                            size=32, seed=0).save(tmp_path / "quality.pt")
+    with pytest.raises(InputError, match="not a file"):
+        ProtocolConfig(quality_model=str(tmp_path / "missing.pt"))
+    config = ProtocolConfig(splits=1, images=2, methods=("gtfree",), epochs=1, quality_model=str(quality))
+    results = run_protocol(dataset, tmp_path / "run", config, log_every=0)
+    split = results["splits"][0]
+    scored = split["methods"]["gtfree"]["sunet"]["test"]["quality"]
+    assert scored["n"] == split["sizes"]["test"] and 0 <= scored["predicted"] <= 1
+    assert scored["true"] == pytest.approx(split["methods"]["gtfree"]["sunet"]["test"]["mean"])
+    assert "quality" in split["baseline"]["test"] and "quality" not in split["methods"]["gtfree"]["adaptive"]["test"]
+    text = write_report(results, tmp_path / "report").read_text()
+    assert "## Predicted quality (no ground truth read)" in text and "| gtfree | sunet |" in text
+    assert ProtocolConfig().to_dict().get("quality_model", "absent") == "absent"  # older runs still resume

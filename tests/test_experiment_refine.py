@@ -34,9 +34,9 @@ def run(root, tmp_path_factory):
     evaluated = []
     original = protocol_module._evaluate
 
-    def spy(model, data, refiners=()):
+    def spy(model, data, refiners=(), quality=None):
         evaluated.append((model, data, refiners))
-        return original(model, data, refiners)
+        return original(model, data, refiners, quality)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(protocol_module, "_evaluate", spy)

@@ -42,6 +42,9 @@ def register(commands) -> None:
                            help="comma-separated refiners (graphcut, crf, levelset; default none): also score the "
                                 "sU-Net decoders' (and --strokes models') probabilities refined by each, default "
                                 "settings, as extra rows such as sunet+crf (the adaptive decoder is not refined)")
+    selection.add_argument("--quality-model", metavar="FILE", default=None,
+                           help="quality model ('hitlseg quality train'): also score every trained network's test "
+                                "predictions without ground truth, beside their true Dice, in the report")
     selection.add_argument("--seed", type=argtypes.seed, default=0)
     selection.add_argument("--out", required=True, help="output folder (re-running resumes)")
     selection.set_defaults(func=run_selection)
@@ -60,7 +63,8 @@ def run_selection(args) -> int:
                             stride=args.descriptor_stride, fill=args.descriptor_fill, sunet=not args.no_sunet,
                             baseline=args.baseline == "all", epochs=args.epochs,
                             strokes=args.strokes, self_training=args.self_training, eval_limit=args.eval_limit,
-                            refine=tuple(r.strip() for r in args.refine.split(",") if r.strip()), seed=args.seed)
+                            refine=tuple(r.strip() for r in args.refine.split(",") if r.strip()), seed=args.seed,
+                            quality_model=args.quality_model)
     dataset = Dataset.from_folder(args.dataset)
     with progress_bar("experiment") as progress:
         results = run_protocol(dataset, args.out, config, progress=progress,

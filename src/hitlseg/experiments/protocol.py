@@ -28,6 +28,7 @@ callback at the level of selection rounds and training epochs, with an estimate 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -124,6 +125,9 @@ class ProtocolConfig:
     seed : int
     fractions : tuple of float
         Train, validation and test fractions.
+    quality_model : str, optional
+        A quality model file (``hitlseg quality train``): every trained network's test predictions
+        are also scored by it, without ground truth, beside their true Dice (``test.quality``).
     """
 
     splits: int = 3
@@ -142,6 +146,7 @@ class ProtocolConfig:
     refine: tuple[str, ...] = ()
     seed: int = 0
     fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)
+    quality_model: str | None = None
 
     def __post_init__(self):
         from hitlseg.selection import SELECTORS
@@ -162,6 +167,10 @@ class ProtocolConfig:
                 raise InputError(f"{name}: must be a positive integer, got {value!r}")
         self.fractions = tuple(float(f) for f in self.fractions)
         self.refine = refined_names(self.refine)
+        if self.quality_model is not None:
+            self.quality_model = str(self.quality_model)
+            if not Path(self.quality_model).is_file():
+                raise InputError(f"quality_model: {self.quality_model} is not a file")
         if self.refine and not (self.sunet or self.strokes):
             raise InputError("refine: refines the probabilities of the sU-Net decoders or of the strokes models; "
                              "with neither trained there is nothing to refine")
@@ -173,6 +182,8 @@ class ProtocolConfig:
             data["refine"] = list(self.refine)
         else:  # left out, so that folders of runs from before ``refine`` still resume
             del data["refine"]
+        if self.quality_model is None:  # likewise
+            del data["quality_model"]
         return data
 
 
@@ -267,12 +278,27 @@ def _flim_scores(data: SplitData, marked: list[str], markers: dict, decoder: str
     return model, scores
 
 
-def _evaluate(model, data: SplitData, refine: tuple[str, ...] = ()) -> tuple[dict, dict]:
+@functools.lru_cache(maxsize=4)
+def _quality_model(path: str):
+    from hitlseg.quality import QualityModel
+
+    return QualityModel.load(path)
+
+
+def quality_summary(predicted: list[float], true: list[float]) -> dict:
+    """Mean predicted and true Dice of the test predictions, and their Pearson r over images (None below 3)."""
+    p, t = np.asarray(predicted, dtype=float), np.asarray(true, dtype=float)
+    r = float(np.corrcoef(p, t)[0, 1]) if len(p) >= 3 and p.std() > 0 and t.std() > 0 else None
+    return {"predicted": float(p.mean()), "true": float(t.mean()), "pearson": r, "n": int(len(p))}
+
+
+def _evaluate(model, data: SplitData, refine: tuple[str, ...] = (), quality: str | None = None) -> tuple[dict, dict]:
     """Validation and test scores of ``model``, and of its probabilities refined by each of ``refine``.
 
     Returns ``({"val": .., "test": ..}, {refiner: {"val": .., "test": .., "refine_seconds": ..}})``;
     each image is predicted once, and its refined labels come from that same prediction's
-    probabilities (:func:`hitlseg.refine.refine`, default settings).
+    probabilities (:func:`hitlseg.refine.refine`, default settings). With a ``quality`` model
+    file, ``test`` also holds :func:`quality_summary` of the plain test predictions.
     """
     from hitlseg.refine import refine as refine_labels
 
@@ -280,15 +306,20 @@ def _evaluate(model, data: SplitData, refine: tuple[str, ...] = ()) -> tuple[dic
     refined = {name: {"refine_seconds": 0.0} for name in refine}
     for subset, ids in (("val", data.val), ("test", data.test)):
         scores = {name: [] for name in (None, *refine)}
+        predicted = []
         for i in ids:
             prediction = model.predict(data.images[i])
             scores[None].append(score(prediction.labels, data.masks[i], data.classes, data.brats))
+            if quality is not None and subset == "test":
+                predicted.append(_quality_model(quality).score(data.images[i], prediction.labels, i)["dice"])
             for name in refine:
                 started = time.perf_counter()
                 labels = refine_labels(data.images[i], prediction.probabilities, name)
                 refined[name]["refine_seconds"] += time.perf_counter() - started
                 scores[name].append(score(labels, data.masks[i], data.classes, data.brats))
         plain[subset] = average(scores[None])
+        if predicted:
+            plain[subset]["quality"] = quality_summary(predicted, [c["mean"] for c in scores[None]])
         for name in refine:
             refined[name][subset] = average(scores[name])
     return plain, refined
@@ -307,7 +338,7 @@ def _train_net(model, data: SplitData, config: ProtocolConfig, progress: Progres
 
     result = train(model, data.pairs(data.train), data.pairs(data.val), TrainConfig(epochs=config.epochs, seed=config.seed),
                    progress=progress)
-    scores, refined = _evaluate(model, data, refine)
+    scores, refined = _evaluate(model, data, refine, config.quality_model)
     return {**scores, "train_seconds": result.seconds, "best_epoch": result.best_epoch}, refined
 
 
@@ -323,7 +354,7 @@ def _strokes_net(encoder, marked: list[str], markers: dict, data: SplitData, con
                                 n_classes=max(data.classes), self_training=SelfTrainingConfig(iterations=config.self_training),
                                 names=marked, pool_names=pool if config.self_training else None, seed=config.seed,
                                 progress=progress)
-    scores, refined = _evaluate(result.model, data, config.refine)
+    scores, refined = _evaluate(result.model, data, config.refine, config.quality_model)
     return {**scores, "train_seconds": result.seconds, "iterations": len(result.history) - 1,
             "stopped": result.stopped}, refined
 

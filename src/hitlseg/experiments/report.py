@@ -171,6 +171,39 @@ def _figure_correlation(first: dict, fit: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def quality_table(results: dict) -> dict:
+    """Predicted against true test Dice of every scored model (``--quality-model``), per split.
+
+    Returns ``{(method, model): [test.quality of each split]}``; empty when no model was scored.
+    """
+    table: dict = {}
+    for split in results["splits"]:
+        parts = [(method, part) for method, part in split["methods"].items()]
+        if "baseline" in split:
+            parts.append(("baseline (all backprop)", {"unet": split["baseline"]}))
+        for method, part in parts:
+            for model, scores in part.items():
+                found = isinstance(scores, dict) and isinstance(scores.get("test"), dict) and scores["test"].get("quality")
+                if found:
+                    table.setdefault((method, model), []).append(found)
+    return table
+
+
+def _quality_lines(table: dict) -> list[str]:
+    if not table:
+        return []
+    lines = ["## Predicted quality (no ground truth read)", "",
+             "Each test prediction scored by the quality model, beside its true mean Dice; Pearson r over the "
+             "test images (mean over splits).", "",
+             "| method | model | predicted Dice | true Dice | Pearson r |", "|---|---|---|---|---|"]
+    for (method, model), rows in table.items():
+        rs = [r["pearson"] for r in rows if r["pearson"] is not None]
+        r = f"{np.mean(rs):.3f}" if rs else "–"
+        lines.append(f"| {method} | {model} | {np.mean([x['predicted'] for x in rows]):.3f} | "
+                     f"{np.mean([x['true'] for x in rows]):.3f} | {r} |")
+    return lines + [""]
+
+
 def _cell(value, spread: bool = True) -> str:
     """A table cell: ``mean ± std`` for a (mean, std) pair, the mean alone when ``spread`` is off (one split)."""
     if isinstance(value, tuple):
@@ -266,6 +299,7 @@ def write_report(results: dict, out: str | Path, command: str | None = None, wal
         "Pearson r per split: " + ", ".join(f"{f['r']:.3f}" for f in fits), "",
         "## Stopping signal", "",
         *_stopping_lines(stopping, spread),
+        *_quality_lines(quality_table(results)),
         "## Selected images", "",
     ]
     for split in results["splits"]:
@@ -276,6 +310,7 @@ def write_report(results: dict, out: str | Path, command: str | None = None, wal
                "table_two": two, "correlation": fits,
                "masks_used": {model: masks_used(model) for models in one.values() for model in models},
                "stopping": {m: {"normalized_radius": [list(v) for v in cells["normalized_radius"]],
-                                "first_stop": cells["first_stop"]} for m, cells in stopping.items()}}
+                                "first_stop": cells["first_stop"]} for m, cells in stopping.items()},
+               "quality": {f"{method}/{model}": rows for (method, model), rows in quality_table(results).items()}}
     write_json(out / "summary.json", summary)
     return out / "report.md"
