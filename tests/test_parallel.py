@@ -95,6 +95,29 @@ def test_predictions_and_pseudo_labels_same_in_process_and_on_dask(demo, dask, t
         assert pseudo_there.get("consistency", i) == local_consistency(p, 0.9)
 
 
+def test_active_learning_pool_scoring_same_in_process_and_on_dask(demo, dask):
+    """score_pool through an executor: the same chunks and dropout seeds in-process and on Dask, so the
+    same probabilities, MC-dropout disagreement and features; deterministic parts equal the plain call."""
+    from hitlseg.active.context import score_pool
+    from hitlseg.parallel import Executor
+
+    model, images = demo["model"], demo["images"]
+    here = score_pool(model, images, mc_passes=3, seed=5, executor=Executor(), chunk=4)
+    there = score_pool(model, images, mc_passes=3, seed=5, executor=dask, chunk=4)
+    plain = score_pool(model, images, mc_passes=3, seed=5)
+    assert here["chunks"] == there["chunks"] == 2 and here["member_source"] == there["member_source"] == "mc_dropout"
+    for i in demo["ids"]:
+        np.testing.assert_array_equal(here["probabilities"][i], there["probabilities"][i])
+        np.testing.assert_array_equal(here["disagreement"][i], there["disagreement"][i])
+        np.testing.assert_array_equal(here["variance"][i], there["variance"][i])
+        np.testing.assert_allclose(here["probabilities"][i].astype(np.float32),
+                                   plain["probabilities"][i].astype(np.float32), atol=1e-3)
+    np.testing.assert_array_equal(here["features"], there["features"])
+    np.testing.assert_allclose(here["features"], plain["features"], rtol=1e-4, atol=1e-5)  # ids order kept
+    with pytest.raises(InputError, match="chunk"):
+        score_pool(model, images, executor=Executor(), chunk=0)
+
+
 def _slow_square(x):
     time.sleep(0.3)
     return x * x
@@ -259,6 +282,24 @@ def test_command_line_options(monkeypatch):
     monkeypatch.setattr(executor_module, "DEFAULT_TIMEOUT", 2.0)
     with pytest.raises(InputError, match="cannot reach a Dask scheduler at 'tcp://127.0.0.1:9' within 2 s"):
         executor_from_args(parser.parse_args([]))
+
+
+def test_active_learning_experiment_takes_the_execution_options(tmp_path, capsys):
+    import hitlseg.parallel.executor as executor_module
+    from hitlseg.cli import build_parser
+    from tests.helpers import cli_one_line_error, copy_demo
+
+    args = build_parser().parse_args(["experiment", "active", "--dataset", "d", "--out", "o", "--workers", "2"])
+    assert args.workers == 2 and args.scheduler is None
+    data = copy_demo(tmp_path / "data", 4)
+    executor_module.DEFAULT_TIMEOUT, before = 2.0, executor_module.DEFAULT_TIMEOUT
+    try:
+        message = cli_one_line_error(capsys, "experiment", "active", "--dataset", str(data), "--out",
+                                     str(tmp_path / "out"), "--scheduler", "tcp://127.0.0.1:9")
+    finally:
+        executor_module.DEFAULT_TIMEOUT = before
+    assert "cannot reach a Dask scheduler at 'tcp://127.0.0.1:9'" in message
+    assert not (tmp_path / "out" / "results.json").exists()  # nothing ran
 
 
 def test_a_small_pool_runs_in_process_without_starting_a_cluster():

@@ -196,11 +196,14 @@ class ActiveLoop:
         ``evaluate(model) -> dict`` after every round (test Dice in a study), recorded.
     initial_model : SegModel, optional
         The round-0 model, when several loops share it (a protocol trains it once).
+    executor : hitlseg.parallel.Executor, optional
+        Where each round scores the pool (:func:`~hitlseg.active.context.score_pool`): in tasks
+        of a few images, in-process or on a Dask cluster; default one call in this process.
     """
 
     def __init__(self, images: Mapping[str, np.ndarray], pool: Sequence[str], annotator: Callable, config: ActiveConfig,
                  *, n_classes: int, folder: str | Path | None = None, evaluate: Callable | None = None,
-                 preprocessing: dict | None = None, initial_model=None):
+                 preprocessing: dict | None = None, initial_model=None, executor=None):
         self.images = images
         self.pool = [str(i) for i in pool]
         if len(set(self.pool)) != len(self.pool):
@@ -209,6 +212,7 @@ class ActiveLoop:
         if missing:
             raise InputError(f"pool: {len(missing)} id(s) without an image, e.g. {missing[0]!r}")
         self.annotator = annotator
+        self.executor = executor
         self.config = config
         self.n_classes = int(n_classes)
         self.folder = Path(folder) if folder is not None else None
@@ -379,7 +383,7 @@ class ActiveLoop:
         scored = score_pool(self.model, self.images, self.pool,
                             mc_passes=self.config.mc_passes if "mc_dropout" in want else 0, dropout=self.config.dropout,
                             ensemble=ensemble, features="features" in want, seed=self.config.seed + round_index,
-                            progress=progress)
+                            executor=self.executor, progress=progress)
         context = build_context(self.pool, self.annotated, scored, images=self.images, round_index=round_index)
         cost_info = None
         if "costs" in want:

@@ -8,6 +8,7 @@ import sys
 from hitlseg.cli import args as argtypes
 from hitlseg.cli.common import progress_bar
 from hitlseg.defaults import DECODER_CHOICES, DEFAULT_DECODER, DEFAULT_POLICY, GTFREE_POLICIES
+from hitlseg.parallel.executor import add_execution_arguments, executor_from_args
 
 
 def register(commands) -> None:
@@ -97,6 +98,7 @@ def register_active(sub) -> None:
     active.add_argument("--eval-limit", type=argtypes.positive_int, help="score at most this many test images")
     active.add_argument("--seed", type=argtypes.seed, default=0)
     active.add_argument("--out", required=True, help="output folder (re-running resumes)")
+    add_execution_arguments(active)
     active.set_defaults(func=run_active)
 
 
@@ -114,9 +116,11 @@ def run_active(args) -> int:
                                   baseline_epochs=args.baseline_epochs, reference=args.reference,
                                   eval_limit=args.eval_limit, seed=args.seed)
     dataset = Dataset.from_folder(args.dataset)
-    with progress_bar("experiment") as progress:
+    executor = executor_from_args(args)  # an unreachable scheduler fails here, before any work
+    with executor, progress_bar("experiment") as progress:
         results = run_active_protocol(dataset, args.out, config, progress=progress,
-                                      log=lambda line: print(line, file=sys.stderr, flush=True))
+                                      log=lambda line: print(line, file=sys.stderr, flush=True),
+                                      executor=executor if executor.distributed else None)
     command = "hitlseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("hitlseg") else None
     print(f"report: {write_active_report(results, args.out, command=command)}")
     return 0

@@ -142,7 +142,7 @@ def _baseline(images, masks, train, val, test, classes, brats, config: ActivePro
 
 def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtocolConfig | None = None, *,
                         progress: Progress = None, log: Callable[[str], None] | None = None,
-                        log_every: float = 60.0) -> dict:
+                        log_every: float = 60.0, executor=None) -> dict:
     """Run (or resume) the study; every number goes to ``OUT/results.json`` and is returned.
 
     Parameters
@@ -161,6 +161,8 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
         most every ``log_every`` seconds.
     log_every : float
         Seconds between two progress lines sent to ``log``.
+    executor : hitlseg.parallel.Executor, optional
+        Where each correction round scores the pool (in-process chunks, or a Dask cluster).
     """
     from hitlseg.active import ActiveLoop, RobotAnnotator
     from hitlseg.nets import SegModel
@@ -227,7 +229,7 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
                 first_markers = {i: data[f"m{k}"] for k, i in enumerate(zero["first"])}
                 loop = ActiveLoop(images, split.train, RobotAnnotator(robot, masks), config.loop_config(strategy),
                                   n_classes=max(classes), evaluate=evaluate, folder=out / "loops" / name,
-                                  initial_model=SegModel.load(first_folder / "model.pt"))
+                                  initial_model=SegModel.load(first_folder / "model.pt"), executor=executor)
                 loop.start(zero["first"], first_markers=first_markers)
                 rounds = loop.run(progress=nested(stage, label="correction"),
                                   log=(lambda line: tracker.log(f"{name} {line} ({tracker.time_left()})")) if log else None)
