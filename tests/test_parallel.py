@@ -205,6 +205,11 @@ def test_block_prediction_equals_the_whole_image_and_resumes(demo, dask, tmp_pat
     zarr.create_array(str(tmp_path / "big.zarr"), data=big, chunks=(3, 64, 64))
     from_zarr = predict_blocks(model, tmp_path / "big.zarr", tmp_path / "z", block=64, halo=48)
     np.testing.assert_array_equal(from_zarr.probabilities[...], result.probabilities[...])
+    # a zarr path on Dask: the workers read their regions and write their cores themselves
+    on_workers = predict_blocks(model, tmp_path / "big.zarr", tmp_path / "w", block=64, halo=48, executor=dask)
+    assert on_workers.store.complete
+    np.testing.assert_array_equal(on_workers.probabilities[...], result.probabilities[...])
+    np.testing.assert_array_equal(on_workers.labels[...], result.labels[...])
 
 
 def test_block_prediction_of_a_file_is_written_back_in_its_format(demo, tmp_path):

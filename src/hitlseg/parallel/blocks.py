@@ -12,7 +12,11 @@ averaged, so no blending weight enters and a resumed run rewrites whole cores on
 The client reads one region at a time (zarr input is read region by region), sends it with its
 task and writes the returned core into the output's chunk of that block (chunks are the cores),
 then marks the block done; so the client holds at most the executor's window of regions, and an
-interrupted run resumes at the first unfinished block.
+interrupted run resumes at the first unfinished block. When the input is a zarr store given by
+its path and the work goes to Dask, the workers read their regions and write their cores
+themselves (each core is its own chunk, so no two tasks write one chunk) and the client only
+marks blocks done: its memory no longer grows with the block size. The workers then need the
+input and the output folder on a shared file system (a LocalCluster always has them).
 """
 
 from __future__ import annotations
@@ -74,6 +78,24 @@ def block_grid(shape: tuple[int, ...], block: tuple[int, ...]) -> list[tuple[sli
 
 def _with_halo(core: tuple[slice, ...], halo: tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
     return tuple(slice(max(0, c.start - h), min(n, c.stop + h)) for c, h, n in zip(core, halo, shape))
+
+
+def block_to_store(outer: tuple[slice, ...], core: tuple[slice, ...], *, model, window, source: str,
+                   output: str) -> bool:
+    """One block on a worker: read its region from the zarr ``source`` path, predict, write its core
+    into the output zarr group at ``output`` (probabilities and labels); the client marks it done."""
+    import zarr
+
+    from hitlseg.nets.infer import labels_from_probabilities
+
+    array, _ = open_image(source)
+    region = np.asarray(array[(slice(None),) + tuple(outer)], dtype=np.float32)
+    inner = tuple(slice(c.start - o.start, c.stop - o.start) for c, o in zip(core, outer))
+    probabilities = block_probabilities(region, inner, model=model, window=window)
+    group = zarr.open_group(output, mode="r+")
+    group["probabilities"][(slice(None),) + tuple(core)] = probabilities
+    group["labels"][tuple(core)] = labels_from_probabilities(probabilities)
+    return True
 
 
 def block_probabilities(region: np.ndarray, inner: tuple[slice, ...], *, model, window) -> np.ndarray:
@@ -170,8 +192,17 @@ def predict_blocks(model, image, output, *, block=512, halo=64, window=None, exe
 
     pending = store.pending()
     report(progress, 0, len(pending), "blocks")
+    if executor.distributed and _zarr_path(image) is not None:
+        # the workers read and write; the client only learns which blocks are finished
+        tasks = ((name, (_with_halo(by_name[name], halo, spatial), by_name[name])) for name in pending)
+        shared = {"model": model, "window": window, "source": _zarr_path(image), "output": str(store.path)}
+        for done, (name, _) in enumerate(executor.map(block_to_store, tasks, shared=shared, total=len(pending),
+                                                      window=in_flight, small_pool=1), 1):
+            store.mark_done(name)
+            report(progress, done, len(pending), "blocks")
+        return BlockPrediction(store, meta)
     results = executor.map(block_probabilities, items(), shared={"model": model, "window": window}, total=len(pending),
-                           window=in_flight)
+                           window=in_flight, small_pool=1)
     for done, (name, probabilities) in enumerate(results, 1):
         core = by_name[name]
         group["probabilities"][(slice(None),) + core] = probabilities
@@ -179,6 +210,15 @@ def predict_blocks(model, image, output, *, block=512, halo=64, window=None, exe
         store.mark_done(name)  # after the block's chunks: an interrupted write is never marked done
         report(progress, done, len(pending), "blocks")
     return BlockPrediction(store, meta)
+
+
+def _zarr_path(image) -> str | None:
+    """The path of a zarr input given as a path (workers can open it themselves), else None."""
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if path.suffix == ".zarr" or (path.is_dir() and (path / "zarr.json").exists()):
+            return str(path.resolve())
+    return None
 
 
 def _input_key(image, source) -> str:

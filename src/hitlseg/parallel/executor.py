@@ -183,7 +183,7 @@ class Executor:
     # -- mapping ---------------------------------------------------------------------------------
     def map(self, function: Callable, items: Iterable[tuple[Any, tuple]], *, shared: Mapping[str, Any] | None = None,
             total: int | None = None, progress: Progress = None, message: str = "tasks",
-            window: int | None = None) -> Iterator[tuple[Any, Any]]:
+            window: int | None = None, small_pool: int | None = None) -> Iterator[tuple[Any, Any]]:
         """Run ``function(*args, **shared)`` for every ``(key, args)`` of ``items``; yield ``(key, result)``.
 
         Results come as tasks finish (in ``items`` order in-process, in any order on Dask).
@@ -193,17 +193,20 @@ class Executor:
 
         A task that raises stops the map with its exception; a task whose worker died is
         retried elsewhere by Dask (``distributed.scheduler.allowed-failures`` times).
+        ``small_pool`` overrides the executor's for this map (1: heavy tasks such as large blocks
+        go to the cluster however few they are).
         """
         shared = dict(shared or {})
         items = iter(items)
         client = None
         if self.distributed:
+            threshold = self.small_pool if small_pool is None else int(small_pool)
             first = []
             for item in items:  # a short pool runs in-process, without starting a cluster
                 first.append(item)
-                if len(first) >= self.small_pool:
+                if len(first) >= threshold:
                     break
-            small = len(first) < self.small_pool and self._client is None
+            small = len(first) < threshold and self._client is None
             items = _chain(first, items)
             if not small:
                 client = self.client
