@@ -339,3 +339,46 @@ def test_predict_command_on_a_cluster_writes_the_same_masks(demo, cluster, tmp_p
                               "--scheduler", "tcp://127.0.0.1:9")
     assert "cannot reach a Dask scheduler" in line
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())  # nothing written
+
+
+def test_ome_zarr_images_are_read_channels_first_and_predicted_block_wise(demo, tmp_path):
+    """OME-NGFF 0.4 (.zattrs-style attributes) and 0.5 (under 'ome'): the full-resolution level, channels
+    first, a singleton time axis dropped, a missing channel axis added; bad metadata is named."""
+    import zarr
+
+    from hitlseg.parallel import predict_blocks
+    from hitlseg.parallel.blocks import open_image
+
+    image = demo["images"][demo["ids"][0]]  # (3, 120, 120)
+    yxc = np.moveaxis(image, 0, -1)[None]  # (t=1, y, x, c): an unusual but legal order
+    axes = [{"name": "t", "type": "time"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"},
+            {"name": "c", "type": "channel"}]
+    v04 = zarr.open_group(str(tmp_path / "v04.zarr"), mode="w")
+    v04.create_array("0", data=yxc, chunks=(1, 64, 64, 3))
+    v04.create_array("1", data=yxc[:, ::2, ::2], chunks=(1, 32, 32, 3))
+    v04.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [{"path": "0"}, {"path": "1"}]}]
+    view, _ = open_image(tmp_path / "v04.zarr")
+    assert view.shape == image.shape
+    np.testing.assert_array_equal(view[:, 10:30, 40:90], image[:, 10:30, 40:90])
+    result = predict_blocks(demo["model"], tmp_path / "v04.zarr", tmp_path / "out", block=64, halo=48)
+    whole = demo["model"].predict(image, window=None).probabilities
+    np.testing.assert_allclose(result.probabilities[...], whole, rtol=0, atol=1e-6)
+
+    gray = zarr.open_group(str(tmp_path / "v05.zarr"), mode="w")
+    gray.create_array("s0", data=image[0], chunks=(64, 64))
+    gray.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": ["y", "x"], "datasets": [{"path": "s0"}]}]}
+    view, _ = open_image(tmp_path / "v05.zarr")
+    assert view.shape == (1, 120, 120)
+    np.testing.assert_array_equal(view[:, :5, :5], image[:1, :5, :5])
+
+    series = zarr.open_group(str(tmp_path / "series.zarr"), mode="w")
+    series.create_array("0", data=np.zeros((2, 8, 8), np.float32))
+    series.attrs["multiscales"] = [{"axes": ["t", "y", "x"], "datasets": [{"path": "0"}]}]
+    with pytest.raises(InputError, match="time series of 2 points"):
+        open_image(tmp_path / "series.zarr")
+    series.attrs["multiscales"] = [{"axes": ["t", "y", "x"], "datasets": [{"path": "9"}]}]
+    with pytest.raises(InputError, match="level '9' is listed but missing"):
+        open_image(tmp_path / "series.zarr")
+    series.attrs["multiscales"] = [{"axes": ["y", "x"], "datasets": [{"path": "0"}]}]
+    with pytest.raises(InputError, match="do not match level"):
+        open_image(tmp_path / "series.zarr")

@@ -36,7 +36,8 @@ __all__ = ["BlockPrediction", "block_grid", "export_labels", "open_image", "pred
 
 def open_image(image, preprocessing: dict | None = None):
     """The image to predict, with its metadata: an array ``(C, *spatial)``, a zarr array or ``.zarr``
-    path (read lazily), or an image file read with ``preprocessing`` (:func:`hitlseg.io.read_image`)."""
+    path (read lazily; an OME-Zarr image's full-resolution level, :mod:`hitlseg.parallel.omezarr`),
+    or an image file read with ``preprocessing`` (:func:`hitlseg.io.read_image`)."""
     import zarr
 
     if isinstance(image, (str, Path)):
@@ -47,8 +48,14 @@ def open_image(image, preprocessing: dict | None = None):
             except Exception as exc:  # noqa: BLE001 - any reason it is not zarr
                 raise InputError(f"{path}: cannot open as zarr ({type(exc).__name__}: {exc})") from None
             if isinstance(node, zarr.Group):
+                from hitlseg.parallel.omezarr import open_ome
+
+                ome = open_ome(node, str(path))
+                if ome is not None:
+                    return ome, None
                 if "image" not in node:
-                    raise InputError(f"{path}: a zarr group needs an array named 'image' (C, *spatial)")
+                    raise InputError(f"{path}: a zarr group needs an array named 'image' (C, *spatial), "
+                                     "or OME-Zarr 'multiscales' metadata")
                 node = node["image"]
             return node, None
         if not path.exists():
