@@ -51,6 +51,12 @@ def register(commands) -> None:
                        help="working resolution: read every image with its longest side at most N pixels (never "
                             "enlarged); stored with the model, so 'predict' reads at N and writes masks back at each "
                             "input's size and geometry (default: the --encoder FLIM model's, else the images' own)")
+    train.add_argument("--synthetic", type=argtypes.non_negative_int, default=0, metavar="N",
+                       help="after training, add N synthetic images per training image (altered masks, a "
+                            "mask-conditioned GAN, the most uncertain realistic ones; hitlseg.synthesis) and "
+                            "fine-tune on all (default 0: none; --labels masks only)")
+    train.add_argument("--generator-steps", type=argtypes.positive_int, default=600, metavar="N",
+                       help="with --synthetic: training steps of the generator (default 600, batches of 4 crops)")
     train.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the split, markers, initialisation and sampling")
     train.add_argument("--device", type=argtypes.device, default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     train.add_argument("--checkpoint", help="checkpoint file written every epoch; resumes from it when it exists")
@@ -191,6 +197,8 @@ def run_train(args) -> int:
     from hitlseg.validate import check_output_file
 
     if args.labels == "markers":
+        if args.synthetic:
+            raise InputError("--synthetic: only with --labels masks (synthesis from pseudo-labels is not implemented)")
         return run_train_markers(args)
     config = TrainConfig(epochs=args.epochs or 100, batch_size=args.batch_size, lr=args.lr, crop_size=args.crop_size,
                          seed=args.seed, device=args.device, ncut_weight=args.ncut_weight or 0.0,
@@ -256,6 +264,16 @@ def run_train(args) -> int:
     with progress_bar("training", enabled=not quiet) as progress:
         result = train(model, train_pairs, val_pairs, config, progress=progress, checkpoint=args.checkpoint, names=names)
     info["train"] = result.to_dict()
+    synthesis = None
+    if args.synthetic:
+        from hitlseg.synthesis import GeneratorConfig, SynthesisConfig, train_with_synthesis
+
+        with progress_bar("synthesis", enabled=not quiet) as progress:
+            synthesis = train_with_synthesis(model, train_pairs, val_pairs, config, SynthesisConfig(args.synthetic,
+                                             generator=GeneratorConfig(steps=args.generator_steps)),
+                                             first_val_dice=result.best_val_dice, names=names,
+                                             progress=progress)["synthesis"]
+        info["synthesis"] = synthesis
     info["seconds"] = time.perf_counter() - started
     model.info = info
     model.save(out)
@@ -266,6 +284,11 @@ def run_train(args) -> int:
                "train": len(split.train), "val": len(split.val), "test": len(split.test), "epochs": config.epochs,
                "best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice, "seconds": info["seconds"],
                "split_file": str(split_file) if split_file else None}
+    if synthesis is not None:
+        summary["synthesis"] = {k: synthesis.get(k) for k in ("candidates", "realistic", "kept", "first_val_dice",
+                                                              "fine_tuned_val_dice", "seconds")}
+        summary["synthesis"]["samples"] = synthesis.get("samples", [])
+        summary["synthesis"]["model_kept"] = synthesis["model_kept"]
     if args.json:
         print_json(summary)
         return 0
@@ -273,6 +296,9 @@ def run_train(args) -> int:
     print(f"model:     {out} ({model.kind}, encoder {encoder_spec}, {n_classes} classes)")
     print(f"images:    {len(split.train)} train, {len(split.val)} val, {len(split.test)} test ({split_source})")
     print(f"val dice:  {dice} (best of {config.epochs} epochs: epoch {result.best_epoch})")
+    if synthesis is not None:
+        print(f"synthetic: {len(synthesis.get('samples', []))} of {synthesis.get('candidates', 0)} candidates added, "
+              f"fine-tuned val dice {synthesis.get('fine_tuned_val_dice')}, kept the {synthesis['model_kept']} model")
     print(f"time:      {info['seconds']:.1f} s")
     if split_file:
         print(f"split:     {split_file}")
