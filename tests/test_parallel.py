@@ -382,3 +382,30 @@ def test_ome_zarr_images_are_read_channels_first_and_predicted_block_wise(demo, 
     series.attrs["multiscales"] = [{"axes": ["y", "x"], "datasets": [{"path": "0"}]}]
     with pytest.raises(InputError, match="do not match level"):
         open_image(tmp_path / "series.zarr")
+
+
+def test_predict_command_block_by_block_on_a_file_and_a_zarr_store(demo, tmp_path, capsys):
+    """``hitlseg predict --block``: a PNG's labels in its format, a zarr store's in OUT/NAME.zarr, both equal
+    to the whole-image prediction; the scratch blocks are gone afterwards."""
+    import zarr
+
+    from hitlseg.io import read_mask
+    from tests.helpers import cli_one_line_error, cli_run
+
+    model = demo["model"]
+    model_file = model.save(tmp_path / "model.pt")
+    sample = demo["dataset"].sample(demo["ids"][0])
+    image = demo["images"][demo["ids"][0]]
+    expected = model.predict(image, window=None, postprocess="none").labels
+    cli_run(capsys, "predict", "--model", str(model_file), "--images", str(sample.image_paths[0]), "--out",
+            str(tmp_path / "png"), "--block", "64", "--halo", "48")
+    labels, _ = read_mask(tmp_path / "png" / sample.image_paths[0].name)
+    np.testing.assert_array_equal(labels, expected)
+    assert not (tmp_path / "png" / ".blocks").exists()
+    zarr.create_array(str(tmp_path / "tile.zarr"), data=image, chunks=(3, 64, 64))
+    cli_run(capsys, "predict", "--model", str(model_file), "--images", str(tmp_path / "tile.zarr"), "--out",
+            str(tmp_path / "z"), "--block", "64", "--json")
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "z" / "tile.zarr"), mode="r")[...], expected)
+    message = cli_one_line_error(capsys, "predict", "--model", str(model_file), "--images", str(tmp_path / "tile.zarr"),
+                                 "--out", str(tmp_path / "r"), "--block", "64", "--refine", "crf")
+    assert "--refine: not available with --block" in message

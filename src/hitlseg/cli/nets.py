@@ -84,6 +84,12 @@ def register(commands) -> None:
     predict.add_argument("--refine-model", metavar="FILE", help="shape or corrective model file (.npz) for --refine")
     predict.add_argument("--refine-class", type=argtypes.positive_int, metavar="K",
                          help="class the shape model refines when it is learned here (no --refine-model)")
+    predict.add_argument("--block", type=argtypes.positive_int, default=None, metavar="N",
+                         help="predict block by block (N pixels per axis, plus --halo of context), for images or "
+                              "volumes larger than memory; --images may then be one image file or a zarr / "
+                              "OME-Zarr store, whose labels go to OUT/NAME.zarr")
+    predict.add_argument("--halo", type=argtypes.non_negative_int, default=64, metavar="H",
+                         help="with --block: context on each side of a block (default 64, at least the network's reach)")
     predict.add_argument("--device", type=argtypes.device, default=None, help="cpu, cuda ... (default: CUDA when present)")
     predict.add_argument("--json", action="store_true", help="print JSON")
     add_execution_arguments(predict)
@@ -409,6 +415,8 @@ def run_predict(args) -> int:
     executor = executor_from_args(args)  # an unreachable scheduler fails here, before any work
     refine_model = _refine_model(args)
     model = SegModel.load(args.model, device=args.device)
+    if args.block is not None:
+        return _predict_blocks(args, model, executor)
     dataset = workflow.open_images(args.images, model.preprocessing)
     ids = None
     if args.split:
@@ -430,6 +438,44 @@ def run_predict(args) -> int:
         print_json(summary)
     else:
         print(f"wrote {len(written)} masks to {args.out} ({summary['seconds_per_image']:.3f} s per image)")
+    return 0
+
+
+def _predict_blocks(args, model, executor) -> int:
+    """``predict --block``: each image file of --images (or the one file or zarr store) block by block."""
+    import time
+
+    from hitlseg.errors import InputError
+    from hitlseg.io import is_image_file
+    from hitlseg.parallel.blocks import _zarr_path, predict_to_file
+
+    for option in ("split", "refine", "postprocess"):
+        if getattr(args, option):
+            raise InputError(f"--{option}: not available with --block (block-wise prediction writes plain labels)")
+    if args.probabilities or args.preview:
+        raise InputError("--probabilities and --preview: not available with --block")
+    source = Path(args.images)
+    if _zarr_path(source) is not None or source.is_file():
+        inputs = [source]
+    elif source.is_dir():
+        folder = source / "images" if (source / "images").is_dir() else source
+        inputs = sorted(p for p in folder.iterdir() if is_image_file(p) or _zarr_path(p) is not None)
+    else:
+        raise InputError(f"{source}: no such image, zarr store or folder")
+    if not inputs:
+        raise InputError(f"{source}: no image file or zarr store to predict")
+    started = time.perf_counter()
+    written = []
+    with executor, progress_bar("predicting blocks", enabled=not args.json) as progress:
+        for path in inputs:
+            written.append(str(predict_to_file(model, path, args.out, block=args.block, halo=args.halo,
+                                               executor=executor, progress=progress)))
+    seconds = time.perf_counter() - started
+    if args.json:
+        print_json({"model": args.model, "images": len(written), "out": str(args.out), "written": written,
+                    "block": args.block, "halo": args.halo, "seconds": seconds})
+    else:
+        print(f"wrote {len(written)} label files to {args.out} block by block ({seconds:.1f} s)")
     return 0
 
 

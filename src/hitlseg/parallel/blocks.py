@@ -31,7 +31,7 @@ from hitlseg.parallel.executor import Executor
 from hitlseg.parallel.store import ResultStore, fingerprint
 from hitlseg.progress import Progress, report
 
-__all__ = ["BlockPrediction", "block_grid", "export_labels", "open_image", "predict_blocks"]
+__all__ = ["BlockPrediction", "block_grid", "export_labels", "open_image", "predict_blocks", "predict_to_file"]
 
 
 def open_image(image, preprocessing: dict | None = None):
@@ -246,3 +246,35 @@ def export_labels(result: BlockPrediction, path, meta=None) -> Path:
         raise InputError(f"{result.store.path}: {int((~result.store.done).sum())} block(s) not finished; run "
                          f"predict_blocks again to complete it")
     return write_array(path, np.asarray(result.labels[...]), meta if meta is not None else result.meta)
+
+
+def predict_to_file(model, image, out, *, block=512, halo=64, executor: Executor | None = None,
+                    progress: Progress = None) -> Path:
+    """Block-wise labels of one image file or zarr store, written into the folder ``out``.
+
+    A file's labels go to ``out/<its name>`` in its format and geometry (:func:`export_labels`); a
+    zarr store's (OME-Zarr included) to ``out/<its stem>.zarr``, an array of ``uint8`` labels
+    chunked by ``block``, copied block by block. The finished blocks stay in ``out/.blocks`` so an
+    interrupted run resumes; they are removed once the labels are written.
+    """
+    import shutil
+
+    import zarr
+
+    out = Path(out)
+    path = Path(image)
+    scratch = out / ".blocks"
+    result = predict_blocks(model, path, scratch, block=block, halo=halo, executor=executor, progress=progress)
+    if _zarr_path(path) is None:
+        written = export_labels(result, out / path.name)
+    else:
+        written = out / (path.stem + ".zarr")
+        labels = result.labels
+        target = zarr.create_array(str(written), shape=labels.shape, chunks=labels.chunks, dtype="uint8",
+                                   fill_value=0, overwrite=True)
+        for core in block_grid(tuple(labels.shape), tuple(labels.chunks)):
+            target[core] = labels[core]
+    shutil.rmtree(result.store.path, ignore_errors=True)
+    if scratch.is_dir() and not any(scratch.iterdir()):
+        scratch.rmdir()
+    return written
