@@ -37,6 +37,13 @@ TIMEOUT_MS = 180_000
 REQUIRE_BROWSER = "HITLSEG_REQUIRE_BROWSER"
 
 
+def api_client(url: str) -> httpx.Client:
+    """An HTTP client for the test's own API calls that opens a connection per request: a kept-alive
+    connection the server closed while the test drove the browser (uvicorn's 5 s keep-alive) would
+    otherwise meet the next request with 'connection reset by peer' on a slow machine."""
+    return httpx.Client(base_url=url.rstrip("/"), timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def browser_unavailable(reason: str):
     """Skip the browser tests (a machine without Chromium), or fail them when ``REQUIRE_BROWSER`` is set."""
     if os.environ.get(REQUIRE_BROWSER, "") not in ("", "0"):
@@ -205,7 +212,7 @@ def wait_image(page, selector: str, contains: str) -> None:
 
 def test_marking_and_selection_loop_in_chromium(demo, page):
     url, folder = demo
-    api = httpx.Client(base_url=url.rstrip("/"), timeout=30)
+    api = api_client(url)
     page.goto(url)
     page.wait_for_selector("body[data-ready='1']")
     assert page.is_visible("#projection-empty")  # no filters yet: mark the proposed image
@@ -327,7 +334,7 @@ def test_marking_and_selection_loop_in_chromium(demo, page):
 def test_similar_images_strip_shows_the_nearest_and_navigates(demo, page):
     """Issue 16.6: an image's detail lists its nearest images by the current descriptor; a click shows one."""
     url, _ = demo
-    api = httpx.Client(base_url=url.rstrip("/"), timeout=30)
+    api = api_client(url)
     current = api.get("/api/selection").json()["current"]
     if current is None:
         pytest.skip("needs the selection rounds the selection-loop test runs")
@@ -374,7 +381,7 @@ def test_volume_editor_slices_and_axes(tmp_path, page):
         draw(page, 1, [(5, 10), (5, 30)])  # class 1 along row 5 (depth) of coronal slice 11
         page.click("#save-markers")
         page.wait_for_function("document.getElementById('marker-version').textContent === 'version 1'")
-        with httpx.Client(base_url=url) as api:
+        with api_client(url) as api:
             markers = markers_of(api.get("/api/images/case1/markers").json())
         assert markers.shape == (8, 30, 40)
         marked = np.argwhere(markers > 0)
@@ -392,7 +399,7 @@ def test_volume_editor_slices_and_axes(tmp_path, page):
 def test_improve_view_corrects_a_prediction_and_retrains(demo, page):
     """Improve: propose the next image, start from the prediction, correct it with a stroke, retrain, see the round."""
     url, folder = demo
-    api = httpx.Client(base_url=url.rstrip("/"), timeout=30)
+    api = api_client(url)
     if not any(m["kind"] == "sunet" for m in api.get("/api/models").json()["models"]):
         pytest.skip("needs the sU-Net the selection-loop test trains")
     page.goto(url + "#improve")
@@ -501,7 +508,7 @@ def open_editor(page, url: str, image_id: str) -> None:
 def test_double_save_is_one_version_and_a_real_conflict_merges_both_edits(demo, page):
     """Issue 12.2: a tab's own saves are serialised; two tabs editing one version get keep / take / merge."""
     url, folder = demo
-    api = httpx.Client(base_url=url.rstrip("/"), timeout=30)
+    api = api_client(url)
     with Project.open(folder, collect_garbage=False) as project:
         image_id = project.image_ids()[-1]
         mask = project.mask(image_id)
@@ -554,7 +561,7 @@ def test_double_save_is_one_version_and_a_real_conflict_merges_both_edits(demo, 
 def test_jobs_reappear_after_a_reload_and_say_when_they_are_ready(demo, page):
     """Issue 12.5: a training job started elsewhere shows with its progress after a reload, then 'ready'."""
     url, folder = demo
-    api = httpx.Client(base_url=url.rstrip("/"), timeout=30)
+    api = api_client(url)
     if not any(i["marker_version"] for i in api.get("/api/images").json()["images"]):
         pytest.skip("needs the markers the other browser tests save")
     page.goto(url + "#model")
@@ -616,7 +623,7 @@ def test_small_screens_keep_tabs_and_toolbar_in_view(demo, page):
 def test_live_mode_segments_after_each_stroke_and_accepts_as_markers(demo, page):
     """Issue 15.6a: in Live mode every stroke updates a graph-cut overlay; Accept makes it the markers."""
     url, folder = demo
-    api = httpx.Client(base_url=url.rstrip("/"), timeout=30)
+    api = api_client(url)
     with Project.open(folder, collect_garbage=False) as project:
         image_id = project.image_ids()[-5]
         mask = project.mask(image_id)
@@ -672,7 +679,7 @@ def test_near_duplicates_are_named_beside_the_recommendations(tmp_path, page):
     ids = [f"{i:03d}" for i in range(105, 118)] + ["139"]
     with demo_project(tmp_path / "project", ids=ids) as project, serve_in_thread(create_app(project)) as url:
         project.save_markers("112", Robot(0).mark(project.mask("112"), key="112"), 0, author="robot")
-        api = httpx.Client(base_url=url.rstrip("/"), timeout=30)
+        api = api_client(url)
         job = api.post("/api/selection/learn").json()
         assert wait_job(api, job["id"], timeout=120)["state"] == "done"
         page.goto(url)
@@ -701,10 +708,10 @@ def test_predicted_quality_is_shown_and_orders_the_images_worst_first(tmp_path, 
                                 samples_per_image=2, size=32, seed=0).save(tmp_path / "quality.pt")
         with serve_in_thread(create_app(project, prepare=False, eval_limit=2, quality_model=quality)) as url:
             job = httpx.post(f"{url}/api/models/train", json={"kind": "adaptive"}).json()
-            assert wait_job(httpx.Client(base_url=url), job["id"], timeout=120)["state"] == "done"
-            first_error = len(page.errors)
+            assert wait_job(api_client(url), job["id"], timeout=120)["state"] == "done"
             page.goto(f"{url}#model")
             page.wait_for_selector("body[data-ready='1']")
+            first_error = len(page.errors)  # after the page left the previous test's (stopped) server
             page.click("#tab-model")
             page.wait_for_selector("#pred-rank:not([hidden])")
             page.wait_for_selector("[data-testid=pred-quality]")
