@@ -29,7 +29,7 @@ from hitlseg.parallel.store import ResultStore, fingerprint
 from hitlseg.progress import Progress, nested, report
 
 __all__ = ["PoolSource", "as_pool", "image_descriptor", "image_prediction", "image_pseudo_labels", "image_superpixels",
-           "pool_descriptors", "pool_pseudo_labels", "predict_pool"]
+           "pool_descriptors", "pool_pseudo_labels", "pool_superpixels", "predict_pool"]
 
 
 class PoolSource:
@@ -125,6 +125,10 @@ def image_descriptor(image_id: str, image: np.ndarray, superpixels: np.ndarray, 
     from hitlseg.selection.descriptors import activation_maps, compute_descriptors, map_kernels
 
     layer = encoder.layers[0]
+    channels = layer.in_channels
+    if image.ndim - 1 != superpixels.ndim or image.ndim - 1 != layer.ndim or image.shape[0] != channels:
+        raise InputError(f"pool image {image_id!r}: shape {image.shape} does not fit the filters "
+                         f"({channels} channels, {superpixels.ndim}D) learned on the marked images")
     with torch.no_grad():
         x = torch.as_tensor(image[None], device=layer.kernel_classes.device)
         if maps == "saliency":
@@ -168,9 +172,10 @@ def pool_descriptors(pool, encoder, output, *, executor: Executor | None = None,
     ResultStore
         ``store.stacked("descriptor")``: float32 ``(n, M * length)``, rows in ``store.ids`` order.
     """
+    import copy
+
     from hitlseg.flim.encoder import FLIMEncoder
     from hitlseg.selection.descriptors import FILLS, MAPS
-    from hitlseg.selection.superpixels import DEFAULT_COMPACTNESS
 
     if not isinstance(encoder, FLIMEncoder):
         raise InputError(f"encoder: need a fitted FLIMEncoder, got {type(encoder).__name__}")
@@ -182,20 +187,43 @@ def pool_descriptors(pool, encoder, output, *, executor: Executor | None = None,
         raise InputError(f"stride: must be a positive integer, got {stride!r}")
     source = as_pool(pool)
     output = Path(output)
-    compactness = DEFAULT_COMPACTNESS if compactness is None else compactness
-    segments = {"n_segments": n_superpixels, "compactness": compactness}
-    superpixels = ResultStore.open(output / "superpixels.zarr", source.ids, "superpixels", segments, resume=resume)
-    _run(superpixels, source, image_superpixels, segments, executor, nested(progress, 0.0, 0.5, "superpixels"),
-         "superpixels", ragged=("superpixels",))
+    superpixels = pool_superpixels(source, output, executor=executor, n_superpixels=n_superpixels,
+                                   compactness=compactness, resume=resume, progress=nested(progress, 0.0, 0.5, "superpixels"))
     if length is None:
         length = max(int(superpixels.get("superpixels", i).max()) + 1 for i in source.ids)
+    segments = _segments(n_superpixels, compactness)
     options = {"maps": maps, "stride": stride, "length": int(length), "fill": fill}
     params = {**options, **segments, "encoder": fingerprint(encoder)}
     store = ResultStore.open(output / f"descriptors-{params['encoder']}.zarr", source.ids, "descriptors", params,
                              resume=resume)
-    return _run(store, source, image_descriptor, {"encoder": encoder.cpu(), **options}, executor,
+    # a CPU copy travels to the workers; the caller's encoder stays on its device
+    shipped = copy.deepcopy(encoder).cpu()
+    return _run(store, source, image_descriptor, {"encoder": shipped, **options}, executor,
                 nested(progress, 0.5, 1.0, "descriptors"), "descriptors", ragged=(),
                 extra=lambda image_id: (superpixels.get("superpixels", image_id),))
+
+
+def _segments(n_superpixels, compactness) -> dict:
+    from hitlseg.selection.superpixels import DEFAULT_COMPACTNESS
+
+    return {"n_segments": n_superpixels, "compactness": DEFAULT_COMPACTNESS if compactness is None else compactness}
+
+
+def pool_superpixels(pool, output, *, executor: Executor | None = None, n_superpixels: int | None = None,
+                     compactness: float | None = None, resume: bool = True, progress: Progress = None) -> ResultStore:
+    """SLIC superpixels of every pool image in ``output/superpixels.zarr`` (the first pass of
+    :func:`pool_descriptors`; reused by every later round, whatever the encoder).
+
+    Returns
+    -------
+    ResultStore
+        ``store.get("superpixels", id)``: int32 labels of the image's spatial shape.
+    """
+    source = as_pool(pool)
+    segments = _segments(n_superpixels, compactness)
+    superpixels = ResultStore.open(Path(output) / "superpixels.zarr", source.ids, "superpixels", segments, resume=resume)
+    return _run(superpixels, source, image_superpixels, segments, executor, progress, "superpixels",
+                ragged=("superpixels",))
 
 
 # -- predictions and pseudo-labels ---------------------------------------------------------------------

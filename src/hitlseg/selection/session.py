@@ -12,6 +12,13 @@ A round (:meth:`SelectionSession.step`) takes the markers of the image just anno
 
 Pool images are loaded once, at construction, with their superpixels (computed once, or taken from
 a cache), and kept stacked per shape for the whole session.
+
+With a distributed ``executor`` (:class:`hitlseg.parallel.Executor`) the session streams instead:
+superpixels and each round's descriptors are per-image tasks on the Dask workers
+(:func:`hitlseg.parallel.pool_descriptors`), stored in zarr under ``store``; the client keeps only
+the descriptors, the marked images and a few recently read ones, so a pool of any length fits.
+The descriptors equal the in-memory session's up to float32 rounding (batched channels-last
+convolutions there, one image per task here).
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ __all__ = ["RoundResult", "SelectionSession", "selection_arch", "torch_threads"]
 
 #: Feature-grid points per descriptor chunk (bounds memory: points x maps x 4 bytes).
 CHUNK_POINTS = 1 << 21
+#: Pool images a streaming session keeps after reading them (heatmaps, masks of the next image).
+RECENT_IMAGES = 8
 
 
 def selection_arch() -> ArchSpec:
@@ -203,6 +212,43 @@ def _check_pool(images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return checked
 
 
+class _StreamedImages(Mapping):
+    """Pool images read on demand (a streaming session): the marked ones are kept, a few recent ones cached."""
+
+    def __init__(self, source, keep: int = RECENT_IMAGES):
+        self.source, self.keep = source, keep
+        self.kept: dict[str, np.ndarray] = {}
+        self._recent: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, image_id: str) -> np.ndarray:
+        if image_id in self.kept:
+            return self.kept[image_id]
+        if image_id not in self._recent:
+            if image_id not in self.source.ids_set:
+                raise KeyError(image_id)
+            if len(self._recent) >= self.keep:
+                self._recent.pop(next(iter(self._recent)))
+            self._recent[image_id] = np.ascontiguousarray(self.source.image(image_id), dtype=np.float32)
+        return self._recent[image_id]
+
+    def hold(self, image_id: str) -> None:
+        """Keep ``image_id`` for the whole session (it is marked: every later fit reads it)."""
+        self.kept[image_id] = self[image_id]
+
+    def __iter__(self):
+        return iter(self.source.ids)
+
+    def __len__(self) -> int:
+        return len(self.source.ids)
+
+
+def _check_first(source, image: np.ndarray) -> None:
+    """What a streaming session can check before any task: the first image's layout."""
+    array = np.asarray(image)
+    if array.ndim not in (3, 4):
+        raise InputError(f"pool image {source.ids[0]!r}: expected (C, H, W) or (C, D, H, W), got shape {array.shape}")
+
+
 class SelectionSession:
     """Ground-truth-free interactive image selection over a pool of images.
 
@@ -255,14 +301,23 @@ class SelectionSession:
         Torch intra-op threads during a round (default 1, see :func:`torch_threads`; None leaves
         torch's setting alone).
     progress : callable, optional
-        ``progress(done, total, message)`` while loading images and computing superpixels.
+        ``progress(done, total, message)`` while loading images and computing superpixels (and,
+        streaming, counting each round's descriptor tasks).
+    executor : hitlseg.parallel.Executor, optional
+        With a distributed executor the session streams (see the module docstring): images are
+        read where the tasks run (on the workers for a Dataset pool on a shared file system),
+        ``superpixel_cache`` is not used (``store`` keeps the superpixels, and a rerun over the
+        same ``store`` reuses them). An in-process executor changes nothing.
+    store : path, optional
+        Folder of the streaming session's zarr stores (required with a distributed executor).
     """
 
     def __init__(self, pool, *, arch: ArchSpec | None = None, n_superpixels: int | None = None,
                  compactness: float = DEFAULT_COMPACTNESS, superpixel_cache: SuperpixelStore | None = None,
                  seed: int = 0, maps: str = "object", stride: int = 2, fill: str = "zero", distance: str = "min",
                  duplicate_tolerance: float = DUPLICATE_TOLERANCE, k: int = 5, projection: str = "tsne", perplexity: float = 30.0, stop_threshold: float = 0.05,
-                 stop_patience: int = 2, device=None, threads: int | None = 1, progress: Progress = None):
+                 stop_patience: int = 2, device=None, threads: int | None = 1, progress: Progress = None,
+                 executor=None, store=None):
         if maps not in MAPS:
             raise InputError(f"maps: unknown choice {maps!r} (use one of {', '.join(MAPS)})")
         if fill not in FILLS:
@@ -291,15 +346,21 @@ class SelectionSession:
         self.threads = threads
         self.monitor = StoppingMonitor(threshold=stop_threshold, patience=stop_patience)
 
-        images, self.dataset = _load_pool(pool, progress)
-        self.images = _check_pool(images)
-        self.ids: list[str] = list(self.images)
+        self.executor = executor if executor is not None and executor.distributed else None
+        self.progress = progress
+        self.n_superpixels, self.compactness = n_superpixels, compactness
+        if self.executor is not None:
+            self._open_stream(pool, store)
+        else:
+            images, self.dataset = _load_pool(pool, progress)
+            self.images = _check_pool(images)
+            self.ids: list[str] = list(self.images)
+            self.ndim = next(iter(self.images.values())).ndim - 1
+            self.superpixels = compute_superpixels(self.images, n_superpixels, compactness, superpixel_cache, progress)
+            #: Values per map in every descriptor: the largest superpixel count in the pool.
+            self.length = max(int(labels.max()) + 1 for labels in self.superpixels.values())
+            self._chunks = self._build_chunks()
         self._rows = {image_id: row for row, image_id in enumerate(self.ids)}
-        self.ndim = next(iter(self.images.values())).ndim - 1
-        self.superpixels = compute_superpixels(self.images, n_superpixels, compactness, superpixel_cache, progress)
-        #: Values per map in every descriptor: the largest superpixel count in the pool.
-        self.length = max(int(labels.max()) + 1 for labels in self.superpixels.values())
-        self._chunks = self._build_chunks()
 
         self.selected: list[str] = []
         self.markers: dict[str, np.ndarray] = {}
@@ -307,6 +368,41 @@ class SelectionSession:
         self.descriptors: np.ndarray | None = None
         self.rounds: list[RoundResult] = []
         self._raw: np.ndarray | None = None
+
+    @property
+    def streaming(self) -> bool:
+        """Whether superpixels and descriptors are computed as tasks on a Dask cluster."""
+        return self.executor is not None
+
+    def _open_stream(self, pool, store) -> None:
+        """The streaming session's pool: ids, one image read to check the layout, the superpixels pass."""
+        from pathlib import Path
+
+        from hitlseg.dataset import Dataset
+        from hitlseg.parallel.pool import as_pool, pool_superpixels
+
+        if store is None:
+            raise InputError("store: a session on a Dask cluster keeps superpixels and descriptors in a folder; "
+                             "pass store=PATH")
+        if not isinstance(pool, (Dataset, Mapping)):
+            raise InputError(f"pool: expected a Dataset or a mapping id -> image, got {type(pool).__name__}")
+        self.dataset = pool if isinstance(pool, Dataset) else None
+        source = as_pool(pool)
+        if len(source.ids) < 2:
+            raise InputError(f"pool: needs at least 2 images to choose from, got {len(source.ids)}")
+        source.ids_set = set(source.ids)
+        self.ids = list(source.ids)
+        self.images = _StreamedImages(source)
+        first = self.images[self.ids[0]]
+        _check_first(source, first)
+        self.ndim, self.channels = first.ndim - 1, first.shape[0]
+        self.store = Path(store)
+        self._source = source
+        stored = pool_superpixels(source, self.store, executor=self.executor, n_superpixels=self.n_superpixels,
+                                  compactness=self.compactness, progress=self.progress)
+        self.superpixels = stored.mapping("superpixels")
+        self.length = max(int(self.superpixels[i].max()) + 1 for i in self.ids)
+        self._chunks = []
 
     def _build_chunks(self) -> list[tuple[list[str], list[torch.Tensor], SuperpixelIndex]]:
         """Pool images stacked by shape (reflect-padded once for the layer's reach), grouped into
@@ -399,6 +495,8 @@ class SelectionSession:
         timings["fit"] = time.perf_counter() - tick
         # the state changes only once fitting has succeeded
         self.selected, self.markers, self.encoder = marked, new_markers, encoder
+        if self.streaming:
+            self.images.hold(image_id)
 
         tick = time.perf_counter()
         self.descriptors, n_maps, more = self._descriptors()
@@ -451,6 +549,14 @@ class SelectionSession:
         notes = [] if as_asked else ["no kernel came from object markers: the descriptor uses every kernel"]
         if self.maps == "saliency" and self._saliency_rule() == "weights":
             notes.append("saliency: kernels of only one class; the 'weights' decoder is used")
+        if self.streaming:
+            from hitlseg.parallel.pool import pool_descriptors
+
+            stored = pool_descriptors(self._source, self.encoder, self.store, executor=self.executor,
+                                      n_superpixels=self.n_superpixels, compactness=self.compactness, maps=self.maps,
+                                      stride=self.stride, fill=self.fill, length=self.length)
+            out = np.ascontiguousarray(stored.stacked("descriptor"), dtype=np.float32)
+            return out, out.shape[1] // self.length, notes
         out = None
         n_maps = 0
         for ids, batches, index in self._chunks:
@@ -466,7 +572,7 @@ class SelectionSession:
     # -- views -----------------------------------------------------------------------------------
     def context(self, masks: Mapping[str, np.ndarray] | None = None) -> SelectionContext:
         """The :class:`SelectionContext` of the current state (``masks`` only for ``labeled``)."""
-        if self._raw is None:
+        if self._raw is None and not self.streaming:  # streaming: kcenter reads the images when asked
             self._raw = raw_features([self.images[i] for i in self.ids])
         return SelectionContext(list(self.ids), list(self.selected), self.descriptors, self._raw, self.images,
                                 masks, self.encoder, self.duplicate_tolerance,
