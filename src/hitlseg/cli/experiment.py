@@ -50,6 +50,7 @@ def register(commands) -> None:
     selection.add_argument("--out", required=True, help="output folder (re-running resumes)")
     selection.set_defaults(func=run_selection)
     register_active(sub)
+    register_weak(sub)
 
 
 def run_selection(args) -> int:
@@ -123,4 +124,87 @@ def run_active(args) -> int:
                                       executor=executor if executor.distributed else None)
     command = "hitlseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("hitlseg") else None
     print(f"report: {write_active_report(results, args.out, command=command)}")
+    return 0
+
+
+def _budgets(text: str) -> tuple[float, ...]:
+    """``--budgets``: comma-separated fractions of the training images, each in (0, 1)."""
+    import argparse
+    import math
+
+    values = []
+    for item in (t.strip() for t in text.split(",")):
+        try:
+            value = float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated fractions such as 0.1,0.2, got {item!r}") from None
+        if not (math.isfinite(value) and 0 < value < 1):
+            raise argparse.ArgumentTypeError(f"each budget must be a fraction of the training images in (0, 1), got {item!r}")
+        values.append(value)
+    return tuple(values)
+
+
+def _weak_methods(text: str) -> tuple[str, ...]:
+    """``--methods``: comma-separated names of :data:`hitlseg.experiments.weak.METHODS`."""
+    import argparse
+
+    METHODS = WEAK_METHODS
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(map(repr, unknown)) or 'none given'} "
+                                         f"(use some of {', '.join(METHODS)})")
+    return names
+
+
+WEAK_METHODS = ("all_foreground", "cam_only", "no_pseudo", "joint", "full")  # hitlseg.experiments.weak.METHODS (a test checks)
+
+
+def register_weak(sub) -> None:
+    """Add ``experiment weak`` (imports nothing heavy: the command line starts fast)."""
+    METHODS = WEAK_METHODS
+    weak = sub.add_parser("weak", help="weak supervision from labels.csv: trivial mask, CAM-only, active learning "
+                                       "without and with pseudo-labels (joint), full supervision, per oracle budget")
+    weak.add_argument("--dataset", required=True, help="dataset folder with masks and labels.csv (meta.csv with a "
+                                                       "split column: its train part trains, every other part is a test group)")
+    weak.add_argument("--labels", metavar="CSV", help="image-level labels (default: DATASET/labels.csv)")
+    weak.add_argument("--budgets", type=_budgets, default=(0.1,), metavar="F[,F..]",
+                      help="oracle budgets, fractions of the training images (default 0.1)")
+    weak.add_argument("--rounds", type=argtypes.positive_int, default=2, help="oracle rounds (default 2)")
+    weak.add_argument("--warmup-epochs", type=argtypes.non_negative_int, default=10, help="classifier epochs first (default 10)")
+    weak.add_argument("--epochs", type=argtypes.positive_int, default=10, help="joint epochs per round (default 10)")
+    weak.add_argument("--methods", type=_weak_methods, default=METHODS, metavar="M[,M..]",
+                      help=f"comma-separated, some of {', '.join(METHODS)} (default all)")
+    weak.add_argument("--oracle", choices=("masks", "strokes"), default="masks", help="what the simulated oracle gives")
+    weak.add_argument("--norm", choices=("instance", "none", "batch"), default="instance")
+    weak.add_argument("--holdout", type=argtypes.non_negative_float, default=0.2,
+                      help="test fraction when the dataset has no meta.csv split (default 0.2)")
+    weak.add_argument("--no-crf", dest="cam_crf", action="store_false", help="skip CAM-only refined by the dense CRF")
+    weak.add_argument("--overlays", type=argtypes.non_negative_int, default=2, help="test images per group drawn (default 2)")
+    weak.add_argument("--max-side", type=argtypes.max_side, default=None, metavar="N",
+                      help="read every image with its longest side at most N pixels")
+    weak.add_argument("--seed", type=argtypes.seed, default=0)
+    weak.add_argument("--device", type=argtypes.device, default=None, help="cpu, cuda, ... (default: CUDA when present)")
+    weak.add_argument("--out", required=True, help="output folder (re-running resumes)")
+    weak.set_defaults(func=run_weak)
+
+
+def run_weak(args) -> int:
+    """``hitlseg experiment weak``: run (or resume) the study, write the report, print its path."""
+    from hitlseg.dataset import Dataset
+    from hitlseg.experiments.weak import WeakProtocolConfig, run_weak_protocol
+    from hitlseg.experiments.weak_report import write_weak_report
+    from hitlseg.validate import check_output_dir
+
+    config = WeakProtocolConfig(methods=args.methods, budgets=args.budgets, rounds=args.rounds,
+                                warmup_epochs=args.warmup_epochs, epochs=args.epochs, oracle=args.oracle,
+                                norm=args.norm, cam_crf=args.cam_crf, holdout=args.holdout, overlays=args.overlays,
+                                seed=args.seed, device=args.device)
+    check_output_dir(args.out)
+    dataset = Dataset.from_folder(args.dataset, max_side=args.max_side)
+    with progress_bar("experiment") as progress:
+        results = run_weak_protocol(dataset, args.out, config, labels=args.labels, progress=progress,
+                                    log=lambda line: print(line, file=sys.stderr, flush=True))
+    command = "hitlseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("hitlseg") else None
+    print(f"report: {write_weak_report(results, args.out, command=command)}")
     return 0

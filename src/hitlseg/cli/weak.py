@@ -6,6 +6,7 @@ from pathlib import Path
 
 from hitlseg.cli import args as argtypes
 from hitlseg.cli.common import print_json, progress_bar
+from hitlseg.weak.splits import holdout_ids
 
 
 def register(commands) -> None:
@@ -51,22 +52,6 @@ def register(commands) -> None:
                             "holds the classification head and the per-round history")
     train.add_argument("--json", action="store_true", help="print a JSON summary")
     train.set_defaults(func=run_train)
-
-
-def holdout_ids(dataset, fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Training and held-out ids: ``fraction`` of the images with a mask, drawn with ``seed``."""
-    import numpy as np
-
-    from hitlseg.errors import InputError
-
-    if not 0 <= fraction < 1:
-        raise InputError(f"--holdout: must be in [0, 1), got {fraction}")
-    with_masks = dataset.with_masks()
-    n = int(round(fraction * len(with_masks)))
-    rng = np.random.default_rng([seed, 1700])
-    held = sorted(with_masks[j] for j in rng.permutation(len(with_masks))[:n])
-    chosen = set(held)
-    return [i for i in dataset.ids if i not in chosen], held
 
 
 def run_train(args) -> int:

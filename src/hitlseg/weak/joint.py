@@ -349,8 +349,9 @@ def _train_joint(net: JointNet, images: dict, image_labels: dict, oracle: dict, 
 
 
 def evaluate(net, dataset, eval_ids: Sequence[str], labels, n_classes: int, config: WeakConfig, images=None) -> dict:
-    """Held-out figures: mean Dice (classes 1..K) and foreground Dice of the segmentation, foreground
-    Dice of the thresholded CAM (of the predicted class), classification accuracy. Reads the masks of ``eval_ids``."""
+    """Held-out figures: mean Dice (classes 1..K), per-class Dice (``dice_per_class``, ``{"1": ..}``, means
+    over images) and foreground Dice of the segmentation, foreground Dice of the thresholded CAM (of the
+    predicted class), classification accuracy. Reads the masks of ``eval_ids``."""
     from hitlseg.metrics import dice_per_class, dice_score
 
     if not eval_ids:
@@ -358,6 +359,7 @@ def evaluate(net, dataset, eval_ids: Sequence[str], labels, n_classes: int, conf
     device = next(net.parameters()).device
     net.eval()
     seg, fg, cam_fg, cam_crf, correct, counted = [], [], [], [], 0, 0
+    per_class: dict[int, list[float]] = {}
     for i in eval_ids:
         image = images[i] if images is not None else dataset.image(i)[0]
         x = torch.as_tensor(image, device=device)[None]
@@ -377,14 +379,18 @@ def evaluate(net, dataset, eval_ids: Sequence[str], labels, n_classes: int, conf
         if isinstance(net, JointNet):
             with torch.no_grad():
                 pred = net(x)[1].argmax(1)[0].cpu().numpy()
-            seg.append(float(np.mean(list(dice_per_class(pred, mask, range(1, n_classes + 1)).values()))))
+            scores = dice_per_class(pred, mask, range(1, n_classes + 1))
+            for c, value in scores.items():
+                per_class.setdefault(int(c), []).append(float(value))
+            seg.append(float(np.mean(list(scores.values()))))
             fg.append(dice_score(pred > 0, mask > 0))
     out = {"accuracy": correct / len(eval_ids), "cam_dice": float(np.mean(cam_fg)) if cam_fg else None,
            "evaluated": counted}
     if cam_crf:
         out["cam_crf_dice"] = float(np.mean(cam_crf))
     if isinstance(net, JointNet):
-        out.update(dice=float(np.mean(seg)) if seg else None, foreground_dice=float(np.mean(fg)) if fg else None)
+        out.update(dice=float(np.mean(seg)) if seg else None, foreground_dice=float(np.mean(fg)) if fg else None,
+                   dice_per_class={str(c): float(np.mean(v)) for c, v in sorted(per_class.items())})
     return out
 
 
@@ -510,22 +516,33 @@ def cam_only(dataset, labels, config: WeakConfig | None = None, *, train_ids: Se
     Reads no mask of a training image. Returns :func:`evaluate`'s figures on ``eval_ids`` (``cam_dice``,
     ``accuracy``) and ``seconds``.
     """
-    from hitlseg.nets.unet import BackpropEncoder
-
     config = config or WeakConfig()
     train_ids, eval_ids = _check_ids(dataset, labels, train_ids, eval_ids)
     start = time.perf_counter()
+    model = train_cam_baseline(dataset, labels, config, train_ids, progress=progress)
+    out = _evaluate_groups(model, dataset, eval_ids, labels, 1, config)
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def train_cam_baseline(dataset, labels, config: WeakConfig, train_ids: Sequence[str], progress: Progress = None) -> CamClassifier:
+    """The classifier of :func:`cam_only`, trained (``warmup_epochs + rounds * epochs`` epochs) and in eval mode.
+
+    For callers that need the model itself (e.g. to draw its CAMs); reads no mask.
+    """
+    from hitlseg.nets.unet import BackpropEncoder
+
     images = _load_images(dataset, train_ids)
     first = next(iter(images.values()))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = CamClassifier(BackpropEncoder(make_arch(config.widths), first.shape[0], first.ndim - 1, norm=config.norm),
                               labels.n_classes)
-    train_classifier(model, list(images.values()), labels.of(train_ids), epochs=config.warmup_epochs + config.rounds * config.epochs,
-                     lr=config.lr, batch_size=config.batch_size, seed=config.seed, device=config.device, progress=progress)
-    out = _evaluate_groups(model, dataset, eval_ids, labels, 1, config)
-    out["seconds"] = time.perf_counter() - start
-    return out
+    train_classifier(model, list(images.values()), labels.of(list(train_ids)),
+                     epochs=config.warmup_epochs + config.rounds * config.epochs, lr=config.lr,
+                     batch_size=config.batch_size, seed=config.seed, device=config.device, progress=progress)
+    model.eval()
+    return model
 
 
 def load_weak(path, device=None) -> tuple[SegModel, JointNet, tuple[str, ...]]:
