@@ -366,6 +366,23 @@ def test_predict_command_on_a_cluster_writes_the_same_masks(demo, cluster, tmp_p
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())  # nothing written
 
 
+def test_select_command_on_a_cluster_selects_the_same_images(cluster, tmp_path, capsys):
+    """``hitlseg select --scheduler``: the session streams on the workers and picks what the in-process run picks."""
+    import json
+
+    from tests.helpers import cli_run, copy_demo
+
+    data = copy_demo(tmp_path / "data", 20)
+    common = ("select", "--dataset", data, "--robot", "--rounds", "3", "--json", "--projection", "pca")
+    code, here, err = cli_run(capsys, *common)
+    assert code == 0, err
+    code, there, err = cli_run(capsys, *common, "--scheduler", cluster.scheduler.address, "--cache", tmp_path / "pool")
+    assert code == 0, err
+    assert json.loads(there)["selected"] == json.loads(here)["selected"]
+    assert (tmp_path / "pool" / "superpixels.zarr").is_dir()  # --cache keeps the stores: a rerun reuses them
+    assert len(list((tmp_path / "pool").glob("descriptors-*.zarr"))) == 3
+
+
 def test_ome_zarr_images_are_read_channels_first_and_predicted_block_wise(demo, tmp_path):
     """OME-NGFF 0.4 (.zattrs-style attributes) and 0.5 (under 'ome'): the full-resolution level, channels
     first, a singleton time axis dropped, a missing channel axis added; bad metadata is named."""

@@ -14,11 +14,14 @@ With ``--out DIR`` the run is written so that ``train`` can take it up:
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from pathlib import Path
 
 from hitlseg.cli import args as argtypes
 from hitlseg.defaults import DEFAULT_POLICY, GTFREE_POLICIES
+from hitlseg.parallel.executor import add_execution_arguments, executor_from_args
 
 # Names of hitlseg.selection.SELECTORS, spelled out so that building the parser does not import
 # torch (every command would pay for it); a test keeps them in step.
@@ -83,7 +86,8 @@ def register(commands) -> None:
     parser.add_argument("--projection", default="tsne", choices=["tsne", "pca"], help="2D projection (default tsne)")
     parser.add_argument("--perplexity", type=argtypes.positive_float, default=30.0, help="t-SNE perplexity (reduced for small pools)")
     parser.add_argument("--superpixels", type=argtypes.positive_int, default=None, help="superpixels per image (default 20 in 2D, 40 in 3D)")
-    parser.add_argument("--cache", default=None, help="folder caching superpixels between runs")
+    parser.add_argument("--cache", default=None, help="folder caching superpixels between runs (with --workers/"
+                                                      "--scheduler: the zarr stores of superpixels and descriptors)")
     parser.add_argument("--stop-threshold", type=argtypes.non_negative_float, default=0.05,
                         help="relative coverage-radius improvement below which stopping is suggested")
     parser.add_argument("--stop-patience", type=argtypes.positive_int, default=2,
@@ -95,6 +99,7 @@ def register(commands) -> None:
                              "written at each image's own size (default: the images' own)")
     parser.add_argument("--device", type=argtypes.device, default=None, help="torch device (default: CUDA when present, else CPU)")
     parser.add_argument("--json", action="store_true", help="print all rounds as JSON")
+    add_execution_arguments(parser)
     parser.set_defaults(func=run_select)
 
 
@@ -163,15 +168,28 @@ def run_select(args) -> int:
     selector = make_selector(args.selector, **options)
     robot = Robot(args.seed)
 
-    started = time.perf_counter()
-    with progress_bar("preparing", enabled=not args.json) as progress:
-        cache = SuperpixelCache(args.cache) if args.cache else None
-        session = SelectionSession(dataset, n_superpixels=args.superpixels, superpixel_cache=cache, seed=args.seed,
-                                   maps=args.maps, distance=args.distance, duplicate_tolerance=args.duplicate_tolerance,
-                                   k=args.k, projection=args.projection, perplexity=args.perplexity,
-                                   stop_threshold=args.stop_threshold, stop_patience=args.stop_patience,
-                                   device=args.device, progress=progress)
-    prepare_s = time.perf_counter() - started
+    executor = executor_from_args(args)  # an unreachable scheduler fails here, before any work
+    with executor, contextlib.ExitStack() as stack:
+        store = None
+        if executor.distributed:  # the session streams: superpixels and descriptors in zarr stores
+            store = args.cache or stack.enter_context(tempfile.TemporaryDirectory(prefix="hitlseg-select-"))
+        started = time.perf_counter()
+        with progress_bar("preparing", enabled=not args.json) as progress:
+            cache = SuperpixelCache(args.cache) if args.cache and store is None else None
+            session = SelectionSession(dataset, n_superpixels=args.superpixels, superpixel_cache=cache, seed=args.seed,
+                                       maps=args.maps, distance=args.distance,
+                                       duplicate_tolerance=args.duplicate_tolerance, k=args.k,
+                                       projection=args.projection, perplexity=args.perplexity,
+                                       stop_threshold=args.stop_threshold, stop_patience=args.stop_patience,
+                                       device=args.device, progress=progress, executor=executor, store=store)
+        prepare_s = time.perf_counter() - started
+        return _loop(args, dataset, session, selector, robot, out, arch, prepare_s)
+
+
+def _loop(args, dataset, session, selector, robot, out, arch, prepare_s) -> int:
+    """The rounds of ``hitlseg select`` on a prepared session, then what ``--out`` and ``--json`` ask for."""
+    from hitlseg.cli.common import print_json, progress_bar
+
     masks = {}
     if args.selector == "labeled":
         masks = {i: dataset.mask(i, session.images[i].shape[1:]) for i in session.ids}
