@@ -383,6 +383,23 @@ def test_select_command_on_a_cluster_selects_the_same_images(cluster, tmp_path, 
     assert len(list((tmp_path / "pool").glob("descriptors-*.zarr"))) == 3
 
 
+def test_selection_protocol_on_dask_gives_the_in_process_figures(demo, dask, tmp_path):
+    from hitlseg.dataset import Dataset
+    from hitlseg.experiments import ProtocolConfig, run_protocol
+    from tests.helpers import copy_demo
+
+    dataset = Dataset.from_folder(copy_demo(tmp_path / "data", 12))
+    config = ProtocolConfig(splits=1, images=2, methods=("gtfree",), sunet=False, baseline=False, eval_limit=2)
+    here = run_protocol(dataset, tmp_path / "here", config)
+    there = run_protocol(dataset, tmp_path / "there", config, executor=dask)
+    a, b = here["splits"][0]["methods"]["gtfree"], there["splits"][0]["methods"]["gtfree"]
+    assert a["selected"] == b["selected"] and len(a["selected"]) == 2
+    assert a["adaptive"]["test"]["mean"] == pytest.approx(b["adaptive"]["test"]["mean"], abs=1e-6)
+    first_here, first_there = here["splits"][0]["first_image"], there["splits"][0]["first_image"]
+    np.testing.assert_allclose(first_there["distance"], first_here["distance"], rtol=1e-4, atol=1e-4)
+    assert (tmp_path / "there" / "pool" / "split0" / "superpixels.zarr").is_dir()
+
+
 def test_ome_zarr_images_are_read_channels_first_and_predicted_block_wise(demo, tmp_path):
     """OME-NGFF 0.4 (.zattrs-style attributes) and 0.5 (under 'ome'): the full-resolution level, channels
     first, a singleton time axis dropped, a missing channel axis added; bad metadata is named."""

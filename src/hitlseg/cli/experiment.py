@@ -48,6 +48,7 @@ def register(commands) -> None:
                                 "predictions without ground truth, beside their true Dice, in the report")
     selection.add_argument("--seed", type=argtypes.seed, default=0)
     selection.add_argument("--out", required=True, help="output folder (re-running resumes)")
+    add_execution_arguments(selection)
     selection.set_defaults(func=run_selection)
     register_active(sub)
     register_weak(sub)
@@ -68,9 +69,11 @@ def run_selection(args) -> int:
                             refine=tuple(r.strip() for r in args.refine.split(",") if r.strip()), seed=args.seed,
                             quality_model=args.quality_model)
     dataset = Dataset.from_folder(args.dataset)
-    with progress_bar("experiment") as progress:
+    executor = executor_from_args(args)  # an unreachable scheduler fails here, before any work
+    with executor, progress_bar("experiment") as progress:
         results = run_protocol(dataset, args.out, config, progress=progress,
-                               log=lambda line: print(line, file=sys.stderr, flush=True))
+                               log=lambda line: print(line, file=sys.stderr, flush=True),
+                               executor=executor if executor.distributed else None)
     command = "hitlseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("hitlseg") else None
     report = write_report(results, args.out, command=command, wall_seconds=compute_seconds(results))
     print(f"report: {report}")

@@ -377,8 +377,12 @@ def round_record(step) -> dict:
             "reason": stopping.reason, "seconds": step.timings["total"]}
 
 
-def run_method(data: SplitData, method: str, config: ProtocolConfig, robot, progress: Progress = None) -> dict:
+def run_method(data: SplitData, method: str, config: ProtocolConfig, robot, progress: Progress = None,
+               executor=None, store=None) -> dict:
     """Selection with ``method`` up to the budget, then the scores of its FLIM encoder.
+
+    With a distributed ``executor`` the selection session streams its descriptors on the Dask
+    workers (zarr stores under ``store``; :class:`hitlseg.selection.SelectionSession`).
 
     ``rounds`` in the result is the selection log, one :func:`round_record` per marked image;
     with ``config.refine``, ``"sunet+REFINER"`` and ``"strokes+REFINER"`` hold the refined scores.
@@ -392,7 +396,7 @@ def run_method(data: SplitData, method: str, config: ProtocolConfig, robot, prog
     selector = make_selector(method, seed=config.seed + data.index, **options)
     pool = {i: data.images[i] for i in data.train}
     session = SelectionSession(pool, superpixel_cache=data.superpixels, seed=config.seed, projection="pca", k=5,
-                               stride=config.stride, fill=config.fill)
+                               stride=config.stride, fill=config.fill, executor=executor, store=store)
     stages = ["selection"] + ["sunet"] * config.sunet + ["strokes"] * config.strokes
     share = lambda name, label: nested(progress, stages.index(name) / len(stages), (stages.index(name) + 1) / len(stages),
                                        label)
@@ -445,14 +449,15 @@ def run_baseline(data: SplitData, config: ProtocolConfig, progress: Progress = N
     return {"split": data.index, **_train_net(net, data, config, nested(progress, label="U-Net"))[0]}
 
 
-def first_image_analysis(data: SplitData, config: ProtocolConfig, robot) -> dict:
+def first_image_analysis(data: SplitData, config: ProtocolConfig, robot, executor=None, store=None) -> dict:
     """Per training image: descriptor distance to the first marked image, 2D layout, and Dice
-    under the filters learned from the first image alone (Figures 7 and 9)."""
+    under the filters learned from the first image alone (Figures 7 and 9); ``executor`` and
+    ``store`` as in :func:`run_method`."""
     from hitlseg.selection import SelectionSession, project
 
     pool = {i: data.images[i] for i in data.train}
     session = SelectionSession(pool, superpixel_cache=data.superpixels, seed=config.seed, projection="pca",
-                               stride=config.stride, fill=config.fill)
+                               stride=config.stride, fill=config.fill, executor=executor, store=store)
     markers = {data.first: robot.mark(data.masks[data.first], key=data.first)}
     session.step(data.first, markers[data.first])
     descriptors = session.descriptors
@@ -517,7 +522,7 @@ def compute_seconds(results: dict) -> float:
 
 
 def run_protocol(dataset: Dataset, out: str | Path, config: ProtocolConfig | None = None, *, progress: Progress = None,
-                 log: Callable[[str], None] | None = None, log_every: float = 60.0) -> dict:
+                 log: Callable[[str], None] | None = None, log_every: float = 60.0, executor=None) -> dict:
     """Run (or resume) the protocol and return every number, also written to ``OUT/results.json``.
 
     Parameters
@@ -537,6 +542,10 @@ def run_protocol(dataset: Dataset, out: str | Path, config: ProtocolConfig | Non
         most every ``log_every`` seconds.
     log_every : float
         Seconds between two progress lines sent to ``log``.
+    executor : hitlseg.parallel.Executor, optional
+        A distributed executor runs the selection sessions' superpixels and descriptors on Dask
+        workers (stores in ``OUT/pool/splitN``, reused by every method of the split); the
+        figures equal the in-process run's up to float32 rounding of the descriptors.
     """
     from hitlseg.robot import Robot
 
@@ -558,8 +567,9 @@ def run_protocol(dataset: Dataset, out: str | Path, config: ProtocolConfig | Non
         data = _load_split(dataset, index, config, cache, superpixels)
         split_result = {"index": index, "first": data.first, "classes": data.classes, "brats": data.brats,
                         "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, "methods": {}}
-        jobs = [(f"split{index}-first", lambda stage: first_image_analysis(data, config, robot), "figures")]
-        jobs += [(f"split{index}-{m}", (lambda stage, m=m: run_method(data, m, config, robot, stage)), m)
+        pool = {"executor": executor, "store": out / "pool" / f"split{index}"} if executor is not None else {}
+        jobs = [(f"split{index}-first", lambda stage: first_image_analysis(data, config, robot, **pool), "figures")]
+        jobs += [(f"split{index}-{m}", (lambda stage, m=m: run_method(data, m, config, robot, stage, **pool)), m)
                  for m in config.methods]
         if config.baseline:
             jobs.append((f"split{index}-baseline", lambda stage: run_baseline(data, config, stage), "baseline"))
