@@ -332,6 +332,16 @@ def test_active_learning_experiment_takes_the_execution_options(tmp_path, capsys
     assert not (tmp_path / "out" / "results.json").exists()  # nothing ran
 
 
+@pytest.mark.parametrize("command", [["serve", "p"], ["demo"], ["select", "--dataset", "d", "--robot"],
+                                     ["experiment", "selection", "--dataset", "d", "--out", "o"]])
+def test_commands_that_take_the_execution_options(command):
+    from hitlseg.cli import build_parser
+
+    args = build_parser().parse_args([*command, "--workers", "3"])
+    assert args.workers == 3 and args.scheduler is None
+    assert build_parser().parse_args([*command, "--scheduler", "tcp://h:1"]).scheduler == "tcp://h:1"
+
+
 def test_a_small_pool_runs_in_process_without_starting_a_cluster():
     from hitlseg.parallel import Executor
 
@@ -398,6 +408,49 @@ def test_selection_protocol_on_dask_gives_the_in_process_figures(demo, dask, tmp
     first_here, first_there = here["splits"][0]["first_image"], there["splits"][0]["first_image"]
     np.testing.assert_allclose(first_there["distance"], first_here["distance"], rtol=1e-4, atol=1e-4)
     assert (tmp_path / "there" / "pool" / "split0" / "superpixels.zarr").is_dir()
+
+
+def test_the_web_app_on_a_cluster_learns_like_the_in_process_app(dask, tmp_path):
+    """``hitlseg serve --workers``: the selection loop streams on the workers (stores in the project folder),
+    gives the in-process app's rounds, draws heatmaps, and survives a restart over the same stores."""
+    from hitlseg.project import Project
+    from hitlseg.server import create_app
+    from hitlseg.server.testing import client, marked_demo_project, wait_job
+
+    def learned(root, executor):
+        with Project.open(root) as project, client(create_app(project, executor=executor, projection="pca")) as http:
+            job = wait_job(http, http.post("/api/selection/learn").json()["id"])
+            assert job["state"] == "done", job
+            first = project.image_ids()[0]
+            heat = http.get(f"/api/selection/heatmap/{first}.png")
+            assert heat.status_code == 200 and heat.content[:4] == b"\x89PNG"
+            return http.get("/api/selection").json()
+
+    here = learned(marked_demo_project(tmp_path / "here", n=8), None)
+    there = learned(marked_demo_project(tmp_path / "there", n=8), dask)
+    assert (tmp_path / "there" / "cluster" / "selection" / "superpixels.zarr").is_dir()
+    assert not (tmp_path / "here" / "cluster").exists()
+    assert [r["image_id"] for r in here["selected"]] == [r["image_id"] for r in there["selected"]]
+    assert len(here["rounds"]) == len(there["rounds"]) == 2
+    for kind in ("closest", "most_distant"):
+        assert ([i for i, _ in here["current"]["recommendation"][kind]]
+                == [i for i, _ in there["current"]["recommendation"][kind]])
+    # a restart replays the logged rounds on the workers, over the stored superpixels
+    with Project.open(tmp_path / "there") as project:
+        app = create_app(project, executor=dask, projection="pca", prepare=False)
+        assert app.state.hitlseg.loop.restore()["rounds"] == 2
+
+
+def test_proposals_of_the_improve_view_are_the_same_on_dask(demo, dask):
+    from hitlseg.active import propose
+    from hitlseg.parallel import Executor
+
+    for strategy in ("entropy", "bald"):
+        here = propose(demo["model"], demo["images"], demo["ids"][:1], strategy=strategy, n=2, executor=Executor())
+        there = propose(demo["model"], demo["images"], demo["ids"][:1], strategy=strategy, n=2, executor=dask)
+        assert [p["image_id"] for p in here["proposals"]] == [p["image_id"] for p in there["proposals"]]
+        assert [p["score"] for p in here["proposals"]] == pytest.approx([p["score"] for p in there["proposals"]],
+                                                                        rel=1e-5)
 
 
 def test_ome_zarr_images_are_read_channels_first_and_predicted_block_wise(demo, tmp_path):

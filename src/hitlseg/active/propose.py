@@ -16,7 +16,7 @@ from hitlseg.progress import Progress
 
 def propose(model, images: Mapping[str, np.ndarray], annotated: Sequence[str], *, strategy: str = "entropy", n: int = 1,
             options: dict | None = None, mc_passes: int = 5, cost_records: Sequence[tuple] = (), seed: int = 0,
-            progress: Progress = None) -> dict:
+            executor=None, progress: Progress = None) -> dict:
     """Score the pool with ``model`` and ask ``strategy`` for the next ``n`` images to correct.
 
     Parameters
@@ -33,6 +33,8 @@ def propose(model, images: Mapping[str, np.ndarray], annotated: Sequence[str], *
         Constructor options of the strategy.
     cost_records : sequence of (features, seconds)
         Recorded annotation effort (``mask_features`` of the prediction, seconds) for ``knapsack``.
+    executor : hitlseg.parallel.Executor, optional
+        Score the pool in tasks on it (:func:`score_pool`).
 
     Returns
     -------
@@ -48,7 +50,7 @@ def propose(model, images: Mapping[str, np.ndarray], annotated: Sequence[str], *
     annotated = [i for i in annotated if i in images]
     chooser = make_strategy(strategy, **(options or {}), seed=seed)
     scored = score_pool(model, images, pool, mc_passes=mc_passes if "mc_dropout" in want else 0,
-                        features="features" in want, seed=seed, progress=progress)
+                        features="features" in want, seed=seed, executor=executor, progress=progress)
     context = build_context(pool, annotated, scored, images=images, round_index=len(annotated))
     free = context.unselected()
     if "costs" in want:

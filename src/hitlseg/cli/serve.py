@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from hitlseg.cli import args as argtypes
+from hitlseg.parallel.executor import add_execution_arguments, executor_from_args
 
 DEFAULT_PORT = 8000
 DEMO_CLASS_NAMES = ["Cytoplasm", "Nucleus"]
@@ -49,6 +50,7 @@ def _common(parser) -> None:
     parser.add_argument("--quality-model", metavar="FILE", default=None,
                         help="quality model ('hitlseg quality train'): the Model view then shows each prediction's "
                              "predicted quality and ranks the images worst first")
+    add_execution_arguments(parser)  # the selection session and the Improve view's scoring on Dask workers
 
 
 def demo_dir() -> Path:
@@ -175,14 +177,21 @@ def open_browser(url: str) -> bool:
 
 
 def serve(project, args, *, classes=None, class_names=None, fallback_port: bool = False) -> int:
-    """Serve ``project`` with uvicorn until interrupted."""
+    """Serve ``project`` with uvicorn until interrupted (per-image work where ``--workers``/``--scheduler`` say)."""
+    executor = executor_from_args(args)  # an unreachable scheduler fails here, before the server starts
+    with executor:
+        return _serve(project, args, executor, classes, class_names, fallback_port)
+
+
+def _serve(project, args, executor, classes, class_names, fallback_port: bool) -> int:
     import uvicorn
 
     from hitlseg.server import create_app
     from hitlseg.server.security import is_loopback
 
     app = create_app(project, token=args.token, host=args.host, max_body=int(args.max_body_mb * 1024 * 1024),
-                     classes=classes, class_names=class_names, seed=args.seed, quality_model=args.quality_model)
+                     classes=classes, class_names=class_names, seed=args.seed, quality_model=args.quality_model,
+                     executor=executor)
     token = app.state.hitlseg.token
     sock = bind(args.host, args.port, fallback=fallback_port)
     port = sock.getsockname()[1]
@@ -190,6 +199,8 @@ def serve(project, args, *, classes=None, class_names=None, fallback_port: bool 
     print(f"hitlseg: serving project {project.name!r} ({len(project)} images) at {url}", flush=True)
     if not is_loopback(args.host):
         print(f"hitlseg: listening on {args.host}, reachable from other machines; the token is required", flush=True)
+    if executor.distributed:
+        print(f"hitlseg: per-image work runs on a {executor.description}", flush=True)
     print("hitlseg: press Ctrl+C to stop", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3))
     if not args.no_browser:

@@ -55,8 +55,10 @@ CONFIDENCE_LIMIT = 30
 class ImproveService:
     """Server-side state of the Improve view (see the module docstring)."""
 
-    def __init__(self, project, models, *, seed: int = 0, pool_limit: int = 60):
+    def __init__(self, project, models, *, seed: int = 0, pool_limit: int = 60, executor=None):
         self.project = project
+        #: Scores the pool in tasks on Dask workers when distributed (``hitlseg serve --workers N``).
+        self.executor = executor if executor is not None and executor.distributed else None
         self.models = models
         self.seed = int(seed)
         self.pool_limit = int(pool_limit)
@@ -112,7 +114,7 @@ class ImproveService:
         records = self.cost_records(model, skipped) if strategy == "knapsack" else ()
         marked = [image_id for image_id in self.marked() if image_id in images]
         result = propose(model, images, marked, strategy=strategy, n=n, options=options,
-                         cost_records=records, seed=self.seed, progress=progress)
+                         cost_records=records, seed=self.seed, executor=self.executor, progress=progress)
         result["model_id"] = int(model_id)
         result = with_warnings(result, skipped)
         self.project.record_event(PROPOSAL_EVENT, result)

@@ -86,7 +86,7 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
                classes: int | None = None, class_names: list[str] | None = None, seed: int = 0, k: int = 5,
                projection: str = "tsne", prepare: bool = True, eval_limit: int = 50, device=None,
                check_host: bool | None = None, session_options: dict | None = None,
-               quality_model: str | Path | None = None):
+               quality_model: str | Path | None = None, executor=None):
     """The web application over ``project``.
 
     Parameters
@@ -120,6 +120,10 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
     quality_model : path, optional
         A quality model file (``hitlseg quality train``): the app then shows each prediction's
         predicted quality and ranks images worst first (:mod:`hitlseg.server.quality`).
+    executor : hitlseg.parallel.Executor, optional
+        Where per-image work runs (``hitlseg serve --workers N``): a distributed one streams the
+        selection session on its Dask workers and scores the Improve view's pool there. The
+        caller closes it.
     """
     from fastapi import FastAPI
     from fastapi.responses import FileResponse, Response
@@ -158,12 +162,12 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
         project=project, token=token, host=host, max_body=max_body, classes=classes, class_names=names,
         renderer=Renderer(project),
         loop=SelectionLoop(project, seed=seed, k=k, projection=projection, session_options=session_options,
-                           classes=classes, class_names=names),
+                           classes=classes, class_names=names, executor=executor),
         models=ModelService(project, classes, seed=seed, eval_limit=eval_limit, device=device, class_names=names),
         jobs=JobRunner(project), owns_project=owns,
         options={"seed": seed, "k": k, "projection": projection, "version": __version__},
     )
-    shared.improve = ImproveService(project, shared.models, seed=seed)
+    shared.improve = ImproveService(project, shared.models, seed=seed, executor=executor)
     shared.live = LiveService(project, classes)
     try:
         shared.quality = QualityService(project, shared.models, quality_model, device=device)

@@ -17,7 +17,10 @@ stopping signal). That log is the loop's state:
   ``"person"``) when its round runs.
 
 Superpixels are computed once per project: the session's cache is the project's array store
-(kind ``superpixels``).
+(kind ``superpixels``). With a Dask executor (``hitlseg serve --workers N``) the session streams
+instead (:class:`~hitlseg.selection.SelectionSession`): each file is read once on the server to
+check it, then the workers read the images, compute superpixels and descriptors, and the zarr
+stores under ``DIR/cluster/selection`` keep them (a restart reuses them).
 
 An image whose file cannot be read (corrupt, truncated, deleted) is left out of the session's pool
 with a warning (:mod:`hitlseg.server.reading`): it is never recommended, a pending round on it is
@@ -45,6 +48,8 @@ from hitlseg.server.reading import Skipped, with_warnings
 from hitlseg.server.security import NotFoundError
 
 ROUND_EVENT = "selection_round"
+#: Folder of the streaming session's zarr stores, inside the project folder.
+STREAM_FOLDER = ("cluster", "selection")
 
 
 def latest_class_counts(project, ids=None) -> dict[str, dict[int, int]]:
@@ -106,11 +111,15 @@ class SelectionLoop:
     classes : int
         Object classes of the project; with ``class_names``, named when markers lack some.
     class_names : list of str, optional
+    executor : hitlseg.parallel.Executor, optional
+        A distributed executor makes the session stream on its Dask workers (module docstring).
     """
 
     def __init__(self, project, *, seed: int = 0, k: int = 5, projection: str = "tsne",
-                 session_options: dict | None = None, classes: int = 1, class_names: list[str] | None = None):
+                 session_options: dict | None = None, classes: int = 1, class_names: list[str] | None = None,
+                 executor=None):
         self.project = project
+        self.executor = executor if executor is not None and executor.distributed else None
         self.classes, self.class_names = int(classes), list(class_names or [])
         self.seed, self.k, self.projection = int(seed), int(k), projection
         self.session_options = dict(session_options or {})
@@ -230,12 +239,33 @@ class SelectionLoop:
 
         skipped = Skipped()
         ids = self.project.image_ids()
+        if self.executor is not None:
+            return self._build_streaming(ids, skipped, progress)
         images = skipped.images(self.project, ids, "building the selection pool", progress)
         if len(images) < 2:
             raise InputError(f"selection: only {len(images)} of the project's {len(ids)} images can be read "
                              f"(skipped {skipped.summary()}); the selection loop needs at least 2")
         session = SelectionSession(images, superpixel_cache=ProjectSuperpixels(self.project), seed=self.seed, k=self.k,
                                    projection=self.projection, progress=progress, **self.session_options)
+        self.unreadable = skipped
+        return session
+
+    def _build_streaming(self, ids: list[str], skipped: Skipped, progress: Progress):
+        """The session on the executor's workers: every file checked here (read, not kept), the pool a Dataset."""
+        from hitlseg.selection import SelectionSession
+
+        readable = []
+        for done, image_id in enumerate(ids):
+            report(progress, done, len(ids), "checking the images")
+            if skipped.image(self.project, image_id, "building the selection pool") is not None:
+                readable.append(image_id)
+        if len(readable) < 2:
+            raise InputError(f"selection: only {len(readable)} of the project's {len(ids)} images can be read "
+                             f"(skipped {skipped.summary()}); the selection loop needs at least 2")
+        pool = self.project.dataset().subset(readable)
+        store = self.project.root.joinpath(*STREAM_FOLDER)
+        session = SelectionSession(pool, seed=self.seed, k=self.k, projection=self.projection, progress=progress,
+                                   executor=self.executor, store=store, **self.session_options)
         self.unreadable = skipped
         return session
 
