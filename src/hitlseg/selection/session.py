@@ -254,7 +254,7 @@ class SelectionSession:
 
     Parameters
     ----------
-    pool : Dataset or mapping id -> ndarray (C, *spatial)
+    pool : Dataset, mapping id -> ndarray (C, *spatial), or (streaming only) hitlseg.parallel.PoolSource
         The unlabeled images (at least 2; one channel count; all 2D or all 3D).
     arch : ArchSpec, optional
         FLIM architecture whose first layer is fitted each round (default :func:`selection_arch`;
@@ -379,13 +379,13 @@ class SelectionSession:
         from pathlib import Path
 
         from hitlseg.dataset import Dataset
-        from hitlseg.parallel.pool import as_pool, pool_superpixels
+        from hitlseg.parallel.pool import PoolSource, as_pool, pool_superpixels
 
         if store is None:
             raise InputError("store: a session on a Dask cluster keeps superpixels and descriptors in a folder; "
                              "pass store=PATH")
-        if not isinstance(pool, (Dataset, Mapping)):
-            raise InputError(f"pool: expected a Dataset or a mapping id -> image, got {type(pool).__name__}")
+        if not isinstance(pool, (Dataset, Mapping, PoolSource)):
+            raise InputError(f"pool: expected a Dataset, a mapping id -> image or a PoolSource, got {type(pool).__name__}")
         self.dataset = pool if isinstance(pool, Dataset) else None
         source = as_pool(pool)
         if len(source.ids) < 2:
