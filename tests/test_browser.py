@@ -723,3 +723,40 @@ def test_predicted_quality_is_shown_and_orders_the_images_worst_first(tmp_path, 
             assert len(dice) == 6 and dice == sorted(dice)
             assert page.input_value("#pred-image-select") == shown[0].split()[0]
             assert not page.errors[first_error:], page.errors[first_error:]
+
+
+def test_image_classes_train_a_classifier_and_show_its_cam(tmp_path, page):
+    """Issue 17 in the web app: a person gives images their class in the editor, trains the image
+    classifier (a job) and sees its prediction and class activation map over the open image."""
+    from hitlseg.server import create_app
+    from hitlseg.server.testing import demo_project, serve_in_thread
+    from hitlseg.weak.synthetic import area_labels
+
+    with demo_project(tmp_path / "project", n=6) as project, \
+            serve_in_thread(create_app(project, prepare=False)) as url:
+        ids = project.image_ids()
+        labels = area_labels({i: float(np.mean(project.mask(i) == 2)) for i in ids})
+        api = api_client(url)
+        for image_id in ids[1:]:  # the first one is labelled in the page
+            assert api.put(f"/api/weak/labels/{image_id}", json={"label": labels[image_id]}).status_code == 200
+        page.goto(f"{url}#editor/{ids[0]}")
+        page.wait_for_selector("body[data-ready='1']")
+        first_error = len(page.errors)
+        page.wait_for_function(f"document.querySelector('#image-select').value === '{ids[0]}'")
+        assert page.input_value("#image-class") == "" and page.is_disabled("#cam-toggle")
+        page.fill("#image-class", labels[ids[0]])
+        page.click("#image-class-set")
+        page.wait_for_function(f"document.querySelector('#toast').innerText.includes('class {labels[ids[0]]}')")
+        assert api.get("/api/weak").json()["labels"] == labels
+        page.click("#train-classifier")
+        page.wait_for_function("document.querySelector('#image-class-predicted').innerText.includes('classifier:')",
+                               timeout=120_000)
+        page.check("#cam-toggle")
+        page.wait_for_selector("#cam-panel:not([hidden])")
+        page.wait_for_function("document.querySelector('#cam-img').complete && "
+                               "document.querySelector('#cam-img').naturalWidth > 0")
+        assert "where the classifier sees" in page.inner_text("#cam-caption")
+        page.evaluate(f"window.location.hash = '#editor/{ids[1]}'")
+        page.wait_for_function(f"document.querySelector('#image-class').value === '{labels[ids[1]]}'")
+        page.wait_for_function(f"document.querySelector('#cam-img').src.includes('/cam/{ids[1]}.png')")
+        assert not page.errors[first_error:], page.errors[first_error:]

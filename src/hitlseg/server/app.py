@@ -136,9 +136,10 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
     from hitlseg.server.loop import SelectionLoop
     from hitlseg.server.active import ImproveService
     from hitlseg.server.live import LiveService
-    from hitlseg.server.routers import active, images, jobs, live, markers, models, selection
+    from hitlseg.server.routers import active, images, jobs, live, markers, models, selection, weak
     from hitlseg.server.quality import QualityService
     from hitlseg.server.training import ModelService
+    from hitlseg.server.weak import WeakService
 
     owns = not isinstance(project, Project)
     if owns:
@@ -169,6 +170,7 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
     )
     shared.improve = ImproveService(project, shared.models, seed=seed, executor=executor)
     shared.live = LiveService(project, classes)
+    shared.weak = WeakService(project, seed=seed, device=device)
     try:
         shared.quality = QualityService(project, shared.models, quality_model, device=device)
     except Exception:
@@ -206,7 +208,7 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, token=token, max_body=max_body,
                        check_host=(token is None) if check_host is None else check_host)
-    for module in (images, markers, live, selection, models, active, jobs):
+    for module in (images, markers, live, selection, models, active, weak, jobs):
         app.include_router(module.router)
     app.include_router(models.quality_router)
 

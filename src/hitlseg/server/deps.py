@@ -32,6 +32,7 @@ class ServerState:
     improve: object = None
     live: object = None
     quality: object = None
+    weak: object = None
     owns_project: bool = False
     options: dict = field(default_factory=dict)
 

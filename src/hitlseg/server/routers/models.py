@@ -38,7 +38,7 @@ def _model_row(record: dict) -> dict:
 
 @router.get("", summary="Every model, oldest first")
 def list_models(s: ServerState = Depends(state)):
-    return {"models": [_model_row(m) for m in s.project.list_models()]}
+    return {"models": [_model_row(m) for m in s.project.list_models() if m["kind"] != "cam"]}  # cam: /api/weak
 
 
 @router.post("/train", status_code=202, summary="Train a model on the marked images (a job)",

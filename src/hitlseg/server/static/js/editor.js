@@ -21,6 +21,7 @@ export const editor = {
   undoStack: [], redoStack: [], stroke: null, pan: null, pointer: null, spaceDown: false,
   canvas: null, ctx: null, frame: 0, palette: [],
   afterSave: () => {},  // what else to refresh after a save (set by main.js)
+  afterOpen: () => {},  // what else to show for a newly opened image (set by main.js)
 
   init() {
     this.canvas = $("editor-canvas");
@@ -112,6 +113,7 @@ export const editor = {
     this.updateStatus();
     if (app.view === "editor") history.replaceState(null, "", `#editor/${enc(id)}`);
     if (this.live) this.requestLive();
+    this.afterOpen(id);
     return true;
   },
 

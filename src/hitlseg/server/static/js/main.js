@@ -14,11 +14,13 @@ import { bindModelControls, refreshModels } from "./model.js";
 import { learnFilters, markImage, refreshSelection } from "./selection.js";
 import { app } from "./state.js";
 import { VIEWS, onShow, showView } from "./views.js";
+import { bindWeakControls, refreshWeak, showImageClass } from "./weak.js";
 
 onShow.editor = () => editor.resize();
 onShow.selection = () => { if (window.Plotly && $("projection-plot").data) Plotly.Plots.resize("projection-plot"); };
 onShow.model = () => refreshModels().catch(fail);
 onShow.improve = () => refreshImprove().catch(fail);
+editor.afterOpen = () => showImageClass().catch(fail);
 editor.afterSave = () => {
   refreshImages().catch(fail);
   if (app.selection) refreshSelection().catch(fail);
@@ -31,6 +33,7 @@ const JOB_KINDS = {
   "train-adaptive": ["Fitting FLIM", () => refreshModels()],
   propose: ["Scoring the images", () => refreshImprove()],
   retrain: ["Retraining", () => refreshImprove()],
+  "train-cam": ["Training the image classifier", () => refreshWeak()],
 };
 
 /* After a reload or in another tab: follow every job still queued or running, oldest first, with its progress,
@@ -62,6 +65,7 @@ async function start() {
   bindModelControls();
   for (const view of VIEWS) $(`tab-${view}`).onclick = () => showView(view);
   bindImproveControls();
+  bindWeakControls();
   $("sel-learn").onclick = () => learnFilters();
   $("mark-this").onclick = () => markImage($("mark-this").dataset.id);
   $("mark-proposal").onclick = () => {
@@ -82,6 +86,7 @@ async function start() {
     el("span", { class: "swatch", style: `background:${app.project.palette[index + 1]}` }), name])));
   await refreshImages();
   await refreshSelection();
+  await refreshWeak();
 
   const hash = decodeURIComponent(location.hash.slice(1));
   let first = app.selection.proposal || app.selection.pending[0] ||
