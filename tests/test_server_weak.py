@@ -117,3 +117,28 @@ def test_labels_csv_import_and_a_classifier_file_round_trip(root, tmp_path):
         (tmp_path / "junk.pt").write_bytes(b"not a model")
         with pytest.raises(InputError, match="cannot read the classifier file"):
             load_classifier(tmp_path / "junk.pt")
+
+
+def test_project_init_imports_a_datasets_labels_csv(tmp_path, capsys):
+    from hitlseg.weak.labels import write_image_labels
+    from hitlseg.weak.project import image_labels
+    from tests.helpers import cli_run, copy_demo
+
+    data = copy_demo(tmp_path / "data", 4)
+    ids = sorted(p.stem for p in (data / "images").iterdir())
+    write_image_labels(data / "labels.csv", {i: ("a" if k % 2 else "b") for k, i in enumerate(ids)})
+    code, out, err = cli_run(capsys, "project", "init", tmp_path / "p", "--dataset", data)
+    assert code == 0, err
+    assert "imported the image-level classes of 4 images" in out
+    with Project.open(tmp_path / "p") as project:
+        assert image_labels(project) == {i: ("a" if k % 2 else "b") for k, i in enumerate(ids)}
+
+
+def test_project_init_refuses_a_bad_labels_csv_before_creating_anything(tmp_path, capsys):
+    from tests.helpers import cli_one_line_error, copy_demo
+
+    data = copy_demo(tmp_path / "data", 3)
+    (data / "labels.csv").write_text("id,class\nghost,a\n")
+    line = cli_one_line_error(capsys, "project", "init", str(tmp_path / "p"), "--dataset", str(data))
+    assert "not images of the dataset" in line and "ghost" in line
+    assert not (tmp_path / "p").exists() or not any((tmp_path / "p").iterdir())

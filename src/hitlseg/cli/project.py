@@ -38,12 +38,16 @@ def run_init(args) -> int:
     if args.masks and not args.images:
         raise InputError("--masks goes with --images (a dataset folder brings its own masks)")
     check_output_dir(args.dir, "project folder")
+    _check_image_labels(args.dataset)  # a bad labels.csv is refused before the project is created
     with progress_bar("reading headers", enabled=not args.json) as progress:
         project = Project.init(args.dir, images_dir=args.images, masks_dir=args.masks, dataset=args.dataset,
                                name=args.name, copy=args.copy, color=args.color, normalize=args.normalize,
                                progress=progress)
     with project:
+        labelled = _import_image_labels(project, args.dataset)
         summary = project.info()
+    if labelled:
+        summary["image_labels"] = labelled
     if args.json:
         print_json(summary)
     else:
@@ -52,7 +56,31 @@ def run_init(args) -> int:
               f"({summary['with_masks']} with masks), {where}")
         if summary["marked"]:
             print(f"imported markers of {len(summary['marked'])} images")
+        if labelled:
+            print(f"imported the image-level classes of {labelled} images (labels.csv)")
     return 0
+
+
+def _check_image_labels(dataset) -> None:
+    from pathlib import Path
+
+    from hitlseg.weak.labels import LABELS_FILE, read_image_labels
+
+    if dataset and (Path(dataset) / LABELS_FILE).is_file():
+        from hitlseg.dataset import Dataset
+
+        read_image_labels(Dataset.from_folder(dataset), allow_missing=True)
+
+
+def _import_image_labels(project, dataset) -> int:
+    """A dataset's ``labels.csv`` (image-level classes) into the new project; how many images it labelled."""
+    from pathlib import Path
+
+    from hitlseg.weak.labels import LABELS_FILE
+    from hitlseg.weak.project import import_labels_csv
+
+    path = Path(dataset) / LABELS_FILE if dataset else None
+    return import_labels_csv(project, path) if path is not None and path.is_file() else 0
 
 
 def _shorten(items: list[str], limit: int = 10) -> str:
