@@ -99,18 +99,9 @@ BRATS_REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3, 4), "TC": (1, 3, 4)
 
 
 def _check_mask(a, name: str) -> np.ndarray:
-    a = np.asarray(a)
-    if a.dtype != bool and not np.issubdtype(a.dtype, np.integer):
-        raise InputError(
-            f"{name} must be an integer label mask (0 background, 1..K classes), got dtype {a.dtype}"
-        )
-    if a.ndim not in (2, 3):
-        raise InputError(f"{name} must be 2D (H, W) or 3D (D, H, W), got {a.ndim}D shape {a.shape}")
-    if a.size == 0:
-        raise InputError(f"{name} is empty (shape {a.shape})")
-    if a.dtype != bool and np.issubdtype(a.dtype, np.signedinteger) and a.min() < 0:
-        raise InputError(f"{name} has negative labels (min {a.min()}); labels must be >= 0")
-    return a
+    from hitlseg.validate import check_label_mask
+
+    return check_label_mask(a, name, bool_as_int=False)
 
 
 def _check_pair(pred, truth) -> tuple[np.ndarray, np.ndarray]:

@@ -164,3 +164,27 @@ def check_image_size(shape: Sequence[int], arch, name: str, *, reflect: bool = T
         why = "training needs more than one pixel of the encoder's deepest features"
     raise InputError(f"{name}: image of {shown} pixels is too small ({why}); images need at least {size} pixels "
                      f"on each axis")
+
+
+def check_label_mask(mask, name: str = "mask", *, allow_empty: bool = False, bool_as_int: bool = True):
+    """``mask`` as a 2D ``(H, W)`` or 3D ``(D, H, W)`` integer label mask (0 background, 1..K), or an
+    :class:`InputError` naming ``name``.
+
+    A boolean mask becomes ``uint8`` (kept boolean with ``bool_as_int=False``); a mask of no pixel is
+    refused unless ``allow_empty``; negative labels are refused.
+    """
+    import numpy as np  # here: the command line imports this module before it needs numpy
+
+    mask = np.asarray(mask)
+    if mask.dtype == bool:
+        mask = mask.astype(np.uint8) if bool_as_int else mask
+    elif not np.issubdtype(mask.dtype, np.integer):
+        raise InputError(f"{name}: must be an integer label mask (integer labels: 0 background, 1..K), "
+                         f"got dtype {mask.dtype}")
+    if mask.ndim not in (2, 3):
+        raise InputError(f"{name}: must be a 2D (H, W) or 3D (D, H, W) label mask, got {mask.ndim}D shape {mask.shape}")
+    if mask.size == 0 and not allow_empty:
+        raise InputError(f"{name}: is empty (shape {mask.shape})")
+    if mask.size and mask.dtype != bool and mask.min() < 0:
+        raise InputError(f"{name}: has negative labels (min {int(mask.min())}); labels must be >= 0")
+    return mask

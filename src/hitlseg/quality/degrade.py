@@ -181,16 +181,9 @@ DEGRADATIONS: dict[str, Callable] = {"erode": erode, "dilate": dilate, "holes": 
 
 
 def _check_mask(mask, name: str = "mask") -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.dtype == bool:
-        mask = mask.astype(np.uint8)
-    if not np.issubdtype(mask.dtype, np.integer):
-        raise InputError(f"{name}: must be an integer label mask (0 background, 1..K), got dtype {mask.dtype}")
-    if mask.ndim not in (2, 3) or mask.size == 0:
-        raise InputError(f"{name}: must be a non-empty 2D (H, W) or 3D (D, H, W) mask, got shape {mask.shape}")
-    if mask.min() < 0:
-        raise InputError(f"{name}: has negative labels (min {mask.min()})")
-    return mask
+    from hitlseg.validate import check_label_mask
+
+    return check_label_mask(mask, name)
 
 
 def degrade(mask, kind: str, strength: float, rng: np.random.Generator | int = 0, n_classes: int | None = None

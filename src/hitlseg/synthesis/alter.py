@@ -30,17 +30,10 @@ _RETRIES = 4
 
 
 def check_mask(mask, name: str = "mask") -> np.ndarray:
-    """``mask`` as an integer array of 2 or 3 dimensions, or :class:`InputError` naming ``name``."""
-    mask = np.asarray(mask)
-    if mask.dtype == bool:
-        mask = mask.astype(np.uint8)
-    if not np.issubdtype(mask.dtype, np.integer):
-        raise InputError(f"{name}: must hold integer labels, got dtype {mask.dtype}")
-    if mask.ndim not in (2, 3):
-        raise InputError(f"{name}: need a 2D (H, W) or 3D (D, H, W) label mask, got shape {mask.shape}")
-    if mask.size and mask.min() < 0:
-        raise InputError(f"{name}: labels must be >= 0, got {int(mask.min())}")
-    return mask
+    """``mask`` as an integer array of 2 or 3 dimensions (:func:`hitlseg.validate.check_label_mask`)."""
+    from hitlseg.validate import check_label_mask
+
+    return check_label_mask(mask, name, allow_empty=True)
 
 
 def _rng(rng) -> np.random.Generator:
