@@ -198,10 +198,31 @@ def test_a_row_written_but_not_marked_done_is_never_read_and_is_recomputed(demo,
     first = store.ids[0]
     store.group["descriptor"][0] = -1.0  # half of an interrupted write: data changed, done not yet set
     store.group["done"][0] = False
+    from hitlseg.parallel import ResultStore
+
+    reopened = ResultStore.open(store.path, store.ids, "descriptors", store.group.attrs["params"])  # as a rerun does
     with pytest.raises(InputError, match="not finished"):
-        store.get("descriptor", first)
+        reopened.get("descriptor", first)
     again = pool_descriptors(demo["images"], demo["encoder"], tmp_path)
     np.testing.assert_array_equal(again.stacked("descriptor"), good)
+
+
+def test_deferred_done_marks_reach_the_disk_in_batches_and_at_flush(tmp_path):
+    from hitlseg.parallel import ResultStore
+    from hitlseg.parallel.store import DONE_BATCH
+
+    ids = [f"i{k}" for k in range(DONE_BATCH + 5)]
+    store = ResultStore.open(tmp_path / "s.zarr", ids, "test", {})
+
+    def on_disk():
+        return int(ResultStore.open(tmp_path / "s.zarr", ids, "test", {}).done.sum())
+
+    for k, item in enumerate(ids):
+        store.write(item, {"x": np.full(3, k, np.float32)}, defer_done=True)
+    assert store.complete and on_disk() == DONE_BATCH  # one batch written, five marks pending
+    store.flush()
+    assert on_disk() == len(ids)
+    np.testing.assert_array_equal(store.stacked("x")[:, 0], np.arange(len(ids)))
 
 
 def test_block_prediction_equals_the_whole_image_and_resumes(demo, dask, tmp_path):

@@ -99,9 +99,12 @@ def _run(store: ResultStore, source: PoolSource, function, shared: dict, executo
 
     report(progress, 0, len(pending), message)
     results = executor.map(_on_image, items(), shared=shared, total=len(pending))
-    for done, (image_id, values) in enumerate(results, 1):
-        store.write(image_id, values, ragged=ragged)
-        report(progress, done, len(pending), message)  # counts stored results
+    try:
+        for done, (image_id, values) in enumerate(results, 1):
+            store.write(image_id, values, ragged=ragged, defer_done=True)
+            report(progress, done, len(pending), message)  # counts stored results
+    finally:
+        store.flush()
     return store
 
 
