@@ -89,7 +89,8 @@ def write_weak_report(results: dict, out: str | Path, command: str | None = None
                         f"{b['fraction']:.1%} of the training images)" for key, b in results["budgets"].items())
     counts = ", ".join(f"{name} {n}" for name, n in labels["counts"].items())
     lines += [
-        f"{sizes['train']} training images with image-level labels ({counts}); test groups from {split}: "
+        f"{sizes['train']} training images with image-level labels "
+        f"(the dataset's labels: {counts}); test groups from {split}: "
         + ", ".join(f"{g} ({sizes[g]})" for g in results["groups"]) + f". Max side {results['max_side'] or 'full'} px, "
         f"{k} object class(es). Oracle: {config['oracle']}, random images, {config['rounds']} rounds"
         + (f"; budgets {budgets}" if budgets else "") + f". Classifier warm-up {config['warmup_epochs']} epochs, "
