@@ -188,3 +188,26 @@ def test_glas_official_split():
 
     train, groups, source = study_split(Dataset.from_folder(SHARED / "glas"))
     assert source == "meta.csv" and len(train) == 85 and {k: len(v) for k, v in groups.items()} == {"testA": 60, "testB": 20}
+
+
+def test_weak_benchmark_script(tmp_path, capsys):
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("weak_benchmark", Path(__file__).parents[1] / "benchmarks" / "weak.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "weak.json"
+    assert script.main(["--train-images", "10", "--test-images", "4", "--warmup-epochs", "1", "--epochs", "1",
+                        "--max-side", "32", "--threads", str(torch.get_num_threads()), "--out", str(out)]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == line
+    assert line["benchmark"] == "weak" and line["split"] == "holdout" and line["train"] == 10
+    assert line["tests"] == {"holdout": 4} and line["oracle_images"] == 2 and line["rounds"] == 2
+    assert {"threads", "omp_num_threads", "mkl_num_threads", "load_average", "load_average_after", "peak_mb",
+            "load_seconds", "total_seconds"} <= set(line) and line["peak_mb"] > 0
+    assert [r["round"] for r in line["history"]] == [1, 2]
+    for row in line["history"]:
+        assert {"oracle_images", "pseudo_images", "train_seconds", "eval_seconds", "seconds", "dice"} <= set(row)
+        assert row["train_seconds"] > 0 and set(row["dice"]) == {"holdout"}
