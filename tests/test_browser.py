@@ -396,6 +396,39 @@ def test_volume_editor_slices_and_axes(tmp_path, page):
         assert alpha == 1  # one voxel of the stroke in this slice
 
 
+def test_the_cam_of_a_volume_follows_the_editor_slice(tmp_path, page):
+    """3D: the CAM overlay shows the slice and axis the editor shows, refreshed as they change."""
+    from hitlseg.server import create_app
+    from hitlseg.server.testing import serve_in_thread, wait_job
+    from tests.helpers import write_nifti
+
+    rng = np.random.default_rng(0)
+    cases = [f"case{k}" for k in range(4)]
+    for k, case in enumerate(cases):
+        volume = rng.integers(0, 100, (8, 30, 40)) + (400 if k % 2 else 0)
+        write_nifti(tmp_path / "data" / case / "flair.nii.gz", volume.astype(np.int16))
+    with Project.init(tmp_path / "project", dataset=tmp_path / "data") as project, \
+            serve_in_thread(create_app(project, classes=1, prepare=False)) as url:
+        with api_client(url) as api:
+            for k, case in enumerate(cases):
+                assert api.put(f"/api/weak/labels/{case}", json={"label": "bright" if k % 2 else "dark"}).status_code == 200
+            job = wait_job(api, api.post("/api/weak/train", json={"epochs": 2}).json()["id"])
+            assert job["state"] == "done", job
+        page.goto(f"{url}/#editor/case1")
+        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_function("editor.imageId === 'case1' && editor.picture !== null")
+        page.wait_for_function("document.querySelector('#image-class-predicted').innerText.includes('classifier:')")
+        page.check("#cam-toggle")
+        page.wait_for_function("document.querySelector('#cam-img').src.includes('slice=4&axis=0')")
+        page.select_option("#axis-select", "1")
+        page.evaluate("(() => { const s = document.getElementById('slice-slider'); s.value = 11;"
+                      " s.dispatchEvent(new Event('input')); })()")
+        page.wait_for_function("document.querySelector('#cam-img').src.includes('slice=11&axis=1')")
+        page.wait_for_function("document.querySelector('#cam-img').complete && "
+                               "document.querySelector('#cam-img').naturalWidth === 40")
+        assert not page.errors, page.errors
+
+
 def test_improve_view_corrects_a_prediction_and_retrains(demo, page):
     """Improve: propose the next image, start from the prediction, correct it with a stroke, retrain, see the round."""
     url, folder = demo

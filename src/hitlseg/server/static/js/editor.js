@@ -22,6 +22,7 @@ export const editor = {
   canvas: null, ctx: null, frame: 0, palette: [],
   afterSave: () => {},  // what else to refresh after a save (set by main.js)
   afterOpen: () => {},  // what else to show for a newly opened image (set by main.js)
+  afterSlice: () => {},  // what else follows a volume's slice or axis (set by main.js)
 
   init() {
     this.canvas = $("editor-canvas");
@@ -157,6 +158,7 @@ export const editor = {
     this.paintOverlay();
     this.paintLive();
     this.draw();
+    if (this.ndim === 3) this.afterSlice();
   },
 
   paintOverlay() {

@@ -14,13 +14,14 @@ import { bindModelControls, refreshModels } from "./model.js";
 import { learnFilters, markImage, refreshSelection } from "./selection.js";
 import { app } from "./state.js";
 import { VIEWS, onShow, showView } from "./views.js";
-import { bindWeakControls, refreshWeak, showImageClass } from "./weak.js";
+import { bindWeakControls, refreshWeak, showCamSlice, showImageClass } from "./weak.js";
 
 onShow.editor = () => editor.resize();
 onShow.selection = () => { if (window.Plotly && $("projection-plot").data) Plotly.Plots.resize("projection-plot"); };
 onShow.model = () => refreshModels().catch(fail);
 onShow.improve = () => refreshImprove().catch(fail);
 editor.afterOpen = () => showImageClass().catch(fail);
+editor.afterSlice = () => showCamSlice();
 editor.afterSave = () => {
   refreshImages().catch(fail);
   if (app.selection) refreshSelection().catch(fail);

@@ -30,10 +30,17 @@ export async function showImageClass() {
   $("image-class-predicted").textContent = `classifier: ${answer.class} (${(100 * p).toFixed(0)}%)`;
   $("cam-panel").hidden = !$("cam-toggle").checked;
   if ($("cam-toggle").checked) {
-    const slice = editor.ndim === 3 ? `&slice=${editor.slice}&axis=${editor.axis}` : "";
-    $("cam-img").src = `/api/weak/cam/${enc(id)}.png?model=${model.id}${slice}`;
+    showCamSlice();
     $("cam-caption").textContent = `where the classifier sees ${answer.class}`;
   }
+}
+
+/* the CAM of the slice the editor shows (a volume's slice or axis changed) */
+export function showCamSlice() {
+  const model = weak.state && weak.state.model;
+  if (!model || !editor.imageId || !$("cam-toggle").checked) return;
+  const slice = editor.ndim === 3 ? `&slice=${editor.slice}&axis=${editor.axis}` : "";
+  $("cam-img").src = `/api/weak/cam/${enc(editor.imageId)}.png?model=${model.id}${slice}`;
 }
 
 async function setImageClass() {
