@@ -10,6 +10,11 @@ Prints one JSON line (and writes it to ``--out``). Parts (``--parts``):
     from the files, so the client never holds the pool). Each is run in-process and on a
     LocalCluster of ``--workers`` processes; throughput, the client's peak RSS during the run
     and its RSS after 1,000 images and at the end (growth, goal < 10%).
+``session``
+    Two rounds of :class:`hitlseg.selection.SelectionSession` over the same ``--n`` images: in
+    memory (the pool loaded, stacked in the client) against streaming on the cluster (superpixels
+    and descriptors as tasks, zarr stores); seconds to prepare and per round, the client's peak
+    RSS, whether both give the same recommendations, descriptor difference.
 ``blocks``
     :func:`hitlseg.parallel.predict_blocks` of a ``--side`` x ``--side`` RGB image (wbc1 tiles)
     and a ``--depth``^3 volume (smooth noise), both written to zarr first chunk by chunk, read
@@ -19,6 +24,9 @@ Usage::
 
     python benchmarks/scale.py                    # n=400, 2048^2 image, 128^3 volume (a few minutes)
     python benchmarks/scale.py --n 5000 --side 4096 --depth 512
+
+With a cluster, ``workers_peak_rss_mib`` is each worker process's peak resident memory
+(``VmHWM``) after the part.
 """
 
 from __future__ import annotations
@@ -43,6 +51,28 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _max_rss_mib() -> tuple[int, float]:
+    """This process's peak RSS: VmHWM of its own address space (``ru_maxrss`` would carry the
+    peak of the process a worker was forked from, across exec)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return os.getpid(), int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def workers_peak_rss(executor) -> list[float]:
+    """Peak RSS (MiB) of every worker process of ``executor``'s cluster so far."""
+    peaks = list(executor.client.run(_max_rss_mib).values())
+    assert all(pid != os.getpid() for pid, _ in peaks), "client.run ran in the client"
+    return sorted(round(v, 1) for _, v in peaks)
 
 
 class PeakRSS:
@@ -133,10 +163,66 @@ def pool_part(args, report):
                 if "at_1000" in marks:
                     row[task]["client_rss_at_1000_mib"] = round(marks["at_1000"], 1)
                     row[task]["growth_1000_to_end"] = round(rss_mib() / marks["at_1000"] - 1, 4)
+            if mode == "dask":
+                row["workers_peak_rss_mib"] = workers_peak_rss(executor)
             results[mode] = row
     results["throughput_ratio"] = {t: round(results["dask"][t]["images_per_s"] / results["in_process"][t]["images_per_s"], 3)
                                    for t in ("descriptors", "predictions")}
     report["pool"] = {"n": args.n, "workers": args.workers, **results}
+
+
+def session_part(args, report):
+    """Two selection rounds in memory and streaming on the cluster (see the module docstring)."""
+    import torch
+
+    from hitlseg.dataset import Dataset
+    from hitlseg.datasets import DEMO_ROOT
+    from hitlseg.parallel import Executor, PoolSource
+    from hitlseg.robot import markers_from_mask
+    from hitlseg.selection import SelectionSession
+
+    torch.set_num_threads(1)
+    dataset = Dataset.from_folder(DEMO_ROOT)
+    names = dataset.ids
+    ids = [f"{k // (8 * len(names))}-{(k // len(names)) % 8}-{names[k % len(names)]}" for k in range(args.n)]
+    marked = [f"0-0-{names[0]}", f"0-0-{names[1]}"]  # untransformed copies: their masks are the files'
+    markers = [markers_from_mask(dataset.mask(i.split("-", 2)[2]), rng=np.random.default_rng(k))
+               for k, i in enumerate(marked)]
+    out, kept = {}, {}
+    for mode in ("in_memory", "streaming"):
+        executor = Executor(workers=args.workers) if mode == "streaming" else None
+        with (executor or Executor()), tempfile.TemporaryDirectory() as folder:
+            if executor is not None:
+                executor.client  # start the cluster outside the timing
+            with PeakRSS() as rss:
+                started = time.perf_counter()
+                if executor is None:
+                    pool = {i: augmented(i) for i in ids}
+                    session = SelectionSession(pool, seed=0, projection="pca")
+                else:
+                    session = SelectionSession(PoolSource(ids, augmented, on_workers=True), seed=0, projection="pca",
+                                               executor=executor, store=folder)
+                prepare = time.perf_counter() - started
+                rounds = []
+                for image_id, marks in zip(marked, markers):
+                    result = session.step(image_id, marks)
+                    rounds.append({"seconds": round(result.timings["total"], 2),
+                                   "features_s": round(result.timings["features"], 2),
+                                   "closest": [i for i, _ in result.recommendation.closest]})
+            row = {"prepare_s": round(prepare, 2), "rounds": rounds, "client_rss_start_mib": round(rss.start, 1),
+                   "client_rss_peak_mib": round(rss.peak, 1), "client_rss_growth_mib": round(rss.peak - rss.start, 1)}
+            if executor is not None:
+                row["workers_peak_rss_mib"] = workers_peak_rss(executor)
+            kept[mode] = session.descriptors
+            out[mode] = row
+            del session
+            pool = None
+    out["same_recommendations"] = all(a["closest"] == b["closest"]
+                                      for a, b in zip(out["in_memory"]["rounds"], out["streaming"]["rounds"]))
+    out["descriptor_max_abs_difference"] = float(np.abs(kept["in_memory"] - kept["streaming"]).max())
+    for row in out["in_memory"]["rounds"] + out["streaming"]["rounds"]:
+        row.pop("closest")
+    report["session"] = {"n": args.n, "workers": args.workers, **out}
 
 
 def write_zarr(path, shape, fill, chunk):
@@ -229,6 +315,8 @@ def main(argv=None):
     parts = args.parts.split(",")
     if "pool" in parts:
         pool_part(args, report)
+    if "session" in parts:
+        session_part(args, report)
     if "blocks" in parts:
         blocks_part(args, report)
     report["load_after"] = os.getloadavg()
