@@ -447,11 +447,16 @@ def _predict_blocks(args, model, executor) -> int:
 
     from hitlseg.errors import InputError
     from hitlseg.io import is_image_file
-    from hitlseg.parallel.blocks import _zarr_path, predict_to_file
+    from hitlseg.parallel.blocks import BLOCK_REFINERS, _zarr_path, predict_to_file
 
-    for option in ("split", "refine", "postprocess"):
+    for option in ("split", "postprocess"):
         if getattr(args, option):
-            raise InputError(f"--{option}: not available with --block (block-wise prediction writes plain labels)")
+            raise InputError(f"--{option}: not available with --block (it needs whole images)")
+    if args.refine is not None and args.refine not in BLOCK_REFINERS:
+        raise InputError(f"--refine {args.refine}: not available with --block (it fits whole objects); "
+                         f"use {', '.join(BLOCK_REFINERS)}")
+    refine_model = _refine_model(args)
+    refine_options = {} if refine_model is None else {"model": refine_model}
     if args.probabilities or args.preview:
         raise InputError("--probabilities and --preview: not available with --block")
     source = Path(args.images)
@@ -469,11 +474,12 @@ def _predict_blocks(args, model, executor) -> int:
     with executor, progress_bar("predicting blocks", enabled=not args.json) as progress:
         for path in inputs:
             written.append(str(predict_to_file(model, path, args.out, block=args.block, halo=args.halo,
-                                               executor=executor, progress=progress)))
+                                               executor=executor, refine=args.refine, refine_options=refine_options,
+                                               progress=progress)))
     seconds = time.perf_counter() - started
     if args.json:
         print_json({"model": args.model, "images": len(written), "out": str(args.out), "written": written,
-                    "block": args.block, "halo": args.halo, "seconds": seconds})
+                    "block": args.block, "halo": args.halo, "refine": args.refine, "seconds": seconds})
     else:
         print(f"wrote {len(written)} label files to {args.out} block by block ({seconds:.1f} s)")
     return 0

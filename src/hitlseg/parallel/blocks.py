@@ -9,6 +9,14 @@ network's reach and cores aligned to its downsampling factor, each core is what 
 prediction gives there (measured in ``tests/test_parallel.py``); overlapping windows are not
 averaged, so no blending weight enters and a resumed run rewrites whole cores only.
 
+With ``refine`` (graph cut, dense CRF or corrective learning, :func:`hitlseg.refine.refine`)
+each task refines its whole region, halo included, and keeps the core's labels: the refiners'
+pairwise terms then see the core's neighbourhood as the whole-image refinement does (on a
+240 x 240 image in blocks of 64 with a halo of 48, graph cut agreed with the whole-image result on
+99.99% of the pixels, the dense CRF on 99.5%: its downsampled bilateral grid falls differently in
+a block; ``tests/test_parallel.py``); the probabilities stay the network's. Level sets and
+shape models fit whole objects and are refused.
+
 The client reads one region at a time (zarr input is read region by region), sends it with its
 task and writes the returned core into the output's chunk of that block (chunks are the cores),
 then marks the block done; so the client holds at most the executor's window of regions, and an
@@ -31,7 +39,11 @@ from hitlseg.parallel.executor import Executor
 from hitlseg.parallel.store import ResultStore, fingerprint
 from hitlseg.progress import Progress, report
 
-__all__ = ["BlockPrediction", "block_grid", "export_labels", "open_image", "predict_blocks", "predict_to_file"]
+__all__ = ["BLOCK_REFINERS", "BlockPrediction", "block_grid", "export_labels", "open_image", "predict_blocks",
+           "predict_to_file"]
+
+#: Refiners that work block by block: local pairwise terms (graph cut, CRF) or per-pixel (corrective).
+BLOCK_REFINERS = ("graphcut", "crf", "corrective")
 
 
 def open_image(image, preprocessing: dict | None = None):
@@ -88,27 +100,38 @@ def _with_halo(core: tuple[slice, ...], halo: tuple[int, ...], shape: tuple[int,
 
 
 def block_to_store(outer: tuple[slice, ...], core: tuple[slice, ...], *, model, window, source: str,
-                   output: str) -> bool:
-    """One block on a worker: read its region from the zarr ``source`` path, predict, write its core
-    into the output zarr group at ``output`` (probabilities and labels); the client marks it done."""
+                   output: str, refine: str | None = None, refine_options: dict | None = None) -> bool:
+    """One block on a worker: read its region from the zarr ``source`` path, predict (and refine),
+    write its core into the output zarr group at ``output``; the client marks it done."""
     import zarr
-
-    from hitlseg.nets.infer import labels_from_probabilities
 
     array, _ = open_image(source)
     region = np.asarray(array[(slice(None),) + tuple(outer)], dtype=np.float32)
     inner = tuple(slice(c.start - o.start, c.stop - o.start) for c, o in zip(core, outer))
-    probabilities = block_probabilities(region, inner, model=model, window=window)
+    probabilities, labels = block_result(region, inner, model=model, window=window, refine=refine,
+                                         refine_options=refine_options)
     group = zarr.open_group(output, mode="r+")
     group["probabilities"][(slice(None),) + tuple(core)] = probabilities
-    group["labels"][tuple(core)] = labels_from_probabilities(probabilities)
+    group["labels"][tuple(core)] = labels
     return True
 
 
-def block_probabilities(region: np.ndarray, inner: tuple[slice, ...], *, model, window) -> np.ndarray:
-    """Task body: probabilities of ``region`` (C, *spatial) cut to ``inner`` (its core)."""
+def block_result(region: np.ndarray, inner: tuple[slice, ...], *, model, window, refine: str | None = None,
+                 refine_options: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Task body: probabilities and labels of ``region`` (C, *spatial) cut to ``inner`` (its core);
+    with ``refine`` the labels are the refined region's (see the module docstring)."""
+    from hitlseg.nets.infer import labels_from_probabilities
+
     probabilities = model.predict(region, name="block", window=window).probabilities
-    return np.ascontiguousarray(probabilities[(slice(None),) + tuple(inner)])
+    if refine is None:
+        labels = labels_from_probabilities(probabilities)
+    else:
+        from hitlseg.refine import refine as refine_labels
+
+        labels = refine_labels(region, probabilities, refine, **(refine_options or {}))
+    core = tuple(inner)
+    return (np.ascontiguousarray(probabilities[(slice(None),) + core]),
+            np.ascontiguousarray(labels[core], dtype=np.uint8))
 
 
 class BlockPrediction:
@@ -128,7 +151,8 @@ class BlockPrediction:
 
 
 def predict_blocks(model, image, output, *, block=512, halo=64, window=None, executor: Executor | None = None,
-                   in_flight: int = 4, resume: bool = True, progress: Progress = None) -> BlockPrediction:
+                   in_flight: int = 4, resume: bool = True, refine: str | None = None,
+                   refine_options: dict | None = None, progress: Progress = None) -> BlockPrediction:
     """Predict a large image or volume block by block (see the module docstring).
 
     Parameters
@@ -153,16 +177,24 @@ def predict_blocks(model, image, output, *, block=512, halo=64, window=None, exe
         Blocks in flight at most on Dask: the client's memory is about ``in_flight`` regions
         and their results (measured in ``benchmarks/scale.py``).
     resume : bool
+    refine : str, optional
+        One of :data:`BLOCK_REFINERS`, applied to each region (see the module docstring).
+    refine_options : dict, optional
+        Passed to the refiner (``model=`` a :class:`~hitlseg.refine.CorrectiveModel` for ``"corrective"``).
 
     Returns
     -------
     BlockPrediction
     """
     from hitlseg.nets import SegModel
-    from hitlseg.nets.infer import labels_from_probabilities
 
     if not isinstance(model, SegModel):
         raise InputError(f"model: need a SegModel, got {type(model).__name__}")
+    if refine is not None and refine not in BLOCK_REFINERS:
+        raise InputError(f"refine: {refine!r} does not work block by block (it fits whole objects); "
+                         f"use one of {', '.join(BLOCK_REFINERS)}")
+    if refine == "corrective" and not (refine_options or {}).get("model"):
+        raise InputError("refine: 'corrective' needs its model (refine_options={'model': ...})")
     source, meta = open_image(image, model.preprocessing)
     shape = tuple(int(n) for n in source.shape)
     if len(shape) != model.ndim + 1 or shape[0] != model.in_channels:
@@ -178,6 +210,8 @@ def predict_blocks(model, image, output, *, block=512, halo=64, window=None, exe
     names = ["-".join(str(c.start) for c in core) for core in cores]
     params = {"model": fingerprint(model), "shape": list(shape), "block": list(block), "halo": list(halo),
               "window": window, "input": _input_key(image, source)}
+    if refine is not None:
+        params["refine"] = [refine, fingerprint(refine_options or {})]
     store = ResultStore.open(Path(output) / f"blocks-{fingerprint(params)}.zarr", names, "blocks", params,
                              resume=resume)
     group = store.group
@@ -202,18 +236,19 @@ def predict_blocks(model, image, output, *, block=512, halo=64, window=None, exe
     if executor.distributed and _zarr_path(image) is not None:
         # the workers read and write; the client only learns which blocks are finished
         tasks = ((name, (_with_halo(by_name[name], halo, spatial), by_name[name])) for name in pending)
-        shared = {"model": model, "window": window, "source": _zarr_path(image), "output": str(store.path)}
+        shared = {"model": model, "window": window, "source": _zarr_path(image), "output": str(store.path),
+                  "refine": refine, "refine_options": refine_options}
         for done, (name, _) in enumerate(executor.map(block_to_store, tasks, shared=shared, total=len(pending),
                                                       window=in_flight, small_pool=1), 1):
             store.mark_done(name)
             report(progress, done, len(pending), "blocks")
         return BlockPrediction(store, meta)
-    results = executor.map(block_probabilities, items(), shared={"model": model, "window": window}, total=len(pending),
-                           window=in_flight, small_pool=1)
-    for done, (name, probabilities) in enumerate(results, 1):
+    shared = {"model": model, "window": window, "refine": refine, "refine_options": refine_options}
+    results = executor.map(block_result, items(), shared=shared, total=len(pending), window=in_flight, small_pool=1)
+    for done, (name, (probabilities, labels)) in enumerate(results, 1):
         core = by_name[name]
         group["probabilities"][(slice(None),) + core] = probabilities
-        group["labels"][core] = labels_from_probabilities(probabilities)
+        group["labels"][core] = labels
         store.mark_done(name)  # after the block's chunks: an interrupted write is never marked done
         report(progress, done, len(pending), "blocks")
     return BlockPrediction(store, meta)
@@ -249,13 +284,14 @@ def export_labels(result: BlockPrediction, path, meta=None) -> Path:
 
 
 def predict_to_file(model, image, out, *, block=512, halo=64, executor: Executor | None = None,
-                    progress: Progress = None) -> Path:
+                    refine: str | None = None, refine_options: dict | None = None, progress: Progress = None) -> Path:
     """Block-wise labels of one image file or zarr store, written into the folder ``out``.
 
     A file's labels go to ``out/<its name>`` in its format and geometry (:func:`export_labels`); a
     zarr store's (OME-Zarr included) to ``out/<its stem>.zarr``, an array of ``uint8`` labels
     chunked by ``block``, copied block by block. The finished blocks stay in ``out/.blocks`` so an
-    interrupted run resumes; they are removed once the labels are written.
+    interrupted run resumes; they are removed once the labels are written. ``refine`` and
+    ``refine_options`` as in :func:`predict_blocks`.
     """
     import shutil
 
@@ -264,7 +300,8 @@ def predict_to_file(model, image, out, *, block=512, halo=64, executor: Executor
     out = Path(out)
     path = Path(image)
     scratch = out / ".blocks"
-    result = predict_blocks(model, path, scratch, block=block, halo=halo, executor=executor, progress=progress)
+    result = predict_blocks(model, path, scratch, block=block, halo=halo, executor=executor, refine=refine,
+                            refine_options=refine_options, progress=progress)
     if _zarr_path(path) is None:
         written = export_labels(result, out / path.name)
     else:
