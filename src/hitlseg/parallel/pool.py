@@ -76,6 +76,13 @@ def as_pool(pool, on_workers: bool | None = None) -> PoolSource:
     return source
 
 
+#: Images per task at most when :func:`_run` batches (selection superpixels and descriptors), and
+#: the bytes a batch may send with it: each image's task costs ~25 ms of scheduling and transfer on
+#: 2 workers where its descriptor is ~1 ms of compute (``benchmarks/scale.py``, 120 x 120 images).
+TASK_IMAGES = 8
+TASK_BYTES = 8 * 2**20
+
+
 def _on_image(function, image_id, image, *extra, pool=None, **shared):
     """Task body: the image (sent, or loaded here from the shipped pool) through ``function``."""
     if image is None:
@@ -83,26 +90,54 @@ def _on_image(function, image_id, image, *extra, pool=None, **shared):
     return function(image_id, np.asarray(image, dtype=np.float32), *extra, **shared)
 
 
+def _on_images(function, batch, pool=None, **shared):
+    """Task body of a batch: ``[(image_id, image or None, extra), ...]`` through :func:`_on_image`."""
+    return [(image_id, _on_image(function, image_id, image, *extra, pool=pool, **shared))
+            for image_id, image, extra in batch]
+
+
+def _nbytes(values) -> int:
+    return sum(int(getattr(v, "nbytes", 0)) for v in values)
+
+
 def _run(store: ResultStore, source: PoolSource, function, shared: dict, executor: Executor | None,
-         progress: Progress, message: str, ragged: Sequence[str], extra=None) -> ResultStore:
-    """Map ``function(image_id, image, **shared)`` over the pending images of ``store``; write each result."""
+         progress: Progress, message: str, ragged: Sequence[str], extra=None, batch: bool = False) -> ResultStore:
+    """Map ``function(image_id, image, **shared)`` over the pending images of ``store``; write each result.
+
+    ``batch``: on a cluster, up to :data:`TASK_IMAGES` images per task (while what they send stays
+    under :data:`TASK_BYTES`); for functions whose results are small. The numbers do not change.
+    """
     executor = executor if executor is not None else Executor()
     pending = store.pending()
     shared = dict(shared)
     if source.on_workers:
         shared["pool"] = source
+    size = TASK_IMAGES if batch and executor.distributed else 1
 
     def items():
+        group, sent = [], 0
         for image_id in pending:
             image = None if source.on_workers else source.image(image_id)
-            yield image_id, (function, image_id, image, *(extra(image_id) if extra is not None else ()))
+            more = tuple(extra(image_id)) if extra is not None else ()
+            weight = _nbytes((image, *more))
+            if group and (len(group) == size or sent + weight > TASK_BYTES):
+                yield group[0][0], (function, group)
+                group, sent = [], 0
+            group.append((image_id, image, more))
+            sent += weight
+        if group:
+            yield group[0][0], (function, group)
 
     report(progress, 0, len(pending), message)
-    results = executor.map(_on_image, items(), shared=shared, total=len(pending))
+    small_pool = -(-executor.small_pool // size)  # the small-pool rule counts images, not tasks
+    results = executor.map(_on_images, items(), shared=shared, total=-(-len(pending) // size), small_pool=small_pool)
+    done = 0
     try:
-        for done, (image_id, values) in enumerate(results, 1):
-            store.write(image_id, values, ragged=ragged, defer_done=True)
-            report(progress, done, len(pending), message)  # counts stored results
+        for _, rows in results:
+            for image_id, values in rows:
+                store.write(image_id, values, ragged=ragged, defer_done=True)
+                done += 1
+                report(progress, done, len(pending), message)  # counts stored results
     finally:
         store.flush()
     return store
@@ -203,7 +238,7 @@ def pool_descriptors(pool, encoder, output, *, executor: Executor | None = None,
     shipped = copy.deepcopy(encoder).cpu()
     return _run(store, source, image_descriptor, {"encoder": shipped, **options}, executor,
                 nested(progress, 0.5, 1.0, "descriptors"), "descriptors", ragged=(),
-                extra=lambda image_id: (superpixels.get("superpixels", image_id),))
+                extra=lambda image_id: (superpixels.get("superpixels", image_id),), batch=True)
 
 
 def _segments(n_superpixels, compactness) -> dict:
@@ -226,7 +261,7 @@ def pool_superpixels(pool, output, *, executor: Executor | None = None, n_superp
     segments = _segments(n_superpixels, compactness)
     superpixels = ResultStore.open(Path(output) / "superpixels.zarr", source.ids, "superpixels", segments, resume=resume)
     return _run(superpixels, source, image_superpixels, segments, executor, progress, "superpixels",
-                ragged=("superpixels",))
+                ragged=("superpixels",), batch=True)
 
 
 # -- predictions and pseudo-labels ---------------------------------------------------------------------
