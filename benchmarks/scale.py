@@ -24,6 +24,7 @@ Usage::
 
     python benchmarks/scale.py                    # n=400, 2048^2 image, 128^3 volume (a few minutes)
     python benchmarks/scale.py --n 5000 --side 4096 --depth 512
+    python benchmarks/scale.py --parts session --n 1000 --task-images 1   # against the default 8
 
 With a cluster, ``workers_peak_rss_mib`` is each worker process's peak resident memory
 (``VmHWM``) after the part.
@@ -306,9 +307,17 @@ def main(argv=None):
     parser.add_argument("--block2d", type=int, default=512)
     parser.add_argument("--block3d", type=int, default=128)
     parser.add_argument("--halo", type=int, default=48)
+    parser.add_argument("--task-images", type=int, default=None,
+                        help="images per task for superpixels and descriptors on the cluster (default: the library's)")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     import torch
+
+    import hitlseg.parallel.pool as pool_module
+
+    if args.task_images is not None:
+        pool_module.TASK_IMAGES = args.task_images
+    args.task_images = pool_module.TASK_IMAGES
 
     report = {"benchmark": "scale", "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "cpus": os.cpu_count(), "load": os.getloadavg(), "settings": {k: v for k, v in vars(args).items() if k != "out"}}
