@@ -2,8 +2,9 @@
 
 Each entry point maps one pure per-image function of the library over the pool's images and
 writes every result to a :class:`~hitlseg.parallel.store.ResultStore` as it arrives, so the
-client holds at most the executor's window of images and results, whatever the pool's length;
-a rerun over the same output resumes where the last one stopped. The numbers are those of the
+client holds at most the executor's window of tasks and their results, whatever the pool's
+length (a task is one image, or for superpixels and descriptors up to :data:`TASK_IMAGES` images
+and :data:`TASK_BYTES` of input); a rerun over the same output resumes where the last one stopped. The numbers are those of the
 functions they call, in-process or on Dask alike:
 
 * :func:`pool_descriptors` - SLIC superpixels (:func:`hitlseg.selection.slic_superpixels`) and
