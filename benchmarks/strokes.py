@@ -32,6 +32,11 @@ protocol's seeded first image); schisto uses the 5 human-marked images and tests
 Masks are read for the robot and for scoring only; the learners never see them. No setting was
 tuned on test images (choices were made on wbc1's validation split).
 
+``--pool-test`` adds the unmarked test images to the self-training pool (transductive: what
+``hitlseg train --labels markers`` does on a folder whose unmarked images are the ones to
+segment, e.g. schisto's 12). Their masks are still never read by the learner (only to report
+pseudo-label accuracy); the rows are then not comparable to the inductive ones.
+
 Usage::
 
     python benchmarks/strokes.py                         # wbc1 3 splits, schisto, hippocampus 1 split (~1 h on 2 cores)
@@ -109,6 +114,8 @@ def run_split(name: str, split_index: int, methods, args) -> dict:
     n_classes = max(classes)
     test_pairs = [(images[i], masks[i]) for i in test_ids]
     pool_ids = [i for i in train_ids if i not in set(marked)]
+    if args.pool_test:  # transductive: the unmarked images to segment are the pool (see the module docstring)
+        pool_ids += [i for i in test_ids if i not in set(pool_ids)]
     ndim = images[marked[0]].ndim - 1
     limit = args.pool_limit_3d if ndim == 3 else None
     if limit and len(pool_ids) > limit:  # evenly spread, as the web app does
@@ -264,6 +271,8 @@ def main(argv=None) -> int:
     parser.add_argument("--iteration-epochs-3d", type=int, default=5)
     parser.add_argument("--pool-limit-3d", type=int, default=40, help="unmarked volumes self-training may use")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pool-test", action="store_true",
+                        help="self-train on the unmarked test images too (transductive; masks never read)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--report", help="folder for report.md and the self-training plots")
