@@ -10,6 +10,7 @@ import pytest
 from hitlseg.active import (STRATEGIES, ActiveConfig, ActiveContext, ActiveLoop, CostModel, DASLStrategy, RobotAnnotator,
                             TimeModel, count_strokes, knapsack, make_strategy, mask_features, pixel_uncertainty, reduce,
                             score_pool)
+from hitlseg.active.context import build_context
 from hitlseg.errors import InputError
 
 N_POOL = 12
@@ -305,6 +306,45 @@ def test_loop_queries_new_images_and_reads_masks_only_through_the_annotator(demo
     assert resumed.run() == resumed.rounds  # nothing left to do: rounds already done
     with pytest.raises(InputError, match="other settings"):
         _loop(demo_loop_data, "random", folder=tmp_path / "loop", per_round=2)
+
+
+def test_loop_with_synthetic_samples(demo_loop_data, tmp_path, monkeypatch):
+    import hitlseg.pseudo
+
+    class Watched(dict):
+        reads: list = []
+
+        def __getitem__(self, key):
+            Watched.reads.append(key)
+            return dict.__getitem__(self, key)
+
+    extras, learn = [], hitlseg.pseudo.learn_from_strokes
+
+    def spy(*args, extra=(), **kwargs):
+        extras.append(list(extra))
+        return learn(*args, extra=extra, **kwargs)
+
+    monkeypatch.setattr(hitlseg.pseudo, "learn_from_strokes", spy)
+    settings = dict(synthetic=1, synthetic_candidates=2, generator_steps=6, generator_refresh_steps=3, rounds=2)
+    loop = _loop(demo_loop_data, "random", folder=tmp_path / "loop", masks=Watched(demo_loop_data["masks"]), **settings)
+    first = demo_loop_data["ids"][:2]
+    loop.start(first)
+    records = loop.run()
+    assert extras[0] == []  # round 0 learns from strokes alone
+    for record, extra, annotated in zip(records[1:], extras[1:], (3, 4)):
+        synthesis = record["synthesis"]
+        assert synthesis["candidates"] == 2 * annotated and 1 <= synthesis["kept"] <= annotated
+        assert len(extra) == synthesis["kept"]
+        for image, mask in extra:
+            assert image.shape == (3, 120, 120) and mask.shape == (120, 120) and set(np.unique(mask)) <= {0, 1, 2}
+    assert [r["synthesis"]["generator_steps"] for r in records[1:]] == [6, 3]
+    assert sorted(set(Watched.reads)) == sorted(loop.annotated)  # synthesis reads no ground truth
+    context = build_context(loop.pool, loop.annotated, score_pool(loop.model, loop.images, loop.pool), images=loop.images)
+    accepted = loop.accepted_masks(context)
+    for i, markers in loop.markers.items():
+        np.testing.assert_array_equal(accepted[i][markers > 0], markers[markers > 0] - 1)  # strokes override
+    resumed = _loop(demo_loop_data, "random", folder=tmp_path / "loop", **settings)
+    assert resumed.synthesizer is not None and resumed.synthesizer.config.steps == 9
 
 
 def test_loop_with_knapsack_and_ensemble(demo_loop_data):

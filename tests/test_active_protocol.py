@@ -84,6 +84,10 @@ def test_protocol_bad_settings():
         _config(reference=2.0)
     with pytest.raises(InputError, match="budget"):
         _config(strategies=("knapsack",), budget=-5.0)
+    with pytest.raises(InputError, match="synthetic: must be an integer >= 0"):
+        _config(synthetic=-1)
+    assert [a for a, _, _ in _config(synthetic=2).arms()] == ["random", "random+synthetic", "entropy",
+                                                             "entropy+synthetic"]
 
 
 def test_cli_experiment_active(tiny_root, tmp_path, capsys):
@@ -92,8 +96,17 @@ def test_cli_experiment_active(tiny_root, tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["experiment", "active", "--dataset", str(tiny_root), "--strategies", "fg_random", "--splits", "1",
                  "--images", "2", "--rounds", "1", "--initial-self-training", "0", "--self-training", "0",
-                 "--epochs", "1", "--baseline-epochs", "0", "--reference", "0.9", "--eval-limit", "2", "--out", str(out)])
+                 "--epochs", "1", "--baseline-epochs", "0", "--reference", "0.9", "--eval-limit", "2", "--out", str(out),
+                 "--synthetic", "1", "--generator-steps", "4", "--generator-refresh-steps", "2"])
     assert code == 0
-    assert (out / "report.md").is_file() and "fg_random" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "| fg_random |" in text and "| fg_random+synthetic |" in text
+    assert "With and without synthetic samples (equal human effort)" in text and "| fg_random | difference |" in text
+    arms = json.loads((out / "results.json").read_text())["splits"][0]["strategies"]
+    plain, synthetic = arms["fg_random"]["rounds"], arms["fg_random+synthetic"]["rounds"]
+    assert [r["queried"] for r in plain] == [r["queried"] for r in synthetic]  # the same images corrected
+    assert "synthesis" not in plain[1] and synthetic[1]["synthesis"]["candidates"] == 3 * 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["synthesis"]["fg_random"]["splits"] == 1
     assert main(["experiment", "active", "--dataset", str(tiny_root), "--strategies", "nope", "--out", str(out)]) != 0
     assert "unknown name" in capsys.readouterr().err

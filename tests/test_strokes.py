@@ -110,6 +110,15 @@ def test_learner_rejects_bad_strokes(demo_data):
         learn_from_strokes([image], [markers], [image], truth=[])
     with pytest.raises(InputError, match="min_change"):
         SelfTrainingConfig(min_change=1.5)
+    mask = np.zeros(markers.shape, np.uint8)
+    with pytest.raises(InputError, match=r"extra\[0\]: mask of shape"):
+        learn_from_strokes([image], [markers], extra=[(image, mask[:10])])
+    with pytest.raises(InputError, match=r"extra\[0\]: image of shape"):
+        learn_from_strokes([image], [markers], extra=[(image[:1], mask)])
+    with pytest.raises(InputError, match=r"extra\[0\]: mask labels must be 0..2"):
+        learn_from_strokes([image], [markers], extra=[(image, mask + 3)])
+    with pytest.raises(InputError, match=r"extra\[1\]: need an \(image, mask\) pair"):
+        learn_from_strokes([image], [markers], extra=[(image, mask), image])
 
 
 def test_train_accepts_ignore_and_checks_it():
@@ -180,13 +189,17 @@ def test_cli_train_from_markers_never_opens_a_mask(marked_dataset, tmp_path, mon
     monkeypatch.setattr(hitlseg.io, "read_mask", forbidden)
     out = tmp_path / "model.pt"
     code = main(["train", "--dataset", str(root), "--labels", "markers", "--split", str(split), "--epochs", "3",
-                 "--self-training", "1", "--out", str(out), "--json"])
+                 "--self-training", "1", "--out", str(out), "--json", "--synthetic", "1", "--generator-steps", "4"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["marked_images"] == ids[:3] and summary["pool_images"] == 7
     assert summary["iterations"] == 1 and 0 < summary["machine_labelled"] <= 1
+    # synthesis from the accepted predictions (no mask either): 3 candidates per marked image
+    assert summary["synthesis"]["candidates"] == 9 and 1 <= summary["synthesis"]["kept"] <= 3
     model = SegModel.load(out)
     assert model.kind == "sunet" and model.n_classes == 2 and model.info["labels"] == "strokes"
+    assert model.info["synthesis"]["kept"] == summary["synthesis"]["kept"]
+    assert len(model.info["synthesis"]["further_training"]) == 2  # warm-started: one self-training iteration
 
 
 def test_cli_train_from_markers_bad_input(marked_dataset, tmp_path, capsys):

@@ -96,6 +96,13 @@ def register_active(sub) -> None:
     active.add_argument("--self-training", type=argtypes.non_negative_int, default=1, help="self-training iterations per round")
     active.add_argument("--epochs", type=argtypes.positive_int, default=5, help="warm-started epochs on the strokes per round")
     active.add_argument("--pool-limit", type=argtypes.positive_int, default=60, help="pool images self-training uses per round")
+    active.add_argument("--synthetic", type=argtypes.non_negative_int, default=0,
+                        help="also run every strategy with N synthetic samples per annotated image per round "
+                             "(a '<strategy>+synthetic' arm; Mahapatra et al. 2018)")
+    active.add_argument("--generator-steps", type=argtypes.positive_int, default=400,
+                        help="generator training steps of the first synthesis round (default 400)")
+    active.add_argument("--generator-refresh-steps", type=argtypes.positive_int, default=100,
+                        help="generator steps of every later round, continuing the previous generator (default 100)")
     active.add_argument("--baseline-epochs", type=argtypes.non_negative_int, default=30,
                         help="epochs of the all-backprop U-Net reference (0: use --reference)")
     active.add_argument("--reference", type=argtypes.fraction, help="fixed reference Dice when --baseline-epochs 0")
@@ -117,6 +124,8 @@ def run_active(args) -> int:
                                   splits=args.splits, images=args.images, rounds=args.rounds, per_round=args.per_round,
                                   budget=args.budget, initial_self_training=args.initial_self_training,
                                   self_training=args.self_training, epochs=args.epochs, pool_limit=args.pool_limit,
+                                  synthetic=args.synthetic, generator_steps=args.generator_steps,
+                                  generator_refresh_steps=args.generator_refresh_steps,
                                   baseline_epochs=args.baseline_epochs, reference=args.reference,
                                   eval_limit=args.eval_limit, seed=args.seed)
     dataset = Dataset.from_folder(args.dataset)

@@ -54,7 +54,8 @@ def register(commands) -> None:
     train.add_argument("--synthetic", type=argtypes.non_negative_int, default=0, metavar="N",
                        help="after training, add N synthetic images per training image (altered masks, a "
                             "mask-conditioned GAN, the most uncertain realistic ones; hitlseg.synthesis) and "
-                            "fine-tune on all (default 0: none; --labels masks only)")
+                            "fine-tune on all (default 0: none); with --labels markers the masks are the model's "
+                            "predictions under the strokes")
     train.add_argument("--generator-steps", type=argtypes.positive_int, default=600, metavar="N",
                        help="with --synthetic: training steps of the generator (default 600, batches of 4 crops)")
     train.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the split, markers, initialisation and sampling")
@@ -203,8 +204,6 @@ def run_train(args) -> int:
     from hitlseg.validate import check_output_file
 
     if args.labels == "markers":
-        if args.synthetic:
-            raise InputError("--synthetic: only with --labels masks (synthesis from pseudo-labels is not implemented)")
         return run_train_markers(args)
     config = TrainConfig(epochs=args.epochs or 100, batch_size=args.batch_size, lr=args.lr, crop_size=args.crop_size,
                          seed=args.seed, device=args.device, ncut_weight=args.ncut_weight or 0.0,
@@ -373,6 +372,8 @@ def run_train_markers(args) -> int:
                                     names=marked, pool_names=pool.ids, seed=args.seed, device=args.device,
                                     expand=args.expand_strokes, progress=progress)
     model = result.model
+    synthesis = _synthesis_from_strokes(args, model, images, markers, pool, config, marked, quiet) \
+        if args.synthetic else None
     model.info.update({"dataset": str(root.resolve()), "split": split.to_dict(), "split_source": split_source,
                        "encoder": encoder_spec, "marked_images": marked, "seconds": time.perf_counter() - started})
     model.save(out)
@@ -386,6 +387,9 @@ def run_train_markers(args) -> int:
                "machine_labelled": last["machine_labelled"], "seconds": time.perf_counter() - started,
                "split_file": str(split_file) if split_file else None,
                "history": [{k: v for k, v in h.items() if k != "chosen"} for h in result.history]}
+    if synthesis is not None:
+        summary["synthesis"] = {k: synthesis.get(k) for k in ("candidates", "realistic", "kept", "generator_seconds",
+                                                              "seconds")}
     if args.json:
         print_json(summary)
         return 0
@@ -397,10 +401,43 @@ def run_train_markers(args) -> int:
         print(f"iteration {h['iteration']}: {h['pool_images']} pool images pseudo-labelled, "
               f"{h['machine_labelled']:.1%} of pool pixels, loss {h['loss']:.4f}")
     print(f"stopped:   {result.stopped}")
+    if synthesis is not None:
+        print(f"synthetic: {synthesis['kept']} of {synthesis['candidates']} candidates added "
+              f"(masks: the model's predictions under the strokes)")
     print(f"time:      {summary['seconds']:.1f} s")
     if split_file:
         print(f"split:     {split_file}")
     return 0
+
+
+def _synthesis_from_strokes(args, model, images, markers, pool, config, names, quiet) -> dict:
+    """``train --labels markers --synthetic N``: synthetic samples from the accepted predictions, then more training.
+
+    The masks are the model's predictions with the strokes over them (no ground truth); the
+    model is then trained further, warm-started, on the strokes and the synthetic pairs (one
+    self-training iteration on the pool when there is one). ``model`` is updated in place.
+    """
+    from dataclasses import replace
+
+    from hitlseg.pseudo import Schedule, SelfTrainingConfig, learn_from_strokes
+    from hitlseg.synthesis import accepted_mask, synthesize_from_annotations
+
+    with progress_bar("synthesis", enabled=not quiet) as progress:
+        pairs = [(image, accepted_mask(model.predict(image, postprocess="none").labels, m))
+                 for image, m in zip(images, markers)]
+        samples, record, _ = synthesize_from_annotations(model, pairs, args.synthetic, steps=args.generator_steps,
+                                                         seed=args.seed, progress=progress)
+    if not samples:
+        return record
+    first_info = dict(model.info or {})
+    self_training = SelfTrainingConfig(iterations=1 if len(pool) else 0, schedule=Schedule(beta0=0.75, gamma0=1.0))
+    with progress_bar("training with synthetic samples", enabled=not quiet) as progress:
+        further = learn_from_strokes(images, markers, pool, model=model, config=replace(config, epochs=max(1, config.epochs // 2)),
+                                     self_training=self_training, names=names, pool_names=pool.ids, seed=args.seed,
+                                     strokes_stage=not len(pool), extra=samples, progress=progress)
+    record["further_training"] = [{k: v for k, v in h.items() if k != "chosen"} for h in further.history]
+    model.info = {**first_info, "synthesis": record}
+    return record
 
 
 def run_predict(args) -> int:

@@ -29,6 +29,7 @@ from hitlseg.experiments.scoring import average, is_brats, score
 from hitlseg.progress import Progress, PartsProgress, nested, report
 
 DEFAULT_STRATEGIES = ("random", "fg_random", "entropy", "coreset")
+SYNTHETIC_ARM = "+synthetic"  # suffix of a strategy's arm with synthetic samples
 
 
 @dataclass
@@ -48,6 +49,12 @@ class ActiveProtocolConfig:
         Seconds per round of the ``knapsack`` strategy (its time budget).
     initial_self_training, epochs, self_training, self_training_epochs, pool_limit
         The loop's training (:class:`hitlseg.active.ActiveConfig`).
+    synthetic : int
+        With > 0, every strategy also runs as a ``"<strategy>+synthetic"`` arm whose rounds add
+        that many synthetic samples per annotated image (:attr:`ActiveConfig.synthetic`); the
+        robot corrects the same way in both arms, so they compare at equal human effort.
+    generator_steps, generator_refresh_steps : int
+        The synthetic arms' generator training (:class:`hitlseg.active.ActiveConfig`).
     baseline_epochs : int
         Epochs of the all-backprop U-Net reference (0: none trained).
     reference : float or None
@@ -70,6 +77,9 @@ class ActiveProtocolConfig:
     self_training: int = ActiveConfig.self_training
     self_training_epochs: int = ActiveConfig.self_training_epochs
     pool_limit: int | None = ActiveConfig.pool_limit
+    synthetic: int = 0
+    generator_steps: int = ActiveConfig.generator_steps
+    generator_refresh_steps: int = ActiveConfig.generator_refresh_steps
     baseline_epochs: int = 30
     reference: float | None = None
     eval_limit: int | None = None
@@ -91,15 +101,25 @@ class ActiveProtocolConfig:
         if self.reference is not None and not (isinstance(self.reference, (int, float)) and 0 < self.reference <= 1):
             raise InputError(f"reference: must be a Dice in (0, 1], got {self.reference!r}")
         self.fractions = tuple(float(f) for f in self.fractions)
-        for name in self.strategies:
-            self.loop_config(name)  # validates names, options and the loop's settings
+        for _, name, synthetic in self.arms():
+            self.loop_config(name, synthetic)  # validates names, options and the loop's settings
 
-    def loop_config(self, strategy: str) -> ActiveConfig:
+    def arms(self) -> list[tuple[str, str, int]]:
+        """``(arm name, strategy, synthetic samples per image)`` of every loop a split runs."""
+        arms = []
+        for strategy in self.strategies:
+            arms.append((strategy, strategy, 0))
+            if self.synthetic:
+                arms.append((f"{strategy}{SYNTHETIC_ARM}", strategy, self.synthetic))
+        return arms
+
+    def loop_config(self, strategy: str, synthetic: int = 0) -> ActiveConfig:
         options = {"budget": float(self.budget)} if strategy == "knapsack" and self.budget is not None else {}
         return ActiveConfig(strategy=strategy, strategy_options=options, rounds=self.rounds, per_round=self.per_round,
                             initial_self_training=self.initial_self_training, epochs=self.epochs,
                             self_training=self.self_training, self_training_epochs=self.self_training_epochs,
-                            pool_limit=self.pool_limit, seed=self.seed)
+                            pool_limit=self.pool_limit, synthetic=synthetic, generator_steps=self.generator_steps,
+                            generator_refresh_steps=self.generator_refresh_steps, seed=self.seed)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -178,7 +198,7 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
         raise InputError(f"{dataset.root}: the protocol needs at least 3 images with masks, found {len(ids)}")
     results = {"config": config.to_dict(), "dataset": str(dataset.root), "splits": []}
     started = time.perf_counter()
-    total = config.splits * (len(config.strategies) + 1 + int(config.baseline_epochs > 0))
+    total = config.splits * (len(config.arms()) + 1 + int(config.baseline_epochs > 0))
     tracker = PartsProgress(progress, total, log=log, log_every=log_every)
     cache: dict = {}
     for index in range(config.splits):
@@ -219,22 +239,23 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
 
         zero = run_part(store, tracker, first_name, round_zero, started)
         split_result["round0"] = zero
-        for strategy in config.strategies:
-            name = f"split{index}-{strategy}"
+        for arm, strategy, synthetic in config.arms():
+            name = f"split{index}-{arm}"
 
-            def run_strategy(stage, strategy=strategy, name=name):
+            def run_strategy(stage, strategy=strategy, synthetic=synthetic, name=name):
                 import numpy as _np
 
                 data = _np.load(first_folder / "markers.npz", allow_pickle=False)
                 first_markers = {i: data[f"m{k}"] for k, i in enumerate(zero["first"])}
-                loop = ActiveLoop(images, split.train, RobotAnnotator(robot, masks), config.loop_config(strategy),
-                                  n_classes=max(classes), evaluate=evaluate, folder=out / "loops" / name,
+                loop = ActiveLoop(images, split.train, RobotAnnotator(robot, masks),
+                                  config.loop_config(strategy, synthetic), n_classes=max(classes), evaluate=evaluate,
+                                  folder=out / "loops" / name,
                                   initial_model=SegModel.load(first_folder / "model.pt"), executor=executor)
                 loop.start(zero["first"], first_markers=first_markers)
                 rounds = loop.run(progress=nested(stage, label="correction"),
                                   log=(lambda line: tracker.log(f"{name} {line} ({tracker.time_left()})")) if log else None)
                 return {"rounds": [{k: v for k, v in r.items() if k != "per_image"} for r in rounds]}
 
-            split_result["strategies"][strategy] = run_part(store, tracker, name, run_strategy, started)
+            split_result["strategies"][arm] = run_part(store, tracker, name, run_strategy, started)
         results["splits"].append(split_result)
     return finish(out, results, started, progress, total)

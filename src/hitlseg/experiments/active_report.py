@@ -71,6 +71,38 @@ def effort_to_reach(results: dict) -> dict:
     return table
 
 
+def synthesis_comparison(results: dict) -> dict:
+    """Per strategy with a ``+synthetic`` arm: test Dice of both arms per round, their paired difference, costs.
+
+    Returns ``{strategy: {"rounds": [...], "without": [...], "with": [...], "difference": [...],
+    "seconds_without", "seconds_with" (effort), "kept_per_round", "synthesis_seconds_per_round"}}``;
+    Dice values are means over the splits where both arms ran, the difference is paired per split.
+    """
+    from hitlseg.experiments.active import SYNTHETIC_ARM
+
+    per_strategy = curves(results)
+    out: dict = {}
+    for arm, rows_with in per_strategy.items():
+        if not arm.endswith(SYNTHETIC_ARM) or arm[: -len(SYNTHETIC_ARM)] not in per_strategy:
+            continue
+        strategy = arm[: -len(SYNTHETIC_ARM)]
+        rows_without = per_strategy[strategy]
+        n = min(len(r["dice"]) for r in rows_with + rows_without)
+        a = np.array([r["dice"][:n] for r in rows_without[: len(rows_with)]], dtype=float)
+        b = np.array([r["dice"][:n] for r in rows_with[: len(a)]], dtype=float)
+        synthesis = [r.get("synthesis") or {} for split in results["splits"]
+                     for r in split["strategies"].get(arm, {}).get("rounds", [])[1:]]
+        out[strategy] = {
+            "rounds": list(range(n)), "splits": len(b),
+            "without": np.nanmean(a, 0).tolist(), "with": np.nanmean(b, 0).tolist(),
+            "difference": np.nanmean(b - a, 0).tolist(),
+            "seconds_without": float(np.mean([r["seconds"][n - 1] for r in rows_without[: len(b)]])),
+            "seconds_with": float(np.mean([r["seconds"][n - 1] for r in rows_with[: len(b)]])),
+            "kept_per_round": float(np.mean([x.get("kept", 0) for x in synthesis])) if synthesis else None,
+            "synthesis_seconds_per_round": float(np.mean([x.get("seconds", 0.0) for x in synthesis])) if synthesis else None}
+    return out
+
+
 def _figure(per_strategy: dict, key: str, label: str, path: Path, refs) -> None:
     import matplotlib
 
@@ -154,13 +186,32 @@ def write_active_report(results: dict, out: str | Path, command: str | None = No
                      f"{_fmt(None if b['saving_vs_random'] is None else 100 * b['saving_vs_random'], 0, '%')} |")
     lines += ["", "(n/m): splits where the threshold was reached within the rounds; means are over those splits, the "
               "saving against random over the splits where both reached it.", "",
-              "![Dice against seconds](dice_vs_seconds.png)", "", "![Dice against pixels](dice_vs_pixels.png)", "",
-              "## Queried images", ""]
+              "![Dice against seconds](dice_vs_seconds.png)", "", "![Dice against pixels](dice_vs_pixels.png)", ""]
+    synthesis = synthesis_comparison(results)
+    if synthesis:
+        n = max(len(c["rounds"]) for c in synthesis.values())
+        lines += ["## With and without synthetic samples (equal human effort)", "",
+                  f"The `+synthetic` arms add {config.get('synthetic')} synthetic sample(s) per annotated image to every "
+                  "correction round's training (hitlseg.synthesis: altered accepted masks, a mask-conditioned "
+                  "generator continued round after round, the most uncertain realistic candidates by MC dropout). "
+                  "Test mean Dice after each round (mean over splits) and the paired difference:", "",
+                  "| strategy | arm | " + " | ".join(f"r{k}" for k in range(n)) + " | effort (s) | kept per round | "
+                  "synthesis s per round |", "|---|---|" + "---|" * (n + 3)]
+        for strategy, c in synthesis.items():
+            lines.append(f"| {strategy} | without | " + " | ".join(f"{v:.3f}" for v in c["without"]) +
+                         f" | {c['seconds_without']:.0f} | | |")
+            lines.append(f"| {strategy} | with | " + " | ".join(f"{v:.3f}" for v in c["with"]) +
+                         f" | {c['seconds_with']:.0f} | {_fmt(c['kept_per_round'], 1)} | "
+                         f"{_fmt(c['synthesis_seconds_per_round'], 0)} |")
+            lines.append(f"| {strategy} | difference | " + " | ".join(f"{v:+.3f}" for v in c["difference"]) + " | | | |")
+        lines.append("")
+    lines += ["## Queried images", ""]
     for split in results["splits"]:
         lines.append(f"- split {split['index']}, round 0: {', '.join(split['round0']['first'])}")
         for strategy, part in split["strategies"].items():
             queried = [", ".join(r["queried"]) for r in part["rounds"][1:]]
             lines.append(f"- split {split['index']}, {strategy}: {'; '.join(queried)}")
     write_text(out / "report.md", "\n".join(lines) + "\n")
-    write_json(out / "summary.json", {"curves": per_strategy, "effort_to_reach": reach, "reference": refs})
+    write_json(out / "summary.json", {"curves": per_strategy, "effort_to_reach": reach, "reference": refs,
+                                      "synthesis": synthesis})
     return out / "report.md"

@@ -193,13 +193,36 @@ def _pseudo_metrics(pseudo: dict[int, np.ndarray], truth) -> dict:
             "images": len(found)}
 
 
+def _check_extra(extra, like: np.ndarray, n_classes: int) -> list:
+    """``extra`` as a list of (float32 image, uint8 mask) pairs shaped like ``like``, or a clear error."""
+    pairs = []
+    for k, pair in enumerate(extra):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InputError(f"extra[{k}]: need an (image, mask) pair")
+        image, mask = np.asarray(pair[0], dtype=np.float32), np.asarray(pair[1])
+        if image.ndim != like.ndim or image.shape[0] != like.shape[0]:
+            raise InputError(f"extra[{k}]: image of shape {image.shape}; the marked images are {like.shape[0]}-channel "
+                             f"{like.ndim - 1}D")
+        if mask.shape != image.shape[1:]:
+            raise InputError(f"extra[{k}]: mask of shape {mask.shape} does not match its image {image.shape[1:]}")
+        if mask.dtype.kind not in "iub":
+            raise InputError(f"extra[{k}]: the mask must hold integer class indices, got {mask.dtype}")
+        labels = mask[mask != IGNORE]
+        if labels.size and (int(labels.min()) < 0 or int(labels.max()) > n_classes):
+            raise InputError(f"extra[{k}]: mask labels must be 0..{n_classes} (or {IGNORE}), got "
+                             f"{int(labels.min())}..{int(labels.max())}")
+        pairs.append((image, mask.astype(np.uint8)))
+    return pairs
+
+
 def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarray], pool: Sequence[np.ndarray] = (), *,
                        encoder=None, model=None, n_classes: int | None = None, config=None,
                        self_training: SelfTrainingConfig | None = None, preprocessing: dict | None = None,
                        names: Sequence[str] | None = None, pool_names: Sequence[str] | None = None,
                        truth: Sequence[np.ndarray | None] | None = None,
                        evaluate: Callable[[object], dict] | None = None, seed: int = 0, device=None,
-                       strokes_stage: bool = True, expand: bool | None = None, progress: Progress = None) -> StrokesResult:
+                       strokes_stage: bool = True, expand: bool | None = None, extra: Sequence = (),
+                       progress: Progress = None) -> StrokesResult:
     """Train an sU-Net from strokes, then refine it by self-training on the unlabelled pool.
 
     Parameters
@@ -245,6 +268,10 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
         fresh sU-Net on the same encoder from them; they count as the person's in what follows.
         Default :data:`hitlseg.defaults.EXPAND_STROKES` for a fresh learner (no ``model``
         given), off for a correction round.
+    extra : sequence of (ndarray, ndarray)
+        Further fully labelled pairs, e.g. synthetic samples generated for altered masks
+        (:mod:`hitlseg.synthesis`): images like ``images`` and masks of class indices
+        ``0..n_classes`` (``IGNORE`` allowed), trained with the strokes in every stage.
     progress : callable, optional
 
     Returns
@@ -276,6 +303,7 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
     check_ignore(n_classes)
     if largest > n_classes:
         raise InputError(f"markers: hold class {largest}, but the model has {n_classes} object classes")
+    extra = _check_extra(extra, images[0], n_classes)
     targets = [markers_to_target(m) if m.any() else np.full(m.shape, IGNORE, np.uint8) for m in markers]
     marked_fraction = float(sum((m > 0).sum() for m in markers) / sum(m.size for m in markers))
 
@@ -289,8 +317,13 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
             encoder = fit_encoder(images, markers, seed=seed, device=device, names=names,
                                   progress=stage("learning FLIM filters"))
         model = SegModel.sunet(encoder, n_classes, preprocessing=preprocessing, seed=seed)
-    train_names = {"train": names}
-    stroke_pairs = [(image, target) for image, target in zip(images, targets) if (target != IGNORE).any()]
+    def strokes_and_extra(targets):
+        """Training pairs of the marked images with a stroke, then ``extra``, and their names."""
+        kept = [k for k, target in enumerate(targets) if (target != IGNORE).any()]
+        pairs = [(images[k], targets[k]) for k in kept] + extra
+        return pairs, {"train": [names[k] for k in kept] + [f"extra pair {k}" for k in range(len(extra))]}
+
+    stroke_pairs, train_names = strokes_and_extra(targets)
     loss = None
     if expand is None:
         from hitlseg.defaults import EXPAND_STROKES
@@ -308,7 +341,7 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
         report(progress, 0, 1, "expanding the strokes by graph cut")
         markers = expand_all(images, markers, lambda image: model.predict(image, postprocess="none").labels, names)
         targets = [markers_to_target(m) for m in markers]
-        stroke_pairs = [(image, target) for image, target in zip(images, targets) if (target != IGNORE).any()]
+        stroke_pairs, train_names = strokes_and_extra(targets)
         expanded_fraction = float(sum((m > 0).sum() for m in markers) / sum(m.size for m in markers))
         model = SegModel.sunet(model.net.encoder, n_classes, preprocessing=preprocessing, seed=seed)
         result = train(model, stroke_pairs, [], config, progress=stage("training on the expanded strokes"),
@@ -351,7 +384,7 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
             probs_marked = _probabilities(model, images, names, self_training.flips, stage(label),
                                           "pseudo-labelling the marked images")
             pairs += [(image, merge_strokes(tripartition(p, schedule.delta), m), m > 0)
-                      for image, p, m in zip(images, probs_marked, markers)]
+                      for image, p, m in zip(images, probs_marked, markers)] + extra
         else:
             pairs += stroke_pairs
         chosen_pseudo = {i: pseudo_all[i] for i in chosen if (pseudo_all[i] != IGNORE).any()}

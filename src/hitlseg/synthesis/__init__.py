@@ -15,12 +15,13 @@ from hitlseg.synthesis.generator import GeneratorConfig, Synthesizer, train_gene
 from hitlseg.synthesis.select import (SynthesisResult, feature_distances, mc_dropout_scorer, select_informative,
                                       synthesize_for_training)
 from hitlseg.synthesis.store import is_synthetic, read_manifest, synthetic_ids, write_synthetic
-from hitlseg.synthesis.training import SynthesisConfig, train_with_synthesis
+from hitlseg.synthesis.training import (SynthesisConfig, accepted_mask, synthesize_from_annotations,
+                                        train_with_synthesis)
 
 __all__ = [
-    "ALTERATIONS", "GeneratorConfig", "SynthesisConfig", "SynthesisResult", "Synthesizer", "add_object",
+    "ALTERATIONS", "GeneratorConfig", "SynthesisConfig", "SynthesisResult", "Synthesizer", "accepted_mask", "add_object",
     "apply_alteration", "elastic", "feature_distances", "grow", "is_synthetic", "mc_dropout_scorer", "objects",
     "random_alteration", "read_manifest", "remove_object", "rotate", "scale", "select_informative", "shrink",
-    "synthesize_for_training", "synthetic_ids", "train_generator", "train_with_synthesis", "translate",
+    "synthesize_for_training", "synthesize_from_annotations", "synthetic_ids", "train_generator", "train_with_synthesis", "translate",
     "write_synthetic",
 ]

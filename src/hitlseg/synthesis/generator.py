@@ -11,7 +11,7 @@ ECCV 2016). Both networks are fully convolutional: the synthesizer generates ful
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -139,7 +139,8 @@ def _perceptual(encoder, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor
 
 
 def train_generator(pairs: Sequence, config: GeneratorConfig | None = None, *, encoder=None,
-                    n_classes: int | None = None, progress: Progress = None) -> "Synthesizer":
+                    n_classes: int | None = None, start: "Synthesizer | None" = None,
+                    progress: Progress = None) -> "Synthesizer":
     """Train a mask-conditioned generator on (image, mask) pairs (Mahapatra et al., MICCAI 2018).
 
     Parameters
@@ -151,16 +152,23 @@ def train_generator(pairs: Sequence, config: GeneratorConfig | None = None, *, e
         A frozen FLIM encoder of these images; adds the perceptual L1 on its features.
     n_classes : int, optional
         Object classes K (default: the largest label of the masks).
+    start : Synthesizer, optional
+        Continue training this synthesizer's networks (e.g. on the pairs of a later active-learning
+        round) instead of fresh ones; its classes, channels and dimension must match the pairs.
+        Its networks are trained in place; the widths of ``config`` are not used.
     progress : callable, optional
         ``progress(step, steps, message)``.
 
     Returns
     -------
     Synthesizer
-        The trained generator and discriminator; ``history`` holds the mean losses per 10 % of the steps.
+        The trained generator and discriminator; ``history`` holds the mean losses per 10 % of the
+        steps (after ``start``'s own history, when given).
     """
     config = config or GeneratorConfig()
     pairs = check_pairs(pairs, n_classes=n_classes)
+    if start is not None and n_classes is None:
+        n_classes = start.n_classes
     n_classes = int(max(int(m.max()) for _, m in pairs)) if n_classes is None else int(n_classes)
     if n_classes < 1:
         raise InputError("pairs: the masks hold no object class (every pixel is 0)")
@@ -172,10 +180,16 @@ def train_generator(pairs: Sequence, config: GeneratorConfig | None = None, *, e
     smallest = [min(m.shape[a] for _, m in pairs) for a in range(ndim)]
     crop = tuple(min(config.crop, s) for s in smallest)
     stats = [class_statistics(image, mask, n_classes) for image, mask in pairs]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        generator = UNetGenerator(n_classes + 1, channels, ndim, config.width, config.depth).to(device)
-        discriminator = PatchDiscriminator(n_classes + 1, channels, ndim, config.width).to(device)
+    if start is not None:
+        if (start.n_classes, start.channels, start.ndim) != (n_classes, channels, ndim):
+            raise InputError(f"start: the synthesizer makes {start.channels}-channel {start.ndim}D images of "
+                             f"{start.n_classes} classes, the pairs are {channels}-channel {ndim}D with {n_classes}")
+        generator, discriminator = start.generator.to(device).train(), start.discriminator.to(device).train()
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            generator = UNetGenerator(n_classes + 1, channels, ndim, config.width, config.depth).to(device)
+            discriminator = PatchDiscriminator(n_classes + 1, channels, ndim, config.width).to(device)
     if encoder is not None:
         encoder = encoder.to(device).eval()
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(0.5, 0.999))
@@ -222,8 +236,16 @@ def train_generator(pairs: Sequence, config: GeneratorConfig | None = None, *, e
     discriminator.eval()
     low = float(min(i.min() for i, _ in pairs))
     high = float(max(i.max() for i, _ in pairs))
-    return Synthesizer(generator, discriminator, config, n_classes, (low, high), history,
-                       time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    if start is not None:
+        low, high = min(low, start.value_range[0]), max(high, start.value_range[1])
+        done = start.history[-1]["step"] if start.history else 0
+        history = start.history + [{**h, "step": h["step"] + done, "seconds": h["seconds"] + start.seconds}
+                                   for h in history]
+        seconds += start.seconds
+        config = replace(config, steps=start.config.steps + config.steps, width=start.config.width,
+                         depth=start.config.depth)  # the widths rebuild the networks on load
+    return Synthesizer(generator, discriminator, config, n_classes, (low, high), history, seconds)
 
 
 class Synthesizer:

@@ -140,3 +140,62 @@ def train_with_synthesis(model, train_pairs, val_pairs, train_config, config: Sy
         record["model_kept"] = "first"
     record["seconds"] = time.perf_counter() - started
     return {"train": result, "synthesis": record, "samples": made.samples, "synthesizer": synthesizer}
+
+
+def accepted_mask(labels: np.ndarray, markers: np.ndarray) -> np.ndarray:
+    """A person's accepted segmentation: the predicted ``labels`` with their strokes (``c + 1`` -> class ``c``) over them."""
+    labels, markers = np.asarray(labels), np.asarray(markers)
+    if labels.shape != markers.shape:
+        raise InputError(f"markers: shape {markers.shape} does not match the prediction {labels.shape}")
+    return np.where(markers > 0, markers.astype(np.int64) - 1, labels).astype(np.uint8)
+
+
+def synthesize_from_annotations(model, pairs, n_per_image: int, *, synthesizer=None, steps: int = 400,
+                                candidates: int = 3, dropout: float = 0.2, seed: int = 0,
+                                progress: Progress = None) -> tuple[list, dict, object]:
+    """Synthetic training pairs from annotated images whose masks are accepted predictions, not ground truth.
+
+    What a correction round and ``hitlseg train --labels markers --synthetic N`` add to training
+    (Mahapatra et al., MICCAI 2018): the generator is trained on ``pairs`` (or ``synthesizer`` is
+    trained further on them), candidates are generated for altered masks and the ``n_per_image``
+    most uncertain realistic ones per image are kept
+    (:func:`~hitlseg.synthesis.select.synthesize_for_training`).
+
+    Parameters
+    ----------
+    model : hitlseg.nets.SegModel
+        The current model: its FLIM encoder gives the perceptual loss, its MC dropout the uncertainty.
+    pairs : sequence of (ndarray, ndarray)
+        Annotated images and their accepted masks (:func:`accepted_mask`); masks without an
+        object class are skipped.
+    n_per_image : int
+    synthesizer : Synthesizer, optional
+        Continue this generator (the previous round's) for ``steps`` steps.
+    steps, candidates, dropout, seed
+        Generator steps, candidates per kept sample, MC-dropout rate, seed.
+    progress : callable, optional
+
+    Returns
+    -------
+    (list of (ndarray, ndarray), dict, Synthesizer or None)
+        The kept pairs; a record (counts, mean uncertainties, ``generator_steps``,
+        ``generator_seconds``, ``seconds``); the trained synthesizer.
+    """
+    from hitlseg.flim.encoder import FLIMEncoder
+
+    started = time.perf_counter()
+    n_per_image = check_count(n_per_image, "n_per_image")
+    pairs = [(np.asarray(image, dtype=np.float32), np.asarray(mask)) for image, mask in pairs if np.asarray(mask).any()]
+    if n_per_image == 0 or not pairs:
+        note = "no annotated image holds an object class" if n_per_image else "n_per_image is 0"
+        return [], {"candidates": 0, "kept": 0, "note": note, "seconds": 0.0}, synthesizer
+    encoder = model.net.encoder if isinstance(model.net.encoder, FLIMEncoder) else None
+    before = synthesizer.seconds if synthesizer is not None else 0.0
+    synthesizer = train_generator(pairs, GeneratorConfig(steps=steps, seed=seed), encoder=encoder,
+                                  n_classes=model.n_classes, start=synthesizer,
+                                  progress=nested(progress, 0.0, 0.7, "generator"))
+    made = synthesize_for_training(model, pairs, synthesizer, n_per_image, np.random.default_rng([seed, 19]),
+                                   candidates=candidates, dropout=dropout, progress=nested(progress, 0.7, 1.0, "synthesis"))
+    record = {**made.summary(), "generator_steps": steps, "generator_seconds": synthesizer.seconds - before,
+              "seconds": time.perf_counter() - started}
+    return made.samples, record, synthesizer
