@@ -421,7 +421,7 @@ def test_projection_small_pools_and_pca():
     assert pca.coords.shape == (6, 2) and pca.method == "pca"
     np.testing.assert_array_equal(pca.coords, project(x, "pca").coords)
     with pytest.raises(InputError, match="method"):
-        project(x, "umap")
+        project(x, "umapx")
     with pytest.raises(InputError, match="perplexity"):
         project(x, perplexity=0)
 

@@ -418,7 +418,7 @@ def _imported_top_level_names() -> set[str]:
 
 
 def test_runtime_dependencies_are_exactly_the_imported_ones():
-    """pyproject's dependencies and ``web`` extra declare every distribution src/ imports, and
+    """pyproject's dependencies and ``web`` and ``umap`` extras declare every distribution src/ imports, and
     nothing src/ does not import (python-multipart was declared and unused; threadpoolctl used and
     undeclared)."""
     import importlib.metadata as metadata
@@ -427,7 +427,8 @@ def test_runtime_dependencies_are_exactly_the_imported_ones():
     from packaging.requirements import Requirement
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = {_normal(Requirement(r).name) for r in project["dependencies"] + project["optional-dependencies"]["web"]}
+    runtime = project["dependencies"] + project["optional-dependencies"]["web"] + project["optional-dependencies"]["umap"]
+    declared = {_normal(Requirement(r).name) for r in runtime}
     by_module = metadata.packages_distributions()
     imported = {}
     for module in _imported_top_level_names():

@@ -26,6 +26,13 @@ GTFREE_POLICIES = ("most_distant", "closest", "alternate")
 #: round: the protocol of the selection experiments and of the simulated annotator.
 DEFAULT_POLICY = "alternate"
 
+#: 2D projections of the selection view (:func:`hitlseg.selection.projection.project`): t-SNE
+#: (openTSNE), PCA, UMAP (umap-learn, the ``hitlseg[umap]`` extra).
+PROJECTIONS = ("tsne", "pca", "umap")
+#: t-SNE, the projection of the paper's selection view; UMAP is an option, not the default, since
+#: umap-learn is an optional extra and its first layout in a process compiles for about 6 s.
+DEFAULT_PROJECTION = "tsne"
+
 #: Whether the strokes learner expands a fresh model's strokes by graph cut
 #: (:mod:`hitlseg.pseudo.expand`), by number of spatial dimensions. Chosen on wbc1 validation
 #: images only (seed-0..2 splits, 5 gtfree-chosen images, robot strokes): mean val Dice without

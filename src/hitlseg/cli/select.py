@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from hitlseg.cli import args as argtypes
-from hitlseg.defaults import DEFAULT_POLICY, GTFREE_POLICIES
+from hitlseg.defaults import DEFAULT_POLICY, DEFAULT_PROJECTION, GTFREE_POLICIES, PROJECTIONS
 from hitlseg.parallel.executor import add_execution_arguments, executor_from_args
 
 # Names of hitlseg.selection.SELECTORS, spelled out so that building the parser does not import
@@ -83,7 +83,9 @@ def register(commands) -> None:
                         help="distance to the selected set: nearest selected image or the last one")
     parser.add_argument("--maps", default="object", choices=["object", "all", "saliency"],
                         help="feature maps in the descriptor (default: kernels from object markers)")
-    parser.add_argument("--projection", default="tsne", choices=["tsne", "pca"], help="2D projection (default tsne)")
+    parser.add_argument("--projection", default=DEFAULT_PROJECTION, choices=list(PROJECTIONS),
+                        help="2D projection: t-SNE (openTSNE), PCA or UMAP (umap-learn, the hitlseg[umap] extra; "
+                             f"its first layout in a process compiles for about 6 s) (default {DEFAULT_PROJECTION})")
     parser.add_argument("--perplexity", type=argtypes.positive_float, default=30.0, help="t-SNE perplexity (reduced for small pools)")
     parser.add_argument("--superpixels", type=argtypes.positive_int, default=None, help="superpixels per image (default 20 in 2D, 40 in 3D)")
     parser.add_argument("--cache", default=None, help="folder caching superpixels between runs (with --workers/"

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from hitlseg.cli import args as argtypes
+from hitlseg.defaults import DEFAULT_PROJECTION, PROJECTIONS
 from hitlseg.parallel.executor import add_execution_arguments, executor_from_args
 
 DEFAULT_PORT = 8000
@@ -47,6 +48,9 @@ def _common(parser) -> None:
     parser.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     parser.add_argument("--max-body-mb", type=argtypes.positive_float, default=20.0, help="largest request body in MB (default 20)")
     parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of FLIM fitting, projection and training (default 0)")
+    parser.add_argument("--projection", default=DEFAULT_PROJECTION, choices=list(PROJECTIONS),
+                        help="2D projection of the Selection view: t-SNE (openTSNE), PCA or UMAP (umap-learn, the "
+                             f"hitlseg[umap] extra; its first layout compiles for about 6 s) (default {DEFAULT_PROJECTION})")
     parser.add_argument("--quality-model", metavar="FILE", default=None,
                         help="quality model ('hitlseg quality train'): the Model view then shows each prediction's "
                              "predicted quality and ranks the images worst first")
@@ -190,8 +194,8 @@ def _serve(project, args, executor, classes, class_names, fallback_port: bool) -
     from hitlseg.server.security import is_loopback
 
     app = create_app(project, token=args.token, host=args.host, max_body=int(args.max_body_mb * 1024 * 1024),
-                     classes=classes, class_names=class_names, seed=args.seed, quality_model=args.quality_model,
-                     executor=executor)
+                     classes=classes, class_names=class_names, seed=args.seed, projection=args.projection,
+                     quality_model=args.quality_model, executor=executor)
     token = app.state.hitlseg.token
     sock = bind(args.host, args.port, fallback=fallback_port)
     port = sock.getsockname()[1]

@@ -1,4 +1,4 @@
-"""2D projection of the pool's descriptors: t-SNE (openTSNE) or PCA.
+"""2D projection of the pool's descriptors: t-SNE (openTSNE), UMAP (umap-learn) or PCA.
 
 t-SNE through openTSNE (Policar et al., J Stat Softw 2024), with exact perplexity-based
 affinities up to 1,000 images (beyond, on the exact ``3 * perplexity`` nearest neighbours found by
@@ -17,6 +17,28 @@ faiss), Barnes-Hut gradients below 5,000 images (FFT-interpolated ones beyond), 
 The perplexity must be below the number of points; it is reduced to ``(n - 1) / 3`` when the
 request is too large for the pool, and :attr:`Projection.note` says so. Fewer than three points get a
 trivial layout (a point at the origin, or two points on the x axis at their true distance).
+
+UMAP (McInnes, Healy & Melville 2018, "UMAP: Uniform Manifold Approximation and Projection for
+Dimension Reduction", arXiv:1802.03426) through umap-learn, ``method="umap"``: the fuzzy graph of the
+exact ``min(15, n - 1)`` nearest neighbours (each point among them; found by faiss, as for t-SNE
+beyond 1,000 images), a fixed ``random_state`` (umap-learn then optimises on one thread) and
+:attr:`Projection.note` recording what ran.
+
+* A fresh layout starts from UMAP's spectral initialisation (from PCA below four images, where the
+  spectral one cannot be computed) and runs umap-learn's default epochs (500 up to 10,000 images,
+  200 beyond).
+* A warm start passes the previous layout as ``init``, rescaled to ``[0, 10]`` per axis (umap-learn
+  rescales every initial layout so), and runs 50 epochs at learning rate 0.25 instead of 1. The
+  result is then shifted and scaled per axis to the previous layout's mean and standard deviation,
+  so points that did not move stay where the person saw them. On wbc1 (300 images, rounds 2-4 of
+  the robot's loop) the warm layouts took 0.04-0.05 s against 0.30 s fresh, with trustworthiness
+  (10 neighbours) 0.971-0.974 against 0.978-0.980 fresh, and moved by 0.08-0.24 of the previous
+  layout's RMS spread (a fresh layout: 0.45-2.0); at learning rate 1 the trustworthiness was
+  0.959-0.969 and points moved by 0.16-0.32. t-SNE's warm start keeps more (0.975-0.984, moves of
+  0.02-0.18). A 10,000-image warm round took 1.4 s (t-SNE 2.5 s; idle 2 cores, December 2026).
+* The first UMAP call of a process compiles umap-learn's numba kernels: about 6 s (``import
+  umap`` about 1 s more; the very first import after installing, which fills numba's cache of
+  pynndescent, about 20 s).
 """
 
 from __future__ import annotations
@@ -28,16 +50,20 @@ import numpy as np
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
+from hitlseg.defaults import PROJECTIONS
 from hitlseg.errors import InputError
 
-METHODS = ("tsne", "pca")
+METHODS = PROJECTIONS
 TSNE_ITERATIONS = 500
 EXAGGERATION_ITERATIONS = 250
 WARM_ITERATIONS = 50
 EXACT_AFFINITIES = 1000  # images; approximate nearest neighbours beyond
 BARNES_HUT = 5000  # images; FFT-interpolated gradients beyond
+UMAP_NEIGHBOURS = 15  # umap-learn's default n_neighbors (each point counted among its neighbours)
+UMAP_WARM_EPOCHS = 50
+UMAP_WARM_LEARNING_RATE = 0.25
 
-__all__ = ["METHODS", "Projection", "project"]
+__all__ = ["METHODS", "Projection", "check_method", "project"]
 
 
 @dataclass
@@ -48,11 +74,12 @@ class Projection:
     ----------
     coords : ndarray (n, 2), float64
     method : str
-        ``"tsne"``, ``"pca"`` or ``"trivial"``.
+        ``"tsne"``, ``"umap"``, ``"pca"`` or ``"trivial"``.
     perplexity : float or None
         Perplexity used by t-SNE.
     note : str or None
-        Why the request was changed (perplexity reduced, trivial layout), for the interface.
+        Why the request was changed (perplexity reduced, trivial layout), for the interface; for
+        UMAP, what ran (neighbours, epochs, initial layout).
     """
 
     coords: np.ndarray
@@ -64,6 +91,23 @@ class Projection:
         """JSON-ready dictionary; with ``ids``, coordinates keyed by image id."""
         coords = self.coords.tolist() if ids is None else {i: list(map(float, c)) for i, c in zip(ids, self.coords)}
         return {"method": self.method, "perplexity": self.perplexity, "note": self.note, "coords": coords}
+
+
+def check_method(method) -> str:
+    """``method`` when it is one of :data:`METHODS` whose library is installed, else an InputError.
+
+    UMAP's umap-learn is the optional extra ``hitlseg[umap]`` (in ``dev``, so ``make test`` has it);
+    its absence is found without importing it.
+    """
+    if method not in METHODS:
+        raise InputError(f"projection: unknown method {method!r} (use one of {', '.join(METHODS)})")
+    if method == "umap":
+        import importlib.util
+
+        if importlib.util.find_spec("umap") is None:
+            raise InputError("projection: 'umap' needs the umap-learn package, which is not installed "
+                             "(pip install 'hitlseg[umap]', or use tsne or pca)")
+    return method
 
 
 def _check(descriptors) -> np.ndarray:
@@ -94,30 +138,32 @@ def project(descriptors, method: str = "tsne", perplexity: float = 30.0, seed: i
     Parameters
     ----------
     descriptors : ndarray (n, d)
-    method : {"tsne", "pca"}
+    method : {"tsne", "pca", "umap"}
     perplexity : float
         Requested t-SNE perplexity (reduced to ``(n - 1) / 3`` when too large, with a note).
     seed : int
-        ``random_state`` of t-SNE and PCA: the same input and seed give the same layout.
+        ``random_state`` of t-SNE, UMAP and PCA: the same input and seed give the same layout.
     init : ndarray (n, 2), optional
-        Previous layout to start t-SNE from (warm start, no early exaggeration); ignored when its
-        shape does not match or it is degenerate.
+        Previous layout to start t-SNE (no early exaggeration) or UMAP (fewer epochs, result in
+        the previous layout's frame) from; ignored when its shape does not match or it is
+        degenerate.
     max_iter : int, optional
         t-SNE iterations; default 500 from PCA (the first half, at most 250, exaggerated), 50
-        from a warm start.
+        from a warm start. UMAP epochs; default umap-learn's (500 up to 10,000 images, 200
+        beyond), 50 from a warm start.
     n_threads : int or None
-        Threads for t-SNE and the BLAS pool (None: one).
+        Threads for t-SNE, the nearest neighbours and the BLAS pool (None: one). UMAP's
+        optimisation runs on one thread (umap-learn's rule for a seeded layout).
 
     Returns
     -------
     Projection
     """
-    if method not in METHODS:
-        raise InputError(f"projection: unknown method {method!r} (use one of {', '.join(METHODS)})")
+    check_method(method)
     if isinstance(perplexity, bool) or not isinstance(perplexity, (int, float, np.number)) or not perplexity > 0:
         raise InputError(f"perplexity: must be a positive number, got {perplexity!r}")
     if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 2):
-        raise InputError(f"max_iter: t-SNE needs at least 2 iterations, got {max_iter!r}")
+        raise InputError(f"max_iter: t-SNE and UMAP need at least 2 iterations, got {max_iter!r}")
     x = _check(descriptors)
     n = len(x)
     if n < 3:
@@ -130,6 +176,12 @@ def project(descriptors, method: str = "tsne", perplexity: float = 30.0, seed: i
         return Projection(np.zeros((n, 2)), "trivial", None, "all descriptors are equal: every image at the origin")
     if method == "pca":
         return Projection(_pca(x, seed), "pca")
+    warm = _warm_layout(init, n)
+    threads = 1 if n_threads is None else int(n_threads)
+    if method == "umap":
+        with threadpool_limits(limits=threads):
+            coords, note = _umap(x, int(seed), warm, max_iter, threads)
+        return Projection(coords, "umap", None, note)
 
     note = None
     used = float(perplexity)
@@ -137,15 +189,55 @@ def project(descriptors, method: str = "tsne", perplexity: float = 30.0, seed: i
     if used > limit:
         used = limit
         note = f"perplexity {perplexity:g} is too large for {n} images; reduced to {used:.3g}"
-    warm = None
-    if init is not None:
-        init = np.asarray(init, dtype=np.float64)
-        if init.shape == (n, 2) and np.all(np.isfinite(init)) and np.std(init, axis=0).min() > 0:
-            warm = init - init.mean(0)
-    threads = 1 if n_threads is None else int(n_threads)
+    if warm is not None:
+        warm = warm - warm.mean(0)
     with threadpool_limits(limits=threads):
         coords = _tsne(x, used, int(seed), warm, max_iter, threads)
     return Projection(coords, "tsne", used, note)
+
+
+def _warm_layout(init, n: int) -> np.ndarray | None:
+    """``init`` as a float64 (n, 2) layout, or None when absent, misshapen or degenerate."""
+    if init is None:
+        return None
+    init = np.asarray(init, dtype=np.float64)
+    if init.shape == (n, 2) and np.all(np.isfinite(init)) and np.std(init, axis=0).min() > 0:
+        return init
+    return None
+
+
+def _umap(x: np.ndarray, seed: int, warm: np.ndarray | None, max_iter: int | None,
+          threads: int) -> tuple[np.ndarray, str]:
+    """UMAP layout of ``x`` (module notes) and the note saying what ran."""
+    import warnings
+
+    import umap
+
+    n = len(x)
+    k = min(UMAP_NEIGHBOURS, n - 1)
+    neighbours, distances = _exact_neighbours(x, k - 1, threads)
+    # umap-learn counts each point among its own neighbours, first, at distance 0
+    neighbours = np.column_stack([np.arange(n), neighbours]).astype(np.int64)
+    distances = np.column_stack([np.zeros(n), distances]).astype(np.float32)
+    options = {"n_neighbors": k, "random_state": seed, "n_jobs": 1, "precomputed_knn": (neighbours, distances, None)}
+    if warm is not None:
+        low, high = warm.min(0), warm.max(0)
+        options.update(init=(10.0 * (warm - low) / (high - low)).astype(np.float32), learning_rate=UMAP_WARM_LEARNING_RATE,
+                       n_epochs=int(max_iter or UMAP_WARM_EPOCHS))
+        start = f"{options['n_epochs']} epochs at learning rate {UMAP_WARM_LEARNING_RATE:g} from the previous layout"
+    else:
+        options.update(init="spectral" if n >= 4 else "pca", n_epochs=None if max_iter is None else int(max_iter))
+        epochs = options["n_epochs"] or (500 if n <= 10000 else 200)  # umap-learn's default
+        start = f"{epochs} epochs from a {'spectral' if n >= 4 else 'PCA'} layout"
+    with warnings.catch_warnings():
+        # the exact neighbours come without umap-learn's search index, which only transform() needs
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
+        coords = np.asarray(umap.UMAP(**options).fit_transform(x), dtype=np.float64)
+    if warm is not None:  # back to the previous layout's frame: same mean and spread per axis
+        spread = coords.std(0)
+        coords = (coords - coords.mean(0)) / np.where(spread > 0, spread, 1.0) * warm.std(0) + warm.mean(0)
+    asked = "" if k == UMAP_NEIGHBOURS else f" (of {UMAP_NEIGHBOURS}: {n} images)"
+    return coords, f"UMAP: {k} neighbours{asked}, {start}"
 
 
 def _tsne(x: np.ndarray, perplexity: float, seed: int, warm: np.ndarray | None, max_iter: int | None,
@@ -180,8 +272,14 @@ def _nearest_neighbours(x: np.ndarray, k: int, threads: int):
     descriptors (one thread) it takes 1.1 s against Annoy's 4.1-4.8 s, and it is exact (the affinities
     differ from Annoy's by 4.5e-5 of their mass), so a 10,000-image round fits its 5 s budget.
     """
-    import faiss
     from openTSNE.nearest_neighbors import PrecomputedNeighbors
+
+    return PrecomputedNeighbors(*_exact_neighbours(x, k, threads))
+
+
+def _exact_neighbours(x: np.ndarray, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and distances (n, k) of the exact ``k`` nearest neighbours of every row, itself left out (faiss)."""
+    import faiss
 
     faiss.omp_set_num_threads(max(1, threads))
     data = np.ascontiguousarray(x, dtype=np.float32)
@@ -193,4 +291,4 @@ def _nearest_neighbours(x: np.ndarray, k: int, threads: int):
     order = np.argsort(itself, axis=1, kind="stable")[:, :k]
     neighbours = np.take_along_axis(neighbours, order, 1)
     distances = np.sqrt(np.maximum(np.take_along_axis(squared, order, 1), 0)).astype(np.float64)
-    return PrecomputedNeighbors(neighbours, distances)
+    return neighbours, distances

@@ -47,7 +47,7 @@ from hitlseg.selection.descriptors import (
     stack,
 )
 from hitlseg.selection.heatmap import activation_map, overlay, png_bytes, save_png
-from hitlseg.selection.projection import METHODS, Projection, project
+from hitlseg.selection.projection import Projection, check_method, project
 from hitlseg.selection.recommend import (
     DISTANCES,
     DUPLICATE_TOLERANCE,
@@ -288,7 +288,9 @@ class SelectionSession:
         :mod:`hitlseg.selection.recommend`; 0 turns the rule off).
     k : int
         Length of each recommendation list.
-    projection : {"tsne", "pca"}
+    projection : {"tsne", "pca", "umap"}
+        2D map of the pool (:func:`~hitlseg.selection.projection.project`; "umap" needs the
+        ``hitlseg[umap]`` extra).
     perplexity : float
         t-SNE perplexity (reduced for small pools, with a note).
     stop_threshold, stop_patience : float, int
@@ -325,8 +327,7 @@ class SelectionSession:
         if distance not in DISTANCES:
             raise InputError(f"distance: unknown mode {distance!r} (use one of {', '.join(DISTANCES)})")
         self.duplicate_tolerance = check_duplicate_tolerance(duplicate_tolerance)
-        if projection not in METHODS:
-            raise InputError(f"projection: unknown method {projection!r} (use one of {', '.join(METHODS)})")
+        check_method(projection)
         for name, value in (("k", k), ("stride", stride)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise InputError(f"{name}: must be a positive integer, got {value!r}")

@@ -104,7 +104,8 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
         Object classes offered by the marker editor (default: detected from masks and markers).
     class_names : list of str, optional
         Names of the object classes (default "Class 1", "Class 2", ...).
-    seed, k, projection : selection loop options (seed also seeds FLIM fitting and training).
+    seed, k, projection : selection loop options (seed also seeds FLIM fitting and training;
+        projection one of :data:`hitlseg.selection.projection.METHODS`).
     prepare : bool
         Build the selection session in a background job at startup: superpixels of a new project are
         computed (once, into the project) before the first "learn filters", and the logged rounds of
@@ -140,7 +141,9 @@ def create_app(project, *, token: str | None = None, host: str = "127.0.0.1", ma
     from hitlseg.server.quality import QualityService
     from hitlseg.server.training import ModelService
     from hitlseg.server.weak import WeakService
+    from hitlseg.selection.projection import check_method
 
+    check_method(projection)  # here, not when the loop's session is built in the background
     owns = not isinstance(project, Project)
     if owns:
         project = Project.open(project)

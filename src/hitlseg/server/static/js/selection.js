@@ -18,6 +18,9 @@ const TRACE = {
   selected: { name: "selected (learned)", color: "#e3b505", symbol: "star", size: 18 },
 };
 
+// Plot titles of the projection methods (hitlseg.selection.projection.METHODS, and the fallback "trivial").
+const PROJECTION_NAMES = { tsne: "t-SNE", pca: "PCA", umap: "UMAP", trivial: "Trivial" };
+
 export async function refreshSelection() {
   app.selection = await api("/api/selection");
   renderSelection();
@@ -97,7 +100,7 @@ function renderPlot() {
   }
   const layout = {
     margin: { l: 30, r: 10, t: 30, b: 30 }, hovermode: "closest", dragmode: "pan",
-    title: { text: `${current.projection.method === "tsne" ? "t-SNE" : "PCA"} projection of the descriptors — round ${current.round}`, font: { size: 13 } },
+    title: { text: `${PROJECTION_NAMES[current.projection.method] || current.projection.method} projection of the descriptors — round ${current.round}`, font: { size: 13 } },
     legend: { orientation: "h", y: -0.08 }, xaxis: { zeroline: false, showticklabels: false },
     yaxis: { zeroline: false, showticklabels: false }, uirevision: "keep",
   };
