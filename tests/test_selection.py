@@ -34,6 +34,7 @@ from hitlseg.selection import (
     make_selector,
     overlay,
     png_bytes,
+    pooled_descriptors,
     project,
     recommend,
     selection_arch,
@@ -217,6 +218,27 @@ def test_superpixel_index_groups_match_per_image_computation():
     np.testing.assert_allclose(grouped, single, rtol=1e-6)
     with pytest.raises(InputError, match="superpixel index"):
         compute_descriptors([batch[:2]], index, 4)
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 50])
+def test_pooled_descriptors_equal_all_maps_at_once(step):
+    """Maps computed a few images at a time and summed at once give compute_descriptors' descriptors
+    exactly, over groups of two grid shapes; a grid or group mismatch is named."""
+    rng = np.random.default_rng(5)
+    images = [torch.rand(5, 3, 9, 9), torch.rand(2, 3, 7, 11)]
+    weight = torch.rand(4, 3, 1, 1)
+    maps = lambda batch: torch.nn.functional.conv2d(batch, weight)  # noqa: E731
+    labels = [rng.integers(0, 6, (9, 9)) for _ in range(5)] + [rng.integers(0, 4, (7, 11)) for _ in range(2)]
+    index = SuperpixelIndex.build(labels, [(9, 9)] * 5 + [(7, 11)] * 2, [5, 2])
+    expected = compute_descriptors([maps(b) for b in images], index, 6)
+    got = pooled_descriptors(images, index, maps, 6, step=step)
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(InputError, match="superpixel index"):
+        pooled_descriptors(images[:1], index, maps, 6)
+    with pytest.raises(InputError, match="grid"):
+        pooled_descriptors(images, index, lambda b: maps(b)[..., :-1], 6)
+    with pytest.raises(InputError, match="step"):
+        pooled_descriptors(images, index, maps, 6, step=0)
 
 
 def test_activation_maps_match_the_flim_layer(fitted, pool):

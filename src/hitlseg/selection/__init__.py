@@ -15,6 +15,7 @@ from hitlseg.selection.descriptors import (
     compute_descriptors,
     labels_at,
     map_kernels,
+    pooled_descriptors,
     superpixel_means,
 )
 from hitlseg.selection.heatmap import activation_map, display_rgb, overlay, png_bytes, save_png
@@ -91,6 +92,7 @@ __all__ = [
     "recommend",
     "save_png",
     "selection_arch",
+    "pooled_descriptors",
     "superpixel_means",
     "slic_superpixels",
 ]

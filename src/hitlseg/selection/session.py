@@ -40,9 +40,9 @@ from hitlseg.selection.descriptors import (
     FILLS,
     MAPS,
     SuperpixelIndex,
-    activation_maps,
-    compute_descriptors,
+    activation_function,
     map_kernels,
+    pooled_descriptors,
     shape_batches,
     stack,
 )
@@ -537,13 +537,17 @@ class SelectionSession:
 
     def _maps(self, batch: torch.Tensor, stride: int, padded: bool = False) -> torch.Tensor:
         """The descriptor's maps of a batch (N, M, *grid)."""
+        return self._map_function(stride, padded)(batch)
+
+    def _map_function(self, stride: int, padded: bool = False):
+        """:meth:`_maps` of the current filters as a function of the batch, set up once."""
         layer = self.encoder.layers[0]
         if self.maps == "saliency":
-            features = activation_maps(layer, batch, None, stride, padded)
+            features = activation_function(layer, None, stride, padded)
             rule = self._saliency_rule()
-            return torch.stack([saliency_maps(f, layer.kernel_classes, rule) for f in features])
+            return lambda batch: torch.stack([saliency_maps(f, layer.kernel_classes, rule) for f in features(batch)])
         kernels, _ = map_kernels(self.encoder, self.maps)
-        return activation_maps(layer, batch, kernels, stride, padded)
+        return activation_function(layer, kernels, stride, padded)
 
     def _descriptors(self) -> tuple[np.ndarray, int, list[str]]:
         _, as_asked = map_kernels(self.encoder, "object" if self.maps == "object" else "all")
@@ -559,16 +563,14 @@ class SelectionSession:
             out = np.ascontiguousarray(stored.stacked("descriptor"), dtype=np.float32)
             return out, out.shape[1] // self.length, notes
         out = None
-        n_maps = 0
+        maps = self._map_function(self.stride, padded=True)
         for ids, batches, index in self._chunks:
-            features = [self._maps(batch, self.stride, padded=True) for batch in batches]
-            n_maps = int(features[0].shape[1])
-            values = compute_descriptors(features, index, self.length, self.fill)
+            values = pooled_descriptors(batches, index, maps, self.length, self.fill)
             if out is None:
                 out = np.empty((len(self.ids), values.shape[1]), dtype=np.float32)
             out[[self._rows[i] for i in ids]] = values
         assert out is not None
-        return out, n_maps, notes
+        return out, out.shape[1] // self.length, notes
 
     # -- views -----------------------------------------------------------------------------------
     def context(self, masks: Mapping[str, np.ndarray] | None = None) -> SelectionContext:
