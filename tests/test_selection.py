@@ -404,11 +404,34 @@ def test_tsne_projection_shape_and_determinism():
     assert warm.coords.shape == (40, 2) and np.all(np.isfinite(warm.coords))
 
 
+def test_tsne_affinities_equal_opentsnes_exact_ones_without_pynndescent():
+    """faiss's neighbours give openTSNE's method="exact" affinities, and a t-SNE layout imports no
+    pynndescent/numba (openTSNE's own neighbour choice imported them: 1.2 s at the first round)."""
+    import subprocess
+    import sys
+
+    import openTSNE
+
+    from hitlseg.selection.projection import _nearest_neighbours
+
+    x = np.random.default_rng(12).normal(size=(120, 10))
+    exact = openTSNE.affinity.PerplexityBasedNN(x, perplexity=10, method="exact", random_state=0, verbose=False)
+    ours = openTSNE.affinity.PerplexityBasedNN(perplexity=10, knn_index=_nearest_neighbours(x, 30, 1),
+                                               random_state=0, verbose=False)
+    np.testing.assert_allclose(ours.P.toarray(), exact.P.toarray(), atol=1e-6)
+    code = ("import sys, numpy as np\nfrom hitlseg.selection.projection import project\n"
+            "project(np.random.default_rng(0).normal(size=(50, 4)), max_iter=4)\n"
+            "print(','.join(m for m in ('pynndescent', 'numba') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == ""
+
+
 def test_large_pool_neighbours_are_exact_and_leave_each_point_out():
-    """Beyond EXACT_AFFINITIES rows the affinities come from faiss's exact neighbours (duplicates too)."""
+    """The affinities come from faiss's exact neighbours (duplicates too), small and large pools."""
     from scipy.spatial.distance import cdist
 
-    from hitlseg.selection.projection import EXACT_AFFINITIES, _nearest_neighbours
+    from hitlseg.selection.projection import _nearest_neighbours
+
+    EXACT_AFFINITIES = 1000  # openTSNE's method="exact" switched to approximate neighbours beyond
 
     rng = np.random.default_rng(11)
     x = rng.normal(size=(300, 8)).astype(np.float32)
