@@ -68,7 +68,7 @@ UMAP_NEIGHBOURS = 15  # umap-learn's default n_neighbors (each point counted amo
 UMAP_WARM_EPOCHS = 50
 UMAP_WARM_LEARNING_RATE = 0.25
 
-__all__ = ["METHODS", "Projection", "check_method", "project"]
+__all__ = ["METHODS", "Projection", "check_method", "preload", "project"]
 
 
 @dataclass
@@ -113,6 +113,17 @@ def check_method(method) -> str:
             raise InputError("projection: 'umap' needs the umap-learn package, which is not installed "
                              "(pip install 'hitlseg[umap]', or use tsne or pca)")
     return method
+
+
+def preload(method: str) -> None:
+    """Import the libraries of ``method`` now (openTSNE and faiss for t-SNE: 0.1-0.2 s; umap-learn
+    about 1 s, its numba compilation still at the first layout), so that a session's first round
+    does not wait for them."""
+    if check_method(method) == "tsne":
+        import faiss  # noqa: F401
+        import openTSNE  # noqa: F401
+    elif method == "umap":
+        import umap  # noqa: F401
 
 
 def _check(descriptors) -> np.ndarray:

@@ -47,7 +47,7 @@ from hitlseg.selection.descriptors import (
     stack,
 )
 from hitlseg.selection.heatmap import activation_map, overlay, png_bytes, save_png
-from hitlseg.selection.projection import Projection, check_method, project
+from hitlseg.selection.projection import Projection, check_method, preload, project
 from hitlseg.selection.recommend import (
     DISTANCES,
     DUPLICATE_TOLERANCE,
@@ -369,6 +369,7 @@ class SelectionSession:
         self.descriptors: np.ndarray | None = None
         self.rounds: list[RoundResult] = []
         self._raw: np.ndarray | None = None
+        preload(projection)  # while the pool is being set up, not at the person's first round
 
     @property
     def streaming(self) -> bool:
