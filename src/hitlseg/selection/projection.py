@@ -6,10 +6,10 @@ would), Barnes-Hut gradients below 5,000 images (FFT-interpolated ones beyond), 
 ``random_state`` and one thread unless asked.
 
 * A fresh layout starts from PCA: 250 iterations of early exaggeration (12), then 250 more; up to
-  1,000 images 150 and 150. On the 300 wbc1 images (descriptors of the robot's first three rounds,
-  seed 0) 300 iterations gave KL divergence 0.361 / 0.412 / 0.416 and trustworthiness (10
-  neighbours) 0.988 / 0.985 / 0.985 in 0.26-0.28 s, against 0.403 / 0.423 / 0.439 and 0.984 / 0.983
-  / 0.982 in 0.47-0.57 s for 500 (one thread, the other core busy, December 2026).
+  1,000 images 100 and 100. On the 300 wbc1 images (descriptors of the robot's first five rounds,
+  t-SNE seeds 0-2: 15 layouts) 500, 300 and 200 iterations gave mean KL divergence 0.411, 0.413
+  and 0.415 and mean trustworthiness (10 neighbours) 0.9836, 0.9837 and 0.9841 in 0.52, 0.31 and
+  0.21 s (one thread, the other core busy, December 2026).
 * A warm start from the previous round's layout (``init``) keeps that layout and runs 50
   iterations without exaggeration: the layout is already organised, so it only needs refining,
   and points move little between rounds (the person keeps their bearings). openTSNE is used for
@@ -60,7 +60,7 @@ from hitlseg.errors import InputError
 METHODS = PROJECTIONS
 TSNE_ITERATIONS = 500
 SMALL_POOL = 1000  # images: a fresh layout of at most this many runs SMALL_POOL_ITERATIONS
-SMALL_POOL_ITERATIONS = 300
+SMALL_POOL_ITERATIONS = 200
 EXAGGERATION_ITERATIONS = 250
 WARM_ITERATIONS = 50
 BARNES_HUT = 5000  # images; FFT-interpolated gradients beyond
@@ -164,7 +164,7 @@ def project(descriptors, method: str = "tsne", perplexity: float = 30.0, seed: i
         the previous layout's frame) from; ignored when its shape does not match or it is
         degenerate.
     max_iter : int, optional
-        t-SNE iterations; default 500 from PCA (300 up to 1,000 images; the first half, at most
+        t-SNE iterations; default 500 from PCA (200 up to 1,000 images; the first half, at most
         250, exaggerated), 50 from a warm start. UMAP epochs; default umap-learn's (500 up to 10,000 images, 200
         beyond), 50 from a warm start.
     n_threads : int or None
