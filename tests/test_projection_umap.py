@@ -79,6 +79,20 @@ def test_umap_keeps_two_separated_clusters_apart(compiled):
     assert (labels[distances.argmin(1)] == labels).mean() >= 0.95
 
 
+def test_umap_hides_only_its_missing_index_warning_without_swapping_filters(compiled):
+    """The missing-search-index warning of precomputed neighbours is filtered by its message, once,
+    not inside catch_warnings (which swaps the process-wide filters under other threads)."""
+    import warnings
+
+    x, _ = clusters(4, n=40)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        project(x, "umap", seed=0)
+        warnings.warn("another warning", UserWarning)
+    messages = [str(w.message) for w in caught]
+    assert not any("precomputed_knn" in m for m in messages) and "another warning" in messages
+
+
 def test_umap_small_pools(compiled):
     rng = np.random.default_rng(6)
     three = project(rng.normal(size=(3, 4)), "umap")  # below 4 points: no spectral layout, PCA

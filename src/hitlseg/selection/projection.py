@@ -229,6 +229,11 @@ def _umap(x: np.ndarray, seed: int, warm: np.ndarray | None, max_iter: int | Non
 
     import umap
 
+    # the exact neighbours come without umap-learn's search index, which only transform() needs; a
+    # filter set once for this one message (catch_warnings would swap the process-wide filters
+    # under the web app's other threads)
+    warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
+
     n = len(x)
     k = min(UMAP_NEIGHBOURS, n - 1)
     neighbours, distances = _exact_neighbours(x, k - 1, threads)
@@ -245,10 +250,7 @@ def _umap(x: np.ndarray, seed: int, warm: np.ndarray | None, max_iter: int | Non
         options.update(init="spectral" if n >= 4 else "pca", n_epochs=None if max_iter is None else int(max_iter))
         epochs = options["n_epochs"] or (500 if n <= 10000 else 200)  # umap-learn's default
         start = f"{epochs} epochs from a {'spectral' if n >= 4 else 'PCA'} layout"
-    with warnings.catch_warnings():
-        # the exact neighbours come without umap-learn's search index, which only transform() needs
-        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
-        coords = np.asarray(umap.UMAP(**options).fit_transform(x), dtype=np.float64)
+    coords = np.asarray(umap.UMAP(**options).fit_transform(x), dtype=np.float64)
     if warm is not None:  # back to the previous layout's frame: same mean and spread per axis
         spread = coords.std(0)
         coords = (coords - coords.mean(0)) / np.where(spread > 0, spread, 1.0) * warm.std(0) + warm.mean(0)
