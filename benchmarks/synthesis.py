@@ -26,6 +26,10 @@ of each seeded split (``make_split(seed=s)``) and reports test Dice of three arm
 training, the same fine-tuned on the real images only for the same epochs (a control for the
 extra training), and fine-tuned on real + synthetic images (``train_with_synthesis``, 2 per real
 image). The validation images choose epochs only; nothing is tuned on test images.
+``--full-epochs E`` adds the full-data reference (the same sU-Net on every training image of the
+split) and ``--summarise A.json B.json ... [--plot PNG]`` the fewest annotated images (and their
+share of the training split) with which each arm reaches 95% and 100% of it, and a figure of test
+Dice against annotated images.
 
 Usage::
 
@@ -229,7 +233,7 @@ def experiment(args) -> dict:
     from hitlseg.nets.workflow import evaluate_model, n_classes_of, robot_encoder
     from hitlseg.synthesis import GeneratorConfig, SynthesisConfig, train_with_synthesis
 
-    runs = []
+    runs, full = [], []
     for seed in args.seeds:
         dataset, split, load_pairs = load_dataset(args.dataset, seed)
         val_pairs, test_pairs = load_pairs(dataset, split.val), load_pairs(dataset, split.test)
@@ -261,8 +265,89 @@ def experiment(args) -> dict:
             run["seconds"] = round(time.perf_counter() - started, 1)
             runs.append(run)
             print(run, file=sys.stderr, flush=True)
-    return {"dataset": str(SHARED / args.dataset), "test_images": len(test_pairs), "runs": runs,
-            "generator_steps": args.steps, "n_per_image": args.n_per_image}
+        if args.full_epochs:
+            full.append(full_data_run(dataset, split, load_pairs, val_pairs, test_pairs, seed, args.full_epochs))
+            print(full[-1], file=sys.stderr, flush=True)
+    result = {"dataset": str(SHARED / args.dataset), "test_images": len(test_pairs), "runs": runs,
+              "generator_steps": args.steps, "n_per_image": args.n_per_image}
+    if full:
+        result["full_data"] = full
+    return result
+
+
+def full_data_run(dataset, split, load_pairs, val_pairs, test_pairs, seed: int, epochs: int) -> dict:
+    """The reference of full supervision: the same sU-Net (FLIM encoder from robot markers on 5 of
+    the images) trained on the masks of every training image of the split."""
+    from hitlseg.nets import SegModel, TrainConfig, train
+    from hitlseg.nets.workflow import evaluate_model, n_classes_of, robot_encoder
+
+    started = time.perf_counter()
+    train_pairs = load_pairs(dataset, split.train)
+    encoder, _ = robot_encoder(train_pairs[:5], seed=seed)
+    model = SegModel.sunet(encoder, n_classes_of(train_pairs + val_pairs), seed=seed)
+    history = train(model, train_pairs, val_pairs, TrainConfig(epochs=epochs, seed=seed))
+    return {"seed": seed, "train_images": len(train_pairs), "epochs": epochs, "val": history.best_val_dice,
+            "test": evaluate_model(model, test_pairs)["mean_dice"], "seconds": round(time.perf_counter() - started, 1)}
+
+
+ARMS = ("first", "fine_tuned_real_only", "fine_tuned_with_synthetic")
+
+
+def annotation_share(results: list[dict], fractions=(0.95, 1.0)) -> dict:
+    """Mean test Dice per arm and number of annotated images, and per arm the fewest images whose
+    mean (over the seeds run at that size) reaches each fraction of the full-data mean Dice, as a
+    share of the split's training images (Mahapatra et al.'s "share of annotations needed")."""
+    runs = [r for result in results for r in result["runs"]]
+    full = [f for result in results for f in result.get("full_data", [])]
+    sizes = sorted({r["train_images"] for r in runs})
+    table = {arm: {str(size): float(np.mean([r[arm]["test"] for r in runs if r["train_images"] == size]))
+                   for size in sizes} for arm in ARMS}
+    seeds = {str(size): sorted(r["seed"] for r in runs if r["train_images"] == size) for size in sizes}
+    out = {"mean_test_dice": table, "seeds": seeds}
+    if not full:
+        return out
+    reference = float(np.mean([f["test"] for f in full]))
+    train_images = full[0]["train_images"]
+    out["full_data"] = {"mean_test_dice": reference, "train_images": train_images, "seeds": [f["seed"] for f in full]}
+    for fraction in fractions:
+        reached = {}
+        for arm in ARMS:
+            size = next((s for s in sizes if table[arm][str(s)] >= fraction * reference), None)
+            reached[arm] = None if size is None else {"images": size, "share": size / train_images}
+        out[f"reaches_{round(100 * fraction)}pct"] = reached
+    return out
+
+
+def plot_share(results: list[dict], summary: dict, path: Path) -> None:
+    """Test Dice against the number of annotated images: each arm's mean over seeds, each run's
+    value as a dot, and the full-data reference with its 95 % line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for result in results for r in result["runs"]]
+    names = {"first": "first training", "fine_tuned_real_only": "+ fine-tuned on real images",
+             "fine_tuned_with_synthetic": "+ fine-tuned on real + synthetic"}
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for offset, arm in zip((-0.04, 0.0, 0.04), ARMS):
+        sizes = sorted(int(k) for k in summary["mean_test_dice"][arm])
+        line, = axes.plot(sizes, [summary["mean_test_dice"][arm][str(k)] for k in sizes], marker="o", label=names[arm])
+        dots = [(r["train_images"], r[arm]["test"]) for r in runs]
+        axes.scatter([k * (1 + offset) for k, _ in dots], [d for _, d in dots], s=10, color=line.get_color(), alpha=0.5)
+    if "full_data" in summary:
+        full = summary["full_data"]
+        axes.axhline(full["mean_test_dice"], color="k", lw=1, label=f"all {full['train_images']} training images")
+        axes.axhline(0.95 * full["mean_test_dice"], color="k", lw=1, ls="--", label="95 % of that")
+    axes.set_xscale("log")
+    axes.minorticks_off()
+    axes.set_xticks(sorted({r["train_images"] for r in runs}), [str(k) for k in sorted({r["train_images"] for r in runs})])
+    axes.set_xlabel("training images with full masks")
+    axes.set_ylabel("test mean Dice")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def main(argv=None) -> int:
@@ -276,12 +361,29 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default="wbc1", help="a dataset of ../shared/datasets (default wbc1; glas works)")
     parser.add_argument("--tile", type=int, default=160, help="longest side of a grid tile (default 160)")
     parser.add_argument("--experiment", action="store_true", help="the with/without synthesis experiment")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[5, 10],
+                        help="training images per run (default 5 10; none: only --full-epochs)")
+    parser.add_argument("--full-epochs", type=int, default=0,
+                        help="also train on every training image of each split for this many epochs: the "
+                             "full-data reference (default 0: not)")
+    parser.add_argument("--summarise", nargs="+", metavar="JSON",
+                        help="print the annotation share table of these --experiment outputs and exit")
+    parser.add_argument("--plot", metavar="PNG", help="with --summarise: test Dice against annotated images, per arm")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--n-per-image", type=int, default=2)
     parser.add_argument("--tmp", default="/tmp", help="folder for the synthesizer file (its size is reported)")
     parser.add_argument("--out", help="also write the JSON line to this file")
     args = parser.parse_args(argv)
+    if args.summarise:
+        import json
+
+        results = [json.loads(Path(f).read_text()) for f in args.summarise]
+        summary = annotation_share(results)
+        if args.plot:
+            plot_share(results, summary, Path(args.plot))
+            summary["plot"] = args.plot
+        emit(summary, args.out)
+        return 0
     if not (SHARED / args.dataset).is_dir():
         emit({"skipped": f"{SHARED / args.dataset} not found"}, args.out)
         return 0

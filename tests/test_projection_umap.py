@@ -168,3 +168,26 @@ def test_command_line_projection_choices(command, capsys):
     assert main(command + ["--projection", "umapx"]) == 2
     err = capsys.readouterr().err
     assert "--projection: invalid choice: 'umapx'" in err and all(repr(name) in err for name in METHODS), err
+
+
+def test_the_web_apps_selection_loop_compiles_umap_while_it_prepares(tmp_path):
+    """In a fresh process, building the web app's selection session with UMAP compiles umap-learn's
+    layout kernel (the 6 s the person's first round would otherwise wait for); with t-SNE it does not."""
+    import subprocess
+    import sys
+
+    from tests.helpers import copy_demo
+
+    copy_demo(tmp_path / "data", 3)
+    code = (
+        "import sys\n"
+        "from hitlseg.project import Project\n"
+        "from hitlseg.server.loop import SelectionLoop\n"
+        "import umap.layouts as layouts\n"
+        f"project = Project.init({str(tmp_path)!r} + '/project-' + sys.argv[1], dataset={str(tmp_path / 'data')!r})\n"
+        "SelectionLoop(project, projection=sys.argv[1]).ensure_session()\n"
+        "print(len(layouts._nb_optimize_layout_euclidean_single_epoch.signatures))\n")
+    compiled = {method: subprocess.run([sys.executable, "-c", code, method], capture_output=True, text=True,
+                                       check=True).stdout.strip().splitlines()[-1] for method in ("tsne", "umap")}
+    assert compiled == {"tsne": "0", "umap": "1"}
+

@@ -115,15 +115,22 @@ def check_method(method) -> str:
     return method
 
 
-def preload(method: str) -> None:
+def preload(method: str, compile: bool = False) -> None:
     """Import the libraries of ``method`` now (openTSNE and faiss for t-SNE: 0.1-0.2 s; umap-learn
-    about 1 s, its numba compilation still at the first layout), so that a session's first round
-    does not wait for them."""
+    about 1 s), so that a session's first round does not wait for them.
+
+    With ``compile``, UMAP also lays out a few random points, so that umap-learn's numba
+    compilation (about 6 s, once per process) happens now too: the web app does this while it
+    prepares the selection loop in the background.
+    """
     if check_method(method) == "tsne":
         import faiss  # noqa: F401
         import openTSNE  # noqa: F401
     elif method == "umap":
         import umap  # noqa: F401
+
+        if compile:
+            project(np.random.default_rng(0).normal(size=(12, 2)), "umap", max_iter=2)
 
 
 def _check(descriptors) -> np.ndarray:

@@ -248,7 +248,16 @@ class SelectionLoop:
         session = SelectionSession(images, superpixel_cache=ProjectSuperpixels(self.project), seed=self.seed, k=self.k,
                                    projection=self.projection, progress=progress, **self.session_options)
         self.unreadable = skipped
+        self._warm_up(progress)
         return session
+
+    def _warm_up(self, progress: Progress) -> None:
+        """UMAP's numba compilation now, in the background job, not at the person's first round."""
+        from hitlseg.selection.projection import preload
+
+        if self.projection == "umap":
+            report(progress, 0, 1, "preparing the UMAP projection (compiled once, about 6 s)")
+            preload(self.projection, compile=True)
 
     def _build_streaming(self, ids: list[str], skipped: Skipped, progress: Progress):
         """The session on the executor's workers: every file checked here (read, not kept), the pool a Dataset."""
@@ -267,6 +276,7 @@ class SelectionLoop:
         session = SelectionSession(pool, seed=self.seed, k=self.k, projection=self.projection, progress=progress,
                                    executor=self.executor, store=store, **self.session_options)
         self.unreadable = skipped
+        self._warm_up(progress)
         return session
 
     def ensure_session(self, progress: Progress = None, skipped: Skipped | None = None):
