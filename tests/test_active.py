@@ -277,6 +277,40 @@ def test_score_pool_batches_mc_passes_through_one_encoder_pass(started_loop, dem
         score_pool(model, demo_loop_data["images"], ids, mc_passes=1)
 
 
+def test_score_pool_runs_images_larger_than_the_window_once_when_nothing_else_needs_them(started_loop,
+                                                                                       demo_loop_data):
+    """An image larger than the model's sliding window gets the windowed prediction; it passes whole
+    through the network only for pooled features or MC members, never for discarded probabilities."""
+    model = started_loop.model
+    ids = demo_loop_data["ids"][:3]
+    calls = []
+    real = model.net.decoder.forward
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape[-1])
+        return real(*args, **kwargs)
+
+    saved = model.window
+    try:
+        model.window = (64, 64)  # the 120 x 120 demo images are larger
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(model.net.decoder, "forward", spy)
+            plain = score_pool(model, demo_loop_data["images"], ids, features=False)
+            assert calls and set(calls) == {64}  # only the windows: no whole-image decoder pass
+            calls.clear()
+            with_features = score_pool(model, demo_loop_data["images"], ids, features=True)
+            assert set(calls) == {64}  # features need the encoder only
+            calls.clear()
+            score_pool(model, demo_loop_data["images"], ids, mc_passes=2, features=False)
+            assert 120 in calls  # MC members on the whole image
+    finally:
+        model.window = saved
+    for i in ids:
+        expected = model.predict(demo_loop_data["images"][i], window=(64, 64)).probabilities
+        np.testing.assert_allclose(plain["probabilities"][i], expected, atol=2e-3)
+    assert with_features["features"].shape[0] == 3
+
+
 def test_loop_queries_new_images_and_reads_masks_only_through_the_annotator(demo_loop_data, tmp_path):
     class Watched(dict):
         reads: list = []

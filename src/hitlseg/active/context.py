@@ -246,14 +246,20 @@ def score_pool(model, images: Mapping[str, np.ndarray], ids: Sequence[str] | Non
             per_batch = max(1, max_elements // max(1, mc_passes or len(members) or 1))  # members multiply the batch
             for batch in shape_batches(checked, per_batch):
                 report(progress, done, len(ids), "scoring the pool")
+                # one shape per batch, so either every image of it fits whole or none does; the
+                # windowed ones have their probabilities and pass whole only for features / members
+                fits = batch[0] in whole
+                if not fits and not features and not out["member_source"]:
+                    done += len(batch)
+                    continue
                 x = stack(checked, batch, device)
                 feats = net.encoder.features(x)
                 if features:
                     for i, row in zip(batch, _pooled(feats).cpu().numpy()):
                         pooled[i] = row
-                probs = torch.softmax(net.decoder(x, feats), dim=1)
-                for i, p in zip(batch, probs.cpu().numpy()):
-                    if i in whole:
+                if fits:
+                    probs = torch.softmax(net.decoder(x, feats), dim=1)
+                    for i, p in zip(batch, probs.cpu().numpy()):
                         out["probabilities"][i] = p.astype(np.float16)
                 if out["member_source"]:
                     member = torch.softmax(_member_logits(net, nets, x, feats, mc_passes, float(dropout), generator), 2)
