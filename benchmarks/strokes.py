@@ -25,6 +25,12 @@ the marked-pixel fraction of the marked images. Methods:
     The same model, predictions post-processed with ``largest`` (keep the largest object, fill
     its holes; :mod:`hitlseg.nets.postprocess`): what a person who states "one object per image"
     gets. Skipped with ``--no-largest``.
+``METHOD_agree``
+    Every sU-Net learner's model again, predictions post-processed with ``agree`` (keep the objects
+    the FLIM adaptive decoder also finds on the same frozen encoder; :mod:`hitlseg.nets.postprocess`),
+    the learner's default for 2D images since it was chosen on validation images
+    (:data:`hitlseg.defaults.STROKES_POSTPROCESS`); the rows without the suffix are the raw labels.
+    Skipped with ``--no-agree``.
 
 Strokes: wbc1 and hippocampus get the simulated annotator's strokes (``Robot(seed).mark``) on 5
 training images chosen by the ground-truth-free selection (``gtfree``, alternate policy, from the
@@ -157,7 +163,8 @@ def run_split(name: str, split_index: int, methods, args) -> dict:
         iterations = (1 if args.quick else args.iterations) if method.endswith("self_training") else 0
         expand = method.startswith("expanded")  # graph cut where it agrees with the strokes model
         pool = [images[i] for i in pool_ids] if iterations else []
-        evaluate = (lambda m: dice_of(lambda image: m.predict(image).labels, test_pairs, classes)) if iterations else None
+        evaluate = (lambda m: dice_of(lambda image: m.predict(image, postprocess="none").labels, test_pairs, classes)) \
+            if iterations else None
         result = learn_from_strokes(marked_images, marked_markers, pool, encoder=flim.encoder, n_classes=n_classes,
                                     config=config, self_training=SelfTrainingConfig(iterations=iterations,
                                                                                    epochs=iteration_epochs),
@@ -170,7 +177,11 @@ def run_split(name: str, split_index: int, methods, args) -> dict:
         if iterations:
             extra["iterations"] = [{k: v for k, v in h.items() if k != "chosen"} for h in result.history]
             extra["stopped"] = result.stopped
-        record(method, lambda image: result.model.predict(image).labels, time.perf_counter() - t0, extra)
+        record(method, lambda image: result.model.predict(image, postprocess="none").labels, time.perf_counter() - t0,
+               extra)
+        if not args.no_agree:  # the same model, objects the FLIM adaptive decoder also finds
+            record(f"{method}_agree", lambda image: result.model.predict(image, postprocess="agree").labels,
+                   time.perf_counter() - t0, {"flim_decoder": result.model.flim_decoder})
         if method == "self_training" and not args.no_largest:  # the same model, one object per image stated
             record("self_training_largest", lambda image: result.model.predict(image, postprocess="largest").labels,
                    time.perf_counter() - t0)
@@ -266,6 +277,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=50, help="epochs on the strokes")
     parser.add_argument("--iterations", type=int, default=5, help="self-training iterations")
     parser.add_argument("--no-largest", action="store_true", help="skip the self_training_largest row")
+    parser.add_argument("--no-agree", action="store_true", help="skip the METHOD_agree rows")
     parser.add_argument("--iteration-epochs", type=int, default=15)
     parser.add_argument("--epochs-3d", type=int, default=30, help="epochs on the strokes for volumes")
     parser.add_argument("--iteration-epochs-3d", type=int, default=5)

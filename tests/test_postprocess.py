@@ -8,7 +8,7 @@ import pytest
 from hitlseg.errors import InputError
 from hitlseg.flim import FLIMModel
 from hitlseg.nets import SegModel
-from hitlseg.nets.postprocess import largest_object, postprocess
+from hitlseg.nets.postprocess import agreeing_objects, largest_object, postprocess
 
 
 def test_largest_object_drops_blobs_and_fills_holes_with_the_nearest_class():
@@ -47,14 +47,18 @@ def test_bad_labels(bad, match):
         postprocess(np.zeros((2, 2), np.uint8), "biggest")
 
 
-def test_segmodel_applies_its_rule_to_labels_only_and_keeps_it_on_disk(tmp_path):
-    rng = np.random.default_rng(0)
-    image = rng.random((3, 40, 40)).astype(np.float32)
+def _marked_noise(seed: int, **fit):
+    """A random image with two strokes, its FLIM model and an untrained sU-Net on it."""
+    image = np.random.default_rng(seed).random((3, 40, 40)).astype(np.float32)
     markers = np.zeros((40, 40), np.uint8)
     markers[5, 5:30] = 1
     markers[20, 10:30] = 2
-    flim = FLIMModel.fit([image], [markers], seed=0)
-    model = SegModel.sunet(flim.encoder, 1, seed=0)
+    flim = FLIMModel.fit([image], [markers], seed=0, **fit)
+    return image, flim, SegModel.sunet(flim.encoder, 1, seed=0)
+
+
+def test_segmodel_applies_its_rule_to_labels_only_and_keeps_it_on_disk(tmp_path):
+    image, flim, model = _marked_noise(0)
     plain = model.predict(image)
     largest = model.predict(image, postprocess="largest")
     assert np.array_equal(plain.probabilities, largest.probabilities)
@@ -67,3 +71,52 @@ def test_segmodel_applies_its_rule_to_labels_only_and_keeps_it_on_disk(tmp_path)
     assert np.array_equal(loaded.predict(image, postprocess="none").labels, plain.labels)
     with pytest.raises(InputError, match="postprocess"):
         SegModel(model.kind, model.net, postprocess="smooth")
+
+
+def test_agreeing_objects_keeps_what_the_second_prediction_also_finds():
+    labels = np.zeros((10, 12), np.uint8)
+    labels[1:6, 1:6] = 1  # an object the second prediction sees a corner of...
+    labels[3, 3] = 0  # ...with a hole
+    labels[7:9, 8:11] = 2  # a blob it does not see
+    labels[1:3, 9:11] = 1  # another blob it does not see
+    other = np.zeros((10, 12), np.int64)
+    other[5, 5] = 1
+    other[0, 0] = 1  # foreground of the other prediction outside any object keeps nothing
+    out = agreeing_objects(labels, other)
+    assert out.dtype == labels.dtype and out[3, 3] == 1
+    assert (out[1:6, 1:6] == 1).all() and not out[7:, 8:].any() and not out[1:3, 9:].any()
+    assert np.array_equal(postprocess(labels, "agree", other=other), out)
+    # 3D, and nothing to keep when the other prediction is empty
+    volume = np.zeros((3, 4, 4), np.uint8)
+    volume[1, 1:3, 1:3] = 1
+    assert not agreeing_objects(volume, np.zeros_like(volume)).any()
+    assert np.array_equal(agreeing_objects(volume, volume), volume)
+    with pytest.raises(InputError, match="does not match"):
+        agreeing_objects(labels, other[:5])
+    with pytest.raises(InputError, match="second prediction"):
+        postprocess(labels, "agree")
+
+
+def test_segmodel_agree_uses_the_flim_decoder_of_its_own_encoder(tmp_path):
+    from hitlseg.flim.decoders import decode
+
+    image, flim, model = _marked_noise(1, decoder="weights")
+    model.flim_decoder = "weights"
+    assert np.array_equal(model.flim_mask(image), flim.predict(image).mask)
+    plain = model.predict(image)
+    agreed = model.predict(image, postprocess="agree")
+    assert np.array_equal(agreed.probabilities, plain.probabilities)
+    assert np.array_equal(agreed.labels, agreeing_objects(plain.labels, flim.predict(image).mask))
+    model.postprocess = "agree"
+    loaded = SegModel.load(model.save(tmp_path / "m.pt"))
+    assert loaded.flim_decoder == "weights" and np.array_equal(loaded.predict(image).labels, agreed.labels)
+    # without a stored rule: labels (kernels of background and object here)
+    model.flim_decoder = None
+    features = flim.features(image)
+    expected = decode(features, flim.encoder.layers[-1].kernel_classes, (40, 40), "labels", 1).mask
+    assert np.array_equal(model.flim_mask(image), expected)
+    with pytest.raises(InputError, match="flim_decoder"):
+        SegModel(model.kind, model.net, flim_decoder="median")
+    unet = SegModel.unet(3, 1, seed=0)
+    with pytest.raises(InputError, match="sU-Net"):
+        unet.predict(image, postprocess="agree")

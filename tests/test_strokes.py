@@ -200,6 +200,13 @@ def test_cli_train_from_markers_never_opens_a_mask(marked_dataset, tmp_path, mon
     assert model.kind == "sunet" and model.n_classes == 2 and model.info["labels"] == "strokes"
     assert model.info["synthesis"]["kept"] == summary["synthesis"]["kept"]
     assert len(model.info["synthesis"]["further_training"]) == 2  # warm-started: one self-training iteration
+    # the adaptive decoder rule the strokes chose, for --postprocess agree (reads no mask either)
+    assert model.flim_decoder in ("weights", "labels", "mean", "gauss") and model.postprocess == "agree"
+    assert summary["postprocess"] == "agree" and summary["flim_decoder"] == model.flim_decoder
+    predicted = tmp_path / "predicted"
+    assert main(["predict", "--model", str(out), "--images", str(root), "--out", str(predicted),
+                 "--postprocess", "agree"]) == 0
+    assert len(list(predicted.glob("*.png"))) == len(list((root / "images").iterdir()))
 
 
 def test_cli_train_from_markers_bad_input(marked_dataset, tmp_path, capsys):
@@ -218,3 +225,25 @@ def test_cli_train_from_markers_bad_input(marked_dataset, tmp_path, capsys):
     code = main(["train", "--dataset", str(root), "--labels", "markers", "--split", str(split), "--epochs", "1"])
     assert code == 2 and "no training sample has markers" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_fresh_models_keep_agree_in_2d_only(demo_data):
+    from hitlseg.defaults import STROKES_POSTPROCESS
+
+    assert STROKES_POSTPROCESS == {2: "agree", 3: "none"}
+    rng = np.random.default_rng(0)
+    volume = rng.random((1, 16, 24, 24)).astype(np.float32)
+    volume[:, 4:12, 8:16, 8:16] += 1.0
+    markers = np.zeros((16, 24, 24), np.uint8)
+    markers[8, 2, 2:20] = 1
+    markers[8, 12, 9:15] = 2
+    result = learn_from_strokes([volume], [markers], config=default_strokes_config(3, epochs=1, seed=0),
+                                self_training=SelfTrainingConfig(iterations=0))
+    assert result.model.postprocess == "none" and result.model.flim_decoder == "labels"
+    # a continued 2D model keeps the rule it had
+    images, strokes = demo_data["images"][:1], demo_data["markers"][:1]
+    first = learn_from_strokes(images, strokes, config=default_strokes_config(epochs=1, seed=0), expand=False)
+    assert first.model.postprocess == "agree"
+    first.model.postprocess = "largest"
+    further = learn_from_strokes(images, strokes, model=first.model, config=default_strokes_config(epochs=1, seed=0))
+    assert further.model.postprocess == "largest"

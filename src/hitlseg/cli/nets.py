@@ -74,9 +74,10 @@ def register(commands) -> None:
     predict.add_argument("--probabilities", action="store_true", help="also write per-class probability maps to OUT/probabilities")
     predict.add_argument("--preview", action="store_true",
                          help="also write each mask in class colours to OUT/previews/ID.preview.png (label files look black)")
-    predict.add_argument("--postprocess", choices=("none", "largest"), default=None,
+    predict.add_argument("--postprocess", choices=("none", "largest", "agree"), default=None,
                          help="'largest': keep the largest object and fill its holes (images with one object each); "
-                              "default: the model's setting")
+                              "'agree': keep the objects the FLIM adaptive decoder also finds (sU-Net models; "
+                              "drops false objects on debris); default: the model's setting")
     predict.add_argument("--refine", choices=("graphcut", "crf", "levelset", "shape", "corrective"), default=None,
                          help="refine each prediction (hitlseg.refine): graph cut, dense CRF, level sets (Chan-Vese "
                               "per object), an active shape model or corrective learning; the last two read "
@@ -382,7 +383,8 @@ def run_train_markers(args) -> int:
         split_file = split.save(_split_file(out))
     last = result.history[-1]
     summary = {"model": str(out), "kind": model.kind, "labels": "markers", "encoder": encoder_spec,
-               "n_classes": model.n_classes, "marked_images": marked, "marked_fraction": result.marked_fraction,
+               "n_classes": model.n_classes, "postprocess": model.postprocess, "flim_decoder": model.flim_decoder,
+               "marked_images": marked, "marked_fraction": result.marked_fraction,
                "pool_images": len(pool), "iterations": len(result.history) - 1, "stopped": result.stopped,
                "machine_labelled": last["machine_labelled"], "seconds": time.perf_counter() - started,
                "split_file": str(split_file) if split_file else None,
@@ -401,6 +403,9 @@ def run_train_markers(args) -> int:
         print(f"iteration {h['iteration']}: {h['pool_images']} pool images pseudo-labelled, "
               f"{h['machine_labelled']:.1%} of pool pixels, loss {h['loss']:.4f}")
     print(f"stopped:   {result.stopped}")
+    if model.postprocess == "agree":
+        print(f"labels:    objects the FLIM adaptive decoder ({model.flim_decoder}) also finds "
+              f"(predict --postprocess none for the raw labels)")
     if synthesis is not None:
         print(f"synthetic: {synthesis['kept']} of {synthesis['candidates']} candidates added "
               f"(masks: the model's predictions under the strokes)")

@@ -43,9 +43,15 @@ class SegModel:
         Sliding-window size for images larger than it (the training crop size).
     info : dict
         Free-form provenance (training history, split, encoder source), plain values only.
-    postprocess : {"none", "largest"}
+    postprocess : {"none", "largest", "agree"}
         Applied to the labels of every prediction (:mod:`hitlseg.nets.postprocess`): ``largest``
-        keeps the largest object and fills its holes, for images that hold one object each.
+        keeps the largest object and fills its holes, for images that hold one object each;
+        ``agree`` keeps the objects the FLIM adaptive decoder also finds (sU-Net only).
+    flim_decoder : str or None
+        Adaptive decoder rule (:data:`hitlseg.flim.decoders.DECODERS`) that ``agree`` runs on the
+        frozen FLIM encoder; the strokes learner stores the one the markers choose
+        (:func:`hitlseg.flim.decoders.choose_rule`). None: ``labels`` when the last layer has
+        kernels of two or more marker classes, ``weights`` otherwise.
     """
 
     kind: str
@@ -54,9 +60,11 @@ class SegModel:
     window: tuple[int, ...] | None = None
     info: dict = field(default_factory=dict)
     postprocess: str = "none"
+    flim_decoder: str | None = None
 
     def __post_init__(self):
         self.postprocess = check_postprocess(self.postprocess)
+        self.flim_decoder = _check_flim_decoder(self.flim_decoder)
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
@@ -132,8 +140,36 @@ class SegModel:
         window = self.window if window == "auto" else window
         prediction = predict(self.net, image, window=window, overlap=overlap, blend=blend)
         if rule != "none":
-            prediction = Prediction(prediction.probabilities, apply_postprocess(prediction.labels, rule))
+            prediction = Prediction(prediction.probabilities, self.postprocess_labels(image, prediction.labels, rule))
         return prediction
+
+    def postprocess_labels(self, image: np.ndarray, labels: np.ndarray, rule: str | None = None) -> np.ndarray:
+        """``labels`` of ``image`` after the post-processing ``rule`` (default: the model's :attr:`postprocess`).
+
+        ``agree`` decodes the image with the FLIM adaptive decoder (:attr:`flim_decoder`) on the
+        sU-Net's frozen encoder, at full resolution, and keeps the objects of ``labels`` that its
+        mask overlaps (:func:`hitlseg.nets.postprocess.agreeing_objects`).
+        """
+        rule = self.postprocess if rule is None else check_postprocess(rule)
+        if rule != "agree":
+            return apply_postprocess(labels, rule)
+        return apply_postprocess(labels, rule, other=self.flim_mask(image))
+
+    def flim_mask(self, image: np.ndarray) -> np.ndarray:
+        """The FLIM adaptive decoder's mask of ``image`` (C, *spatial) on this sU-Net's frozen encoder."""
+        from hitlseg.flim.decoders import decode
+
+        encoder = self.net.encoder
+        if not isinstance(encoder, FLIMEncoder):
+            raise InputError("postprocess 'agree': needs an sU-Net (a frozen FLIM encoder); this model's encoder "
+                             "was trained by backpropagation")
+        layer = encoder.layers[-1]
+        rule = self.flim_decoder or _default_flim_decoder(layer.kernel_classes)
+        x = torch.as_tensor(self.check_image(image), device=self.device)[None]
+        with torch.no_grad():
+            features = encoder.features(x, upto=len(encoder.layers) - 1)[-1][0]
+        n_classes = None if rule == "weights" else self.n_classes
+        return decode(features, layer.kernel_classes, tuple(image.shape[1:]), rule, n_classes).mask
 
     # -- persistence -----------------------------------------------------------------------------
     def to_state(self) -> dict:
@@ -156,6 +192,7 @@ class SegModel:
             "window": list(self.window) if self.window is not None else None,
             "info": to_plain(self.info),
             "postprocess": self.postprocess,
+            "flim_decoder": self.flim_decoder,
         }
 
     @classmethod
@@ -236,4 +273,19 @@ def _model_from_state(cls, state: dict) -> SegModel:
     if not isinstance(postprocess, str):
         raise InputError(f"'postprocess' is a {type(postprocess).__name__}, expected str")
     model.postprocess = check_postprocess(postprocess)
+    model.flim_decoder = _check_flim_decoder(state.get("flim_decoder"))  # absent before it existed
     return model
+
+
+def _check_flim_decoder(rule):
+    from hitlseg.flim.decoders import DECODERS
+
+    if rule is not None and rule not in DECODERS:
+        raise InputError(f"flim_decoder: unknown adaptive decoder rule {rule!r} (use one of {', '.join(DECODERS)})")
+    return rule
+
+
+def _default_flim_decoder(kernel_classes: torch.Tensor) -> str:
+    """``labels`` with kernels of background and an object class at least, ``weights`` otherwise."""
+    present = {int(c) for c in torch.unique(kernel_classes)}
+    return "labels" if 0 in present and len(present) > 1 else "weights"

@@ -253,8 +253,10 @@ def predict_sample(sample_id: str, *, model, dataset: Dataset, refine: str | Non
             labels = refine_labels(image, probs, refine, **(refine_options or {}))
         except InputError as exc:
             raise InputError(f"{name}: {exc}") from None
+    if rule == "agree":  # on the model's grid, where the FLIM decoder's mask is computed
+        labels = model.postprocess_labels(image, labels, rule)
     labels, probs = back_to_file_grid(labels, probs, meta, refined=refine is not None)
-    labels = apply_postprocess(labels, rule) if rule != "none" else labels
+    labels = apply_postprocess(labels, rule) if rule not in ("none", "agree") else labels
     return labels, (probs if probabilities else None), meta
 
 

@@ -215,6 +215,22 @@ def _check_extra(extra, like: np.ndarray, n_classes: int) -> list:
     return pairs
 
 
+def _flim_rule(model, images, markers, n_classes: int) -> str:
+    """The adaptive decoder rule the person's markers choose on the model's frozen FLIM encoder
+    (:func:`hitlseg.flim.decoders.choose_rule`), for the ``agree`` post-processing."""
+    import torch
+
+    from hitlseg.flim.decoders import choose_rule
+
+    encoder = model.net.encoder
+    last = len(encoder.layers) - 1
+    with torch.no_grad():
+        features = [encoder.features(torch.as_tensor(image, device=model.device)[None], upto=last)[last][0]
+                    for image, m in zip(images, markers) if m.any()]
+    marked = [m for m in markers if m.any()]
+    return choose_rule(features, encoder.layers[last].kernel_classes, marked, n_classes)[0]
+
+
 def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarray], pool: Sequence[np.ndarray] = (), *,
                        encoder=None, model=None, n_classes: int | None = None, config=None,
                        self_training: SelfTrainingConfig | None = None, preprocessing: dict | None = None,
@@ -281,6 +297,9 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
         ``pool_images`` (chosen), ``machine_labelled`` (share of pool pixels given a
         pseudo-label), ``changed`` (share of pool pixels whose pseudo-label changed),
         ``loss``, ``seconds``, and when given, ``pseudo_vs_truth``, ``model_vs_truth``, ``evaluation``.
+        A fresh model's ``flim_decoder`` is the adaptive decoder rule the strokes choose, and its
+        ``postprocess`` is :data:`hitlseg.defaults.STROKES_POSTPROCESS` (``agree`` for 2D images;
+        the per-iteration ``evaluation`` and ``model_vs_truth`` see the raw labels).
     """
     from hitlseg.nets import SegModel, train
 
@@ -324,6 +343,7 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
         return pairs, {"train": [names[k] for k in kept] + [f"extra pair {k}" for k in range(len(extra))]}
 
     stroke_pairs, train_names = strokes_and_extra(targets)
+    person_markers = markers
     loss = None
     if expand is None:
         from hitlseg.defaults import EXPAND_STROKES
@@ -402,6 +422,12 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
         if evaluate is not None:
             record["evaluation"] = evaluate(model)
         history.append(record)
+    if model.flim_decoder is None and model.kind == "sunet":
+        model.flim_decoder = _flim_rule(model, images, person_markers, n_classes)
+    if given_model is None and model.kind == "sunet":  # a continued model keeps the rule it had
+        from hitlseg.defaults import STROKES_POSTPROCESS
+
+        model.postprocess = STROKES_POSTPROCESS.get(images[0].ndim - 1, "none")
     report(progress, 1, 1, "done")
     model.info = {**dict(model.info or {}), "labels": "strokes", "marked_fraction": marked_fraction,
                   "train": {"config": config.to_dict(), "self_training": self_training.to_dict()},

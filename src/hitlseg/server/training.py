@@ -342,13 +342,12 @@ class ModelService:
             elif refine is None:
                 cached = np.asarray(model.predict(image, name=image_id).labels, dtype=np.uint8)
             else:
-                from hitlseg.nets.postprocess import postprocess
                 from hitlseg.refine import refine as refine_labels
 
                 probabilities = model.predict(image, name=image_id, postprocess="none").probabilities
                 labels = refine_labels(image, probabilities, refine)
                 if model.postprocess != "none":
-                    labels = postprocess(labels, model.postprocess)
+                    labels = model.postprocess_labels(image, labels)
                 cached = np.asarray(labels, dtype=np.uint8)
             self._labels.put(key, cached)
         return cached
