@@ -88,6 +88,28 @@ def test_protocol_bad_settings():
         _config(synthetic=-1)
     assert [a for a, _, _ in _config(synthetic=2).arms()] == ["random", "random+synthetic", "entropy",
                                                              "entropy+synthetic"]
+    with pytest.raises(InputError, match="correction: unknown 'brush'"):
+        _config(correction="brush")
+    with pytest.raises(InputError, match="review_passes"):
+        _config(review_passes=-2)
+
+
+def test_cli_experiment_active_with_review(tiny_root, tmp_path):
+    from hitlseg.cli import main
+
+    out = tmp_path / "review"
+    code = main(["experiment", "active", "--dataset", str(tiny_root), "--strategies", "random", "--splits", "1",
+                 "--images", "2", "--rounds", "1", "--initial-self-training", "0", "--self-training", "0",
+                 "--epochs", "1", "--baseline-epochs", "0", "--reference", "0.9",
+                 "--eval-limit", "2", "--review-passes", "2", "--correction", "fill", "--out", str(out)])
+    assert code == 0
+    part = json.loads((out / "results.json").read_text())["splits"][0]["strategies"]["random"]
+    (queried,) = part["rounds"][1]["queried"]
+    assert set(part["accepted_dice"]) == {queried} and 0 <= part["accepted_dice"][queried] <= 1
+    assert 1 <= part["rounds"][1]["review_passes"][queried] <= 2
+    text = (out / "report.md").read_text()
+    assert "fills of the prediction's errors (a review: up to 2 passes" in text
+    assert "## Accepted masks of the reviewed images" in text
 
 
 def test_cli_experiment_active(tiny_root, tmp_path, capsys):

@@ -297,6 +297,25 @@ def test_corrective_markers_target_largest_errors():
     assert np.any(markers == 2) and not np.any(markers == 1)
 
 
+def test_corrective_markers_fill_paints_the_eroded_error_regions():
+    mask = np.zeros((80, 80), np.uint8)
+    mask[10:70, 10:40] = 1
+    pred = mask.copy()
+    pred[10:70, 10:30] = 0  # a 60 x 20 missed region
+    pred[75:77, 75:77] = 1  # a tiny false positive
+    strokes = corrective_markers(mask, pred, rng=0, n_regions=1)
+    filled = corrective_markers(mask, pred, rng=0, n_regions=1, fill=True)
+    assert_valid_markers(filled, mask, all_classes=False)
+    assert np.all(pred[filled > 0] != mask[filled > 0]) and not np.any(filled == 1)
+    assert np.count_nonzero(filled) == 58 * 18  # the region less its one-pixel rim
+    assert np.count_nonzero(filled) > 5 * np.count_nonzero(strokes)
+    both = corrective_markers(mask, pred, rng=0, n_regions=2, fill=True)
+    assert (both[75:77, 75:77] == 1).all()  # a region too thin to erode is painted whole
+    np.testing.assert_array_equal(Robot(seed=0, correction_fill=True, n_regions=1).correct(mask, pred),
+                                  corrective_markers(mask, pred, n_regions=1, fill=True, rng=Robot(seed=0).rng("correct")))
+    assert 0 < np.count_nonzero(corrective_markers(mask, pred, fill=True, max_marked=50, rng=0)) <= 50
+
+
 def test_corrective_markers_none_when_perfect():
     mask = disks_2d()
     assert not corrective_markers(mask, mask.copy(), rng=0).any()

@@ -327,6 +327,17 @@ def _region_strokes(
     return [_thicken(_trim(path, rng), core, width, offset, label) for path in paths]
 
 
+def _region_fill(region: np.ndarray, offset, label: int, erosion: float) -> list[_Stroke]:
+    """``region`` (a padded bool box) eroded by ``erosion``, at most half its depth, as one stroke."""
+    depth = ndimage.distance_transform_edt(region)
+    dmax = float(depth.max())
+    if dmax <= 0:
+        return []
+    core = np.argwhere(depth > min(erosion, dmax / 2.0)) if dmax > 1 else np.argwhere(region)
+    coords = core + np.asarray(offset, dtype=np.int64)
+    return [_Stroke(label=label, coords=coords, arc=np.zeros(len(coords), np.int64), length=1)]
+
+
 def _component_boxes(binary: np.ndarray):
     """Connected components (8/26-connectivity) of ``binary``, largest first.
 
@@ -527,13 +538,16 @@ def corrective_markers(
     min_region_size: int = 1,
     max_marked_fraction: float | None = None,
     max_marked: int | None = None,
+    fill: bool = False,
     rng=None,
 ) -> np.ndarray:
     """Corrective strokes on the largest error regions of ``prediction``.
 
     Error regions are the connected components of ``prediction != mask`` within each true
     class; the ``n_regions`` largest get strokes along the skeleton of the eroded region,
-    labelled with the true class (``mask + 1``). All zeros when the prediction is perfect.
+    labelled with the true class (``mask + 1``), or with ``fill`` the whole eroded region (a
+    person painting over the error with a brush, as Cellpose 2.0 users redraw a wrong mask).
+    All zeros when the prediction is perfect.
 
     Parameters
     ----------
@@ -553,6 +567,9 @@ def corrective_markers(
         Error regions with fewer pixels are ignored.
     max_marked_fraction, max_marked : float or None, int or None
         Pixel budget; strokes shrink alike to fit, the largest region keeps a pixel.
+    fill : bool
+        Paint each chosen region, eroded by ``erosion`` (at most half its depth), instead of
+        drawing strokes along it; ``n_strokes`` and ``stroke_width`` do not apply.
     rng : None, int or numpy.random.Generator
         Seed for the random choices.
 
@@ -587,7 +604,8 @@ def corrective_markers(
     regions.sort(key=lambda r: (-r[0], r[1]))
     strokes: list[_Stroke] = []
     for size, k, box, offset in regions[:n_regions]:
-        found = _region_strokes(box, offset, k + 1, n_strokes, stroke_width, erosion, rng)
+        found = _region_fill(box, offset, k + 1, erosion) if fill else \
+            _region_strokes(box, offset, k + 1, n_strokes, stroke_width, erosion, rng)
         if found and not strokes:
             found[0].mandatory = True
         strokes.extend(found)
@@ -679,8 +697,8 @@ class Robot:
     n_object_strokes, n_background_strokes, stroke_width, erosion, ring, stroke_length,
     max_marked_fraction, max_marked
         Passed to :func:`markers_from_mask`.
-    n_regions, correction_erosion, correction_max_marked
-        Passed to :func:`corrective_markers` (``n_regions``, ``erosion``, ``max_marked``).
+    n_regions, correction_erosion, correction_max_marked, correction_fill
+        Passed to :func:`corrective_markers` (``n_regions``, ``erosion``, ``max_marked``, ``fill``).
     policy : str
         Image-choice policy for :meth:`choose` (one of :data:`POLICIES`).
     """
@@ -697,6 +715,7 @@ class Robot:
     n_regions: int = 3
     correction_erosion: float = 1.0
     correction_max_marked: int | None = None
+    correction_fill: bool = False
     policy: str = DEFAULT_POLICY
 
     def __post_init__(self):
@@ -745,6 +764,7 @@ class Robot:
             stroke_width=self.stroke_width,
             erosion=self.correction_erosion,
             max_marked=self.correction_max_marked,
+            fill=bool(self.correction_fill),
             rng=self.rng("correct", key),
         )
 

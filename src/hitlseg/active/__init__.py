@@ -9,6 +9,7 @@ from hitlseg.active.context import ActiveContext, build_context, score_pool
 from hitlseg.active.cost import CostModel, TimeModel, count_strokes, knapsack, mask_features
 from hitlseg.active.loop import ActiveConfig, ActiveLoop, RobotAnnotator
 from hitlseg.active.propose import propose, uncertainty_map
+from hitlseg.active.review import review, reviewed_mask
 from hitlseg.active.strategies import (STRATEGIES, ActiveStrategy, BALDStrategy, ConsistencyStrategy, CoreSetStrategy,
                                        DASLStrategy, EnsembleStrategy, ForegroundRandomStrategy, KnapsackStrategy,
                                        RandomStrategy, SuggestiveStrategy, UncertaintyStrategy, make_strategy, needs)
@@ -20,5 +21,6 @@ __all__ = [
     "CoreSetStrategy", "CostModel", "DASLStrategy", "EnsembleStrategy", "ForegroundRandomStrategy", "KnapsackStrategy",
     "MEASURES", "REDUCTIONS", "RandomStrategy", "RobotAnnotator", "STRATEGIES", "SuggestiveStrategy", "TimeModel",
     "UncertaintyStrategy", "build_context", "count_strokes", "knapsack", "make_strategy", "mask_features",
-    "member_variance", "mutual_information", "needs", "pixel_uncertainty", "propose", "reduce", "score_pool", "top_patch_value", "uncertainty_map",
+    "member_variance", "mutual_information", "needs", "pixel_uncertainty", "propose", "reduce", "review", "reviewed_mask",
+    "score_pool", "top_patch_value", "uncertainty_map",
 ]

@@ -7,7 +7,10 @@ Round 0 is the strokes on the first images (e.g. the ground-truth-free selection
 2. the strategy picks ``per_round`` unannotated images;
 3. the annotator corrects each prediction with strokes (the robot's :meth:`Robot.correct` on
    the prediction's largest error regions, or a person in the web app); effort is counted
-   from the new strokes with a :class:`TimeModel`;
+   from the new strokes with a :class:`TimeModel`. With ``review_passes`` > 0 the annotator
+   reviews the prediction instead (:mod:`hitlseg.active.review`): each pass of strokes is
+   propagated by a graph cut over the model's probabilities, the annotator corrects the result
+   again, and the final mask is the image's accepted label from then on;
 4. the model is trained further on every stroke so far, then self-trained on the pool; with
    ``synthetic`` > 0 the training also gets synthetic images generated for altered versions of
    the annotated images' accepted masks (Mahapatra et al., MICCAI 2018; :mod:`hitlseg.synthesis`).
@@ -87,6 +90,11 @@ class ActiveConfig:
         Candidates generated per kept synthetic sample.
     generator_steps, generator_refresh_steps : int
         Generator training steps in the first synthesis round and in every later one.
+    review_passes : int
+        0: a queried image gets one pass of corrective strokes and trains on its strokes and
+        pseudo-labels. ``n`` > 0: the annotator reviews the prediction with up to ``n`` passes
+        of strokes, each propagated by a graph cut (:func:`hitlseg.active.review.review`), and
+        the image trains on the accepted mask (Cellpose 2.0's human-in-the-loop; DeepIGeoS).
     time_model : TimeModel
     seed : int
     """
@@ -109,6 +117,7 @@ class ActiveConfig:
     synthetic_candidates: int = 3
     generator_steps: int = 400
     generator_refresh_steps: int = 100
+    review_passes: int = 0
     time_model: TimeModel = field(default_factory=TimeModel)
     seed: int = 0
 
@@ -118,7 +127,8 @@ class ActiveConfig:
         for name, minimum in (("rounds", 0), ("per_round", 1), ("ensemble", 2), ("ensemble_epochs", 1),
                               ("initial_self_training", 0), ("epochs", 1), ("self_training", 0),
                               ("self_training_epochs", 1), ("synthetic", 0), ("synthetic_candidates", 1),
-                              ("generator_steps", 1), ("generator_refresh_steps", 1), ("seed", 0)):
+                              ("generator_steps", 1), ("generator_refresh_steps", 1), ("review_passes", 0),
+                              ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
                 raise InputError(f"{name}: must be an integer >= {minimum}, got {value!r}")
@@ -239,6 +249,7 @@ class ActiveLoop:
         self.preprocessing = preprocessing
         self.model = initial_model
         self.markers: dict[str, np.ndarray] = {}
+        self.accepted: dict[str, np.ndarray] = {}  # reviewed images' accepted masks (review_passes > 0)
         self.rounds: list[dict] = []
         self.cost_records: list[tuple[list[float], float]] = []
         self.synthesizer = None  # the generator of synthetic samples, continued round after round
@@ -267,6 +278,10 @@ class ActiveLoop:
                                  "use another folder")
             data = np.load(self.folder / "markers.npz", allow_pickle=False)
             self.markers = {i: data[f"m{k}"] for k, i in enumerate(state["annotated"])}
+            reviewed = state.get("accepted", [])
+            if reviewed:
+                data = np.load(self.folder / "accepted.npz", allow_pickle=False)
+                self.accepted = {i: data[f"a{k}"] for k, i in enumerate(reviewed)}
             self.model = SegModel.load(self.folder / "model.pt")
             if (self.folder / SYNTHESIZER).is_file():
                 from hitlseg.synthesis import Synthesizer
@@ -291,7 +306,11 @@ class ActiveLoop:
         ids = list(self.markers)
         atomic_write(self.folder / "markers.npz",
                      lambda h: np.savez_compressed(h, **{f"m{k}": self.markers[i] for k, i in enumerate(ids)}))
-        state = {"config": self.config.to_dict(), "annotated": ids, "rounds": self.rounds,
+        reviewed = list(self.accepted)
+        if reviewed:
+            atomic_write(self.folder / "accepted.npz",
+                         lambda h: np.savez_compressed(h, **{f"a{k}": self.accepted[i] for k, i in enumerate(reviewed)}))
+        state = {"config": self.config.to_dict(), "annotated": ids, "accepted": reviewed, "rounds": self.rounds,
                  "cost_records": self.cost_records}
         atomic_write(self.folder / STATE, lambda h: h.write(json.dumps(state).encode()))
 
@@ -332,7 +351,8 @@ class ActiveLoop:
         result = learn_from_strokes(images, [self.markers[i] for i in ids], pool, model=self.model,
                                     n_classes=self.n_classes, config=config, self_training=st,
                                     preprocessing=self.preprocessing, names=ids, pool_names=list(pseudo_ids),
-                                    seed=self.config.seed, strokes_stage=not warm, extra=extra, progress=progress)
+                                    seed=self.config.seed, strokes_stage=not warm, extra=extra,
+                                    accepted=[self.accepted.get(i) for i in ids], progress=progress)
         self.model = result.model
         return result
 
@@ -342,6 +362,9 @@ class ActiveLoop:
 
         masks = {}
         for i, markers in self.markers.items():
+            if i in self.accepted:  # reviewed: the mask the person left
+                masks[i] = self.accepted[i]
+                continue
             try:
                 labels = np.argmax(context.probability(i), 0)
             except InputError:  # an annotated image outside the scored pool
@@ -445,14 +468,22 @@ class ActiveLoop:
         queried = self.strategy.query(context, n)
         query_seconds = time.perf_counter() - query_started
         before = {i: self.markers[i] for i in queried if i in self.markers}
-        new = {}
+        new, accepted, passes = {}, {}, {}
         for i in queried:
             prediction = np.argmax(context.probability(i), 0).astype(np.uint8)
             current = self.markers.get(i, np.zeros(prediction.shape, np.uint8))
+            if self.config.review_passes:
+                from hitlseg.active.review import review
+
+                new[i], accepted[i], passes[i] = review(
+                    lambda shown, so_far, i=i: self.annotator(i, shown, so_far, round_index), self.images[i],
+                    context.probability(i), current, self.config.review_passes)
+                continue
             new[i] = np.asarray(self.annotator(i, prediction, current, round_index)).astype(np.uint8)
             if new[i].shape != prediction.shape:
                 raise InputError(f"{i}: the annotator returned markers of shape {new[i].shape}, expected {prediction.shape}")
         effort = self._effort(new, before)
+        self.accepted.update(accepted)
         for i in queried:
             self.cost_records.append((mask_features(np.argmax(context.probability(i), 0).astype(np.uint8)).tolist(),
                                       effort["per_image"][i]["seconds"]))
@@ -467,6 +498,8 @@ class ActiveLoop:
                   "scoring_seconds": scored["seconds"], "query_seconds": query_seconds,
                   "train_seconds": time.perf_counter() - train_started, "pseudo_pool": len(pseudo_ids),
                   "stopped": result.stopped, "seconds": time.perf_counter() - started}
+        if passes:
+            record["review_passes"] = passes
         if synthesis is not None:
             record["synthesis"] = synthesis
         if cost_info is not None:

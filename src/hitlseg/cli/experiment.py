@@ -103,6 +103,12 @@ def register_active(sub) -> None:
                         help="generator training steps of the first synthesis round (default 400)")
     active.add_argument("--generator-refresh-steps", type=argtypes.positive_int, default=100,
                         help="generator steps of every later round, continuing the previous generator (default 100)")
+    active.add_argument("--review-passes", type=argtypes.non_negative_int, default=0,
+                        help="0: one pass of corrective strokes per queried image; N: the robot reviews the prediction "
+                             "with up to N passes of strokes (each propagated by a graph cut) and the image trains on "
+                             "the accepted mask")
+    active.add_argument("--correction", choices=("strokes", "fill"), default="strokes",
+                        help="how the robot corrects an error region: strokes along it (default) or painting it")
     active.add_argument("--baseline-epochs", type=argtypes.non_negative_int, default=30,
                         help="epochs of the all-backprop U-Net reference (0: use --reference)")
     active.add_argument("--reference", type=argtypes.fraction, help="fixed reference Dice when --baseline-epochs 0")
@@ -126,7 +132,7 @@ def run_active(args) -> int:
                                   self_training=args.self_training, epochs=args.epochs, pool_limit=args.pool_limit,
                                   synthetic=args.synthetic, generator_steps=args.generator_steps,
                                   generator_refresh_steps=args.generator_refresh_steps,
-                                  baseline_epochs=args.baseline_epochs, reference=args.reference,
+                                  review_passes=args.review_passes, correction=args.correction, baseline_epochs=args.baseline_epochs, reference=args.reference,
                                   eval_limit=args.eval_limit, seed=args.seed)
     dataset = Dataset.from_folder(args.dataset)
     executor = executor_from_args(args)  # an unreachable scheduler fails here, before any work

@@ -30,6 +30,7 @@ from hitlseg.progress import Progress, PartsProgress, nested, report
 
 DEFAULT_STRATEGIES = ("random", "fg_random", "entropy", "coreset")
 SYNTHETIC_ARM = "+synthetic"  # suffix of a strategy's arm with synthetic samples
+CORRECTIONS = ("strokes", "fill")
 
 
 @dataclass
@@ -55,6 +56,13 @@ class ActiveProtocolConfig:
         robot corrects the same way in both arms, so they compare at equal human effort.
     generator_steps, generator_refresh_steps : int
         The synthetic arms' generator training (:class:`hitlseg.active.ActiveConfig`).
+    review_passes : int
+        0: one pass of corrective strokes per queried image; ``n``: the robot reviews the
+        prediction with up to ``n`` passes and the image trains on the accepted mask
+        (:attr:`hitlseg.active.ActiveConfig.review_passes`).
+    correction : {"strokes", "fill"}
+        How the robot corrects an error region: strokes along it, or painting it
+        (:func:`hitlseg.robot.corrective_markers` ``fill``).
     baseline_epochs : int
         Epochs of the all-backprop U-Net reference (0: none trained).
     reference : float or None
@@ -80,6 +88,8 @@ class ActiveProtocolConfig:
     synthetic: int = 0
     generator_steps: int = ActiveConfig.generator_steps
     generator_refresh_steps: int = ActiveConfig.generator_refresh_steps
+    review_passes: int = ActiveConfig.review_passes
+    correction: str = "strokes"
     baseline_epochs: int = 30
     reference: float | None = None
     eval_limit: int | None = None
@@ -101,6 +111,8 @@ class ActiveProtocolConfig:
         if self.reference is not None and not (isinstance(self.reference, (int, float)) and 0 < self.reference <= 1):
             raise InputError(f"reference: must be a Dice in (0, 1], got {self.reference!r}")
         self.fractions = tuple(float(f) for f in self.fractions)
+        if self.correction not in CORRECTIONS:
+            raise InputError(f"correction: unknown {self.correction!r} (use one of {', '.join(CORRECTIONS)})")
         for _, name, synthetic in self.arms():
             self.loop_config(name, synthetic)  # validates names, options and the loop's settings
 
@@ -119,7 +131,8 @@ class ActiveProtocolConfig:
                             initial_self_training=self.initial_self_training, epochs=self.epochs,
                             self_training=self.self_training, self_training_epochs=self.self_training_epochs,
                             pool_limit=self.pool_limit, synthetic=synthetic, generator_steps=self.generator_steps,
-                            generator_refresh_steps=self.generator_refresh_steps, seed=self.seed)
+                            generator_refresh_steps=self.generator_refresh_steps,
+                            review_passes=self.review_passes, seed=self.seed)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -192,7 +205,7 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
     out = Path(out)
     _check_resumable(out, config, mutable=("splits", "strategies"))
     store = PartStore(out)
-    robot = Robot(seed=config.seed)
+    robot = Robot(seed=config.seed, correction_fill=config.correction == "fill")
     ids = dataset.with_masks()
     if len(ids) < 3:
         raise InputError(f"{dataset.root}: the protocol needs at least 3 images with masks, found {len(ids)}")
@@ -254,7 +267,11 @@ def run_active_protocol(dataset: Dataset, out: str | Path, config: ActiveProtoco
                 loop.start(zero["first"], first_markers=first_markers)
                 rounds = loop.run(progress=nested(stage, label="correction"),
                                   log=(lambda line: tracker.log(f"{name} {line} ({tracker.time_left()})")) if log else None)
-                return {"rounds": [{k: v for k, v in r.items() if k != "per_image"} for r in rounds]}
+                part = {"rounds": [{k: v for k, v in r.items() if k != "per_image"} for r in rounds]}
+                if loop.accepted:  # how good the reviewed labels were (a study's measurement; never trained on)
+                    part["accepted_dice"] = {i: score(loop.accepted[i], masks[i], classes, brats)["mean"]
+                                             for i in loop.accepted}
+                return part
 
             split_result["strategies"][arm] = run_part(store, tracker, name, run_strategy, started)
         results["splits"].append(split_result)

@@ -139,6 +139,14 @@ def _fmt(value, digits=0, suffix=""):
     return "–" if value is None else f"{value:.{digits}f}{suffix}"
 
 
+def _review_text(config: dict) -> str:
+    passes = int(config.get("review_passes") or 0)
+    if not passes:
+        return ""
+    return (f" (a review: up to {passes} passes, each propagated by a graph cut over the model's probabilities; "
+            "the image then trains on the accepted mask)")
+
+
 def write_active_report(results: dict, out: str | Path, command: str | None = None) -> Path:
     """``report.md``, ``summary.json`` and two figures (Dice against seconds and against marked pixels) in ``out``."""
     out = Path(out)
@@ -160,8 +168,10 @@ def write_active_report(results: dict, out: str | Path, command: str | None = No
     lines += [
         f"{len(results['splits'])} split(s) ({sizes['train']} train / {sizes['val']} validation / {sizes['test']} test "
         f"images). Round 0: robot strokes on the {config['images']} images the ground-truth-free selection picks; then "
-        f"{config['rounds']} rounds of {config['per_round']} image(s) with the robot's corrective strokes on the "
-        "prediction's errors, warm-started retraining with self-training. Effort is simulated seconds "
+        f"{config['rounds']} rounds of {config['per_round']} image(s) with the robot's corrective "
+        + ("fills of" if config.get("correction") == "fill" else "strokes on") + " the prediction's errors"
+        + _review_text(config) + ", warm-started retraining with self-training. "
+        "Effort is simulated seconds "
         "(hitlseg.active.TimeModel: 4 s per image, 2 s per stroke, 2 ms per marked pixel).",
         "", f"Reference Dice of full supervision ({ref_what}), per split: {ref_text}.", "",
         "## Test Dice after each round " + ("(mean over splits)" if len(results["splits"]) > 1 else "(one split)"), "",
@@ -204,6 +214,16 @@ def write_active_report(results: dict, out: str | Path, command: str | None = No
                          f" | {c['seconds_with']:.0f} | {_fmt(c['kept_per_round'], 1)} | "
                          f"{_fmt(c['synthesis_seconds_per_round'], 0)} |")
             lines.append(f"| {strategy} | difference | " + " | ".join(f"{v:+.3f}" for v in c["difference"]) + " | | | |")
+        lines.append("")
+    reviewed = [(split["index"], strategy, part["accepted_dice"]) for split in results["splits"]
+                for strategy, part in split["strategies"].items() if part.get("accepted_dice")]
+    if reviewed:
+        lines += ["## Accepted masks of the reviewed images", "",
+                  "Dice of each reviewed image's accepted mask against its ground truth (measured by the study; "
+                  "the loop never sees it).", "", "| split | strategy | images | mean | min |", "|---|---|---|---|---|"]
+        for index, strategy, dice in reviewed:
+            values = list(dice.values())
+            lines.append(f"| {index} | {strategy} | {len(values)} | {np.mean(values):.3f} | {min(values):.3f} |")
         lines.append("")
     lines += ["## Queried images", ""]
     for split in results["splits"]:

@@ -215,6 +215,28 @@ def _check_extra(extra, like: np.ndarray, n_classes: int) -> list:
     return pairs
 
 
+def _check_accepted(accepted, images, n_classes: int, names) -> list:
+    """``accepted`` as one uint8 label array or None per marked image, or a clear error."""
+    if accepted is None:
+        return [None] * len(images)
+    accepted = list(accepted)
+    if len(accepted) != len(images):
+        raise InputError(f"accepted: {len(accepted)} entries for {len(images)} marked images")
+    checked = []
+    for k, (label, image) in enumerate(zip(accepted, images)):
+        if label is None:
+            checked.append(None)
+            continue
+        label = np.asarray(label)
+        if label.shape != image.shape[1:] or label.dtype.kind not in "iu":
+            raise InputError(f"accepted[{names[k]}]: need integer labels of shape {image.shape[1:]}, got "
+                             f"{label.dtype} {label.shape}")
+        if label.size and (int(label.min()) < 0 or int(label.max()) > n_classes):
+            raise InputError(f"accepted[{names[k]}]: labels must be 0..{n_classes}, got {int(label.min())}..{int(label.max())}")
+        checked.append(label.astype(np.uint8))
+    return checked
+
+
 def _flim_rule(model, images, markers, n_classes: int) -> str:
     """The adaptive decoder rule the person's markers choose on the model's frozen FLIM encoder
     (:func:`hitlseg.flim.decoders.choose_rule`), for the ``agree`` post-processing."""
@@ -238,6 +260,7 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
                        truth: Sequence[np.ndarray | None] | None = None,
                        evaluate: Callable[[object], dict] | None = None, seed: int = 0, device=None,
                        strokes_stage: bool = True, expand: bool | None = None, extra: Sequence = (),
+                       accepted: Sequence[np.ndarray | None] | None = None,
                        progress: Progress = None) -> StrokesResult:
     """Train an sU-Net from strokes, then refine it by self-training on the unlabelled pool.
 
@@ -288,6 +311,11 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
         Further fully labelled pairs, e.g. synthetic samples generated for altered masks
         (:mod:`hitlseg.synthesis`): images like ``images`` and masks of class indices
         ``0..n_classes`` (``IGNORE`` allowed), trained with the strokes in every stage.
+    accepted : sequence of (ndarray or None), optional
+        Per marked image, a label the person accepted after reviewing a prediction
+        (:mod:`hitlseg.active.review`): classes ``0..n_classes`` on every pixel. Such an image
+        trains on it in every stage (its strokes weighted as the person's, the rest as machine
+        labels) instead of on its strokes and its pseudo-labels.
     progress : callable, optional
 
     Returns
@@ -323,6 +351,7 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
     if largest > n_classes:
         raise InputError(f"markers: hold class {largest}, but the model has {n_classes} object classes")
     extra = _check_extra(extra, images[0], n_classes)
+    accepted = _check_accepted(accepted, images, n_classes, names)
     targets = [markers_to_target(m) if m.any() else np.full(m.shape, IGNORE, np.uint8) for m in markers]
     marked_fraction = float(sum((m > 0).sum() for m in markers) / sum(m.size for m in markers))
 
@@ -338,12 +367,15 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
         model = SegModel.sunet(encoder, n_classes, preprocessing=preprocessing, seed=seed)
     def strokes_and_extra(targets):
         """Training pairs of the marked images with a stroke, then ``extra``, and their names."""
-        kept = [k for k, target in enumerate(targets) if (target != IGNORE).any()]
-        pairs = [(images[k], targets[k]) for k in kept] + extra
+        kept = [k for k, target in enumerate(targets) if (target != IGNORE).any() or accepted[k] is not None]
+        pairs = [_accepted_pair(k) if accepted[k] is not None else (images[k], targets[k]) for k in kept] + extra
         return pairs, {"train": [names[k] for k in kept] + [f"extra pair {k}" for k in range(len(extra))]}
 
-    stroke_pairs, train_names = strokes_and_extra(targets)
+    def _accepted_pair(k):
+        return images[k], accepted[k], person_markers[k] > 0
+
     person_markers = markers
+    stroke_pairs, train_names = strokes_and_extra(targets)
     loss = None
     if expand is None:
         from hitlseg.defaults import EXPAND_STROKES
@@ -403,8 +435,9 @@ def learn_from_strokes(images: Sequence[np.ndarray], markers: Sequence[np.ndarra
         if self_training.pseudo_marked:
             probs_marked = _probabilities(model, images, names, self_training.flips, stage(label),
                                           "pseudo-labelling the marked images")
-            pairs += [(image, merge_strokes(tripartition(p, schedule.delta), m), m > 0)
-                      for image, p, m in zip(images, probs_marked, markers)] + extra
+            pairs += [_accepted_pair(k) if accepted[k] is not None
+                      else (image, merge_strokes(tripartition(p, schedule.delta), m), m > 0)
+                      for k, (image, p, m) in enumerate(zip(images, probs_marked, markers))] + extra
         else:
             pairs += stroke_pairs
         chosen_pseudo = {i: pseudo_all[i] for i in chosen if (pseudo_all[i] != IGNORE).any()}
