@@ -1,4 +1,4 @@
-"""Reviewing a prediction: strokes propagated by a graph cut, passes until satisfied, the accepted mask as the label."""
+"""Reviewing a prediction: strokes refined by a graph cut, passes until satisfied, the accepted mask as the label."""
 
 from __future__ import annotations
 

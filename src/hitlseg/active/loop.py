@@ -9,7 +9,7 @@ Round 0 is the strokes on the first images (e.g. the ground-truth-free selection
    the prediction's largest error regions, or a person in the web app); effort is counted
    from the new strokes with a :class:`TimeModel`. With ``review_passes`` > 0 the annotator
    reviews the prediction instead (:mod:`hitlseg.active.review`): each pass of strokes is
-   propagated by a graph cut over the model's probabilities, the annotator corrects the result
+   refined by a graph cut over the model's probabilities, the annotator corrects the result
    again, and the final mask is the image's accepted label from then on;
 4. the model is trained further on every stroke so far, then self-trained on the pool; with
    ``synthetic`` > 0 the training also gets synthetic images generated for altered versions of
@@ -93,7 +93,7 @@ class ActiveConfig:
     review_passes : int
         0: a queried image gets one pass of corrective strokes and trains on its strokes and
         pseudo-labels. ``n`` > 0: the annotator reviews the prediction with up to ``n`` passes
-        of strokes, each propagated by a graph cut (:func:`hitlseg.active.review.review`), and
+        of strokes, each refined by a graph cut (:func:`hitlseg.active.review.review`), and
         the image trains on the accepted mask (Cellpose 2.0's human-in-the-loop; DeepIGeoS).
     time_model : TimeModel
     seed : int

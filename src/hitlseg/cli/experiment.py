@@ -105,7 +105,7 @@ def register_active(sub) -> None:
                         help="generator steps of every later round, continuing the previous generator (default 100)")
     active.add_argument("--review-passes", type=argtypes.non_negative_int, default=0,
                         help="0: one pass of corrective strokes per queried image; N: the robot reviews the prediction "
-                             "with up to N passes of strokes (each propagated by a graph cut) and the image trains on "
+                             "with up to N passes of strokes (each refined by a graph cut) and the image trains on "
                              "the accepted mask")
     active.add_argument("--correction", choices=("strokes", "fill"), default="strokes",
                         help="how the robot corrects an error region: strokes along it (default) or painting it")

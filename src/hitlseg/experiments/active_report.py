@@ -143,7 +143,7 @@ def _review_text(config: dict) -> str:
     passes = int(config.get("review_passes") or 0)
     if not passes:
         return ""
-    return (f" (a review: up to {passes} passes, each propagated by a graph cut over the model's probabilities; "
+    return (f" (a review: up to {passes} passes, each refined by a graph cut over the model's probabilities; "
             "the image then trains on the accepted mask)")
 
 
