@@ -158,6 +158,17 @@ def test_serve_prints_the_url_and_answers(project, tmp_path):
         server.wait(timeout=20)
 
 
+def test_bind_listens_so_the_printed_url_never_refuses_a_connection():
+    import socket
+
+    sock = bind("127.0.0.1", 0)  # the server prints the URL now, before uvicorn accepts
+    try:
+        client = socket.create_connection(sock.getsockname(), timeout=5)  # waits in the backlog
+        client.close()
+    finally:
+        sock.close()
+
+
 def test_a_second_demo_opens_the_running_server_instead_of_serving_the_project_twice(tmp_path):
     folder = tmp_path / "demo"
     taken = bind("127.0.0.1", 0)

@@ -122,6 +122,9 @@ def bind(host: str, port: int, fallback: bool = False) -> socket.socket:
         sock.close()
         raise InputError(f"--host/--port: cannot listen on {host}:{port} ({exc.strerror or exc}); "
                          "choose another port with --port") from None
+    # listen now: the URL is printed before uvicorn starts, and a browser or script that connects
+    # in between must wait in the backlog, not be refused (seen on a loaded 2-core machine)
+    sock.listen(2048)
     return sock
 
 
