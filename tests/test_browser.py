@@ -467,8 +467,15 @@ def test_improve_view_corrects_a_prediction_and_retrains(demo, page):
     page.wait_for_function("document.getElementById('marker-version').textContent === 'version 2'")
     page.wait_for_function("() => fetch('/api/active').then((r) => r.json()).then((d) => d.effort.seconds > 0)")
 
-    # retrain: a new model continues the old one and appears as the next round
+    # review: the graph cut under the strokes becomes the accepted mask of version 2
     page.click("#tab-improve")
+    page.wait_for_selector("#imp-review:not([disabled])")
+    page.click("#imp-review")
+    wait_image(page, "#imp-accepted", f"/api/active/accepted/{target}.png?v=2")
+    assert api.get("/api/active").json()["accepted"] == {target: 2}
+    assert "version 2" in page.inner_text("#imp-accepted-caption")
+
+    # retrain: a new model continues the old one and appears as the next round
     page.fill("#imp-epochs", "1")
     before = len(api.get("/api/active").json()["rounds"])
     page.click("#imp-retrain")
@@ -477,6 +484,7 @@ def test_improve_view_corrects_a_prediction_and_retrains(demo, page):
     rounds = api.get("/api/active").json()["rounds"]
     assert len(rounds) == before + 1 and rounds[-1]["parent"] == model_id and rounds[-1]["round"] == 1
     assert target in api.get(f"/api/models/{rounds[-1]['model_id']}").json()["params"]["images"]
+    assert api.get(f"/api/models/{rounds[-1]['model_id']}").json()["params"]["accepted"] == {target: 2}
     page.wait_for_function("document.querySelectorAll('#imp-chart .scatterlayer .trace').length >= 1")
 
     # after a reload the view shows the same proposal and rounds

@@ -11,6 +11,12 @@ reads and writes the project:
   as a new marker version under the person's strokes, which then correct it in the editor (by
   the save rule of :mod:`hitlseg.project.readiness`: never an empty first version, and no new
   version when the prediction adds nothing);
+* "review with a graph cut" (:func:`hitlseg.active.review.reviewed_mask`) cuts the model's
+  probabilities with every stroke of the image's latest marker version as a hard constraint and
+  stores the result as the image's accepted mask for that version (an array of the project and an
+  ``accepted_mask`` event); the person may correct again in the editor and review again. Retraining
+  trains an image on its accepted mask while its markers are still that version (strokes weighted
+  as the person's, the rest as machine labels), as the study loop does with ``review_passes``;
 * the editor reports the seconds spent on each save (``annotation_time`` events); they are the
   person's effort and the knapsack strategy's cost records;
 * a retraining round continues the chosen sU-Net (warm start: no new filters) on every marked
@@ -27,19 +33,22 @@ background or object strokes, as training is.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from hitlseg.errors import InputError
+from hitlseg.errors import ConflictError, InputError
 from hitlseg.progress import Progress, report
 from hitlseg.project.readiness import check_saveable
 from hitlseg.server.reading import Skipped, with_warnings
 
 PROPOSAL_EVENT = "active_proposal"
 TIME_EVENT = "annotation_time"
+ACCEPTED_EVENT = "accepted_mask"
+ACCEPTED_KIND = "accepted"  # project arrays: one accepted mask per image and marker version
 STRATEGIES = ("entropy", "margin", "least_confidence", "bald", "consistency", "coreset", "suggestive", "knapsack",
               "dasl", "fg_random", "random")
 #: "Start from the prediction" keeps the pixels predicted with confidence above this...
@@ -147,6 +156,45 @@ class ImproveService:
         version = self.project.save_markers(image_id, markers, base_version, author=f"prediction of model {model_id}")
         return answer | {"version": version, "unchanged": False}
 
+    def review(self, model_id: int, image_id: str, base_version: int) -> dict:
+        """Cut model ``model_id``'s probabilities with the image's strokes; store it as the accepted mask."""
+        from hitlseg.active.review import reviewed_mask
+
+        model = self.segmodel(model_id)
+        current, latest = self.project.load_markers(image_id)
+        if int(base_version) != latest:
+            raise ConflictError(f"review: image {image_id!r} has marker version {latest}, not {base_version}; "
+                                "reload it and review again")
+        if not current.any():
+            raise InputError(f"review: image {image_id!r} has no strokes; correct the prediction in the editor "
+                             "(or start from the prediction) first")
+        image = self.project.image(image_id)
+        probabilities = model.predict(image, name=image_id).probabilities
+        mask = reviewed_mask(image, probabilities, current)
+        key = _accepted_key(image_id, latest)
+        self.project.put_array(ACCEPTED_KIND, key, mask)
+        record = {"image_id": image_id, "version": latest, "model_id": int(model_id), "key": key,
+                  "fractions": [float((mask == c).mean()) for c in range(model.n_classes + 1)]}
+        self.project.record_event(ACCEPTED_EVENT, record)
+        return record
+
+    def accepted(self) -> dict[str, dict]:
+        """``{image_id: its last review}`` of reviews still valid: made on the image's latest marker version."""
+        latest = self.project.latest_versions()
+        reviews = {}
+        for event in self.project.events(kind=ACCEPTED_EVENT):
+            payload = event["payload"]
+            reviews[payload["image_id"]] = payload
+        return {i: r for i, r in reviews.items() if latest.get(i) == r["version"]
+                and self.project.has_array(ACCEPTED_KIND, r["key"])}
+
+    def accepted_mask(self, image_id: str) -> np.ndarray:
+        """The accepted mask of ``image_id``'s latest marker version (InputError when it was not reviewed)."""
+        review = self.accepted().get(image_id)
+        if review is None:
+            raise InputError(f"image {image_id!r}: its current markers were not reviewed; press Review first")
+        return self.project.get_array(ACCEPTED_KIND, review["key"])
+
     def record_time(self, image_id: str, version: int, seconds: float) -> None:
         """The editor's seconds on one save of ``image_id``."""
         self.project.record_event(TIME_EVENT, {"image_id": image_id, "version": int(version), "seconds": float(seconds)})
@@ -204,8 +252,11 @@ class ImproveService:
         def step(name):
             return lambda done, total, message="": report(progress, done, total, f"{name}: {message}".rstrip(": "))
 
+        reviews = self.accepted()
+        accepted = [self.project.get_array(ACCEPTED_KIND, reviews[i]["key"])
+                    if i in reviews and reviews[i]["version"] == versions[i] else None for i in ids]
         result = learn_from_strokes(
-            images, markers, pool, model=model,
+            images, markers, pool, model=model, accepted=accepted,
             config=default_strokes_config(images[0].ndim - 1, epochs=epochs, seed=self.seed + len(versions),
                                           person_weight=PERSON_WEIGHT, device=self.models.device),
             self_training=SelfTrainingConfig(iterations=1, epochs=epochs, schedule=Schedule(beta0=0.75, gamma0=1.0)),
@@ -218,7 +269,8 @@ class ImproveService:
         metrics["confidence"] = self.confidence(new, set(ids), skipped)
         params = {"kind": "sunet", "images": versions, "seed": self.seed, "n_classes": new.n_classes, "epochs": epochs,
                   "self_training": 1, "pseudo_labels": PSEUDO_LABELS, "parent": int(model_id), "round": round_index,
-                  "effort": self.effort(), "person_weight": PERSON_WEIGHT, "stopped": result.stopped,
+                  "effort": self.effort(), "person_weight": PERSON_WEIGHT,
+                  "accepted": {i: versions[i] for i, a in zip(ids, accepted) if a is not None}, "stopped": result.stopped,
                   "seconds": round(time.perf_counter() - started, 2)}
         if len(skipped):
             params["skipped_images"] = dict(skipped.reasons)
@@ -242,4 +294,10 @@ class ImproveService:
                            "confidence": metrics.get("confidence"), "effort": params.get("effort"),
                            "images": len(params.get("images", {}))})
         return {"rounds": rounds, "effort": self.effort(), "proposal": self.last_proposal(),
+                "accepted": {i: r["version"] for i, r in self.accepted().items()},
                 "strategies": list(STRATEGIES)}
+
+
+def _accepted_key(image_id: str, version: int) -> str:
+    """A file-safe key for the accepted mask of ``image_id`` at marker ``version`` (ids may hold any character)."""
+    return f"{hashlib.sha1(image_id.encode()).hexdigest()[:20]}-v{int(version)}"

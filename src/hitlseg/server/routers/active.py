@@ -83,6 +83,28 @@ def accept(body: AcceptRequest, s: ServerState = Depends(state)):
     return s.improve.accept(body.model_id, body.image_id, body.base_version)
 
 
+@router.post("/review", summary="Review with a graph cut: the model's probabilities cut with the image's strokes "
+                               "become its accepted mask")
+def review(body: AcceptRequest, s: ServerState = Depends(state)):
+    s.require_image(body.image_id)
+    return s.improve.review(body.model_id, body.image_id, body.base_version)
+
+
+@router.get("/accepted/{image_id}.png", summary="The accepted mask of an image's current markers overlaid on it (PNG; "
+            "3D: one slice)", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+def accepted_png(image_id: str, slice: int | None = slice_query(), axis: int = axis_query(),
+                 s: ServerState = Depends(state)):
+    from hitlseg.selection.heatmap import png_bytes, take_slice
+    from hitlseg.server.imaging import label_overlay
+
+    info = s.require_image(image_id)
+    index, axis = check_view(info["ndim"], info["shape"], slice, axis)
+    labels = take_slice(s.improve.accepted_mask(image_id), index, axis, info["ndim"])
+    rgb = s.renderer.view(image_id, index, axis)
+    return Response(png_bytes(label_overlay(rgb, labels, 0.45)), media_type="image/png",
+                    headers={"Cache-Control": "no-store"})
+
+
 @router.post("/time", summary="Seconds the person spent editing an image before a save (the effort record)")
 def record_time(body: TimeRequest, s: ServerState = Depends(state)):
     s.require_image(body.image_id)

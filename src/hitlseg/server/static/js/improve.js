@@ -33,7 +33,8 @@ function renderProposal(proposal) {
   const box = $("imp-proposal");
   const first = proposal && proposal.proposals[0];
   improve.imageId = first ? first.image_id : null;
-  $("imp-accept").disabled = $("imp-edit").disabled = !first;
+  $("imp-accept").disabled = $("imp-edit").disabled = $("imp-review").disabled = !first;
+  renderAccepted();
   if (!first) {
     box.textContent = "No proposal yet: pick an sU-Net and press Propose.";
     $("imp-prediction").removeAttribute("src");
@@ -47,6 +48,19 @@ function renderProposal(proposal) {
                                     `${proposal.free} unmarked image(s)` }));
   $("imp-prediction").src = `/api/models/${proposal.model_id}/predictions/${enc(first.image_id)}.png`;
   $("imp-uncertainty").src = `/api/active/uncertainty/${proposal.model_id}/${enc(first.image_id)}.png`;
+}
+
+/* the proposed image's accepted mask, when its current markers were reviewed */
+function renderAccepted() {
+  const id = improve.imageId;
+  const version = id && improve.summary && improve.summary.accepted ? improve.summary.accepted[id] : undefined;
+  $("imp-accepted-figure").hidden = version === undefined;
+  if (version === undefined) {
+    $("imp-accepted").removeAttribute("src");
+    return;
+  }
+  $("imp-accepted").src = `/api/active/accepted/${enc(id)}.png?v=${version}`;
+  $("imp-accepted-caption").textContent = `accepted mask (graph cut under your strokes, version ${version})`;
 }
 
 function renderImproveChart(summary) {
@@ -103,6 +117,19 @@ async function acceptPrediction() {
   }
 }
 
+function reviewImage() {
+  const id = improve.imageId;
+  const proposal = improve.summary && improve.summary.proposal;
+  if (!id || !proposal) return Promise.resolve();
+  return whileDisabled("imp-review", async () => {
+    const markers = await api(`/api/images/${enc(id)}/markers`);
+    const result = await api("/api/active/review", { method: "POST",
+      json: { model_id: Number($("imp-model").value) || proposal.model_id, image_id: id, base_version: markers.version } });
+    toast(`${id}: accepted mask of version ${result.version}; retraining will learn from it`);
+    await refreshImprove();
+  });
+}
+
 function retrainModel() {
   const body = { model_id: Number($("imp-model").value), epochs: Number($("imp-epochs").value) };
   return whileDisabled("imp-retrain", async () => {
@@ -120,4 +147,5 @@ export function bindImproveControls() {
   $("imp-accept").onclick = () => acceptPrediction();
   $("imp-edit").onclick = () => { if (improve.imageId) editor.open(improve.imageId).then(() => showView("editor")).catch(fail); };
   $("imp-retrain").onclick = () => retrainModel();
+  $("imp-review").onclick = () => reviewImage();
 }
