@@ -381,6 +381,59 @@ def test_loop_with_synthetic_samples(demo_loop_data, tmp_path, monkeypatch):
     assert resumed.synthesizer is not None and resumed.synthesizer.config.steps == 9
 
 
+def test_refresh_retrains_from_scratch_on_every_label_and_survives_interruption(demo_loop_data, tmp_path,
+                                                                               monkeypatch):
+    import json
+
+    import torch
+
+    import hitlseg.pseudo
+
+    calls, learn = [], hitlseg.pseudo.learn_from_strokes
+
+    def spy(images, markers, pool=(), **kwargs):
+        calls.append({"images": len(images), "pool": len(pool), **kwargs})
+        return learn(images, markers, pool, **kwargs)
+
+    monkeypatch.setattr(hitlseg.pseudo, "learn_from_strokes", spy)
+    evaluated = []
+
+    def evaluate(model):
+        evaluated.append(model)
+        return {"mean": 0.5, "validation": 0.4}
+
+    folder = tmp_path / "loop"
+    loop = _loop(demo_loop_data, "random", folder=folder, rounds=1, review_passes=1)
+    loop.evaluate = evaluate
+    with pytest.raises(InputError, match="start"):
+        loop.refresh()
+    loop.start(demo_loop_data["ids"][:2])
+    loop.run()
+    warm = loop.model
+    calls.clear()
+    record = loop.refresh()
+    (call,) = calls
+    assert call["model"] is None and call["expand"] is False and call["strokes_stage"]  # a fresh sU-Net
+    assert call["images"] == 3 and call["pool"] == 4  # every annotated image; pool_limit unannotated ones
+    assert call["self_training"].iterations == loop.config.initial_self_training
+    assert sum(a is not None for a in call["accepted"]) == 1  # the reviewed image trains on its accepted mask
+    assert loop.model is not warm and evaluated[-2] is warm and evaluated[-1] is loop.model
+    assert record["after_round"] == 1 and record["before"]["validation"] == 0.4 and record["train_seconds"] > 0
+    assert loop.refresh() is record and len(calls) == 1  # nothing new to retrain on
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a.net.state_dict().values(), b.net.state_dict().values()))
+
+    resumed = _loop(demo_loop_data, "random", folder=folder, rounds=1, review_passes=1)
+    assert resumed.refreshed == json.loads(json.dumps(record)) and same(resumed.model, loop.model)
+    # interrupted between saving the fresh model and its record: the warm model stands
+    state = json.loads((folder / "active.json").read_text())
+    state["refreshed"] = None
+    (folder / "active.json").write_text(json.dumps(state))
+    interrupted = _loop(demo_loop_data, "random", folder=folder, rounds=1, review_passes=1)
+    assert interrupted.refreshed is None and same(interrupted.model, warm)
+
+
 def test_loop_with_knapsack_and_ensemble(demo_loop_data):
     loop = _loop(demo_loop_data, "knapsack", strategy_options={"budget": 60.0}, rounds=1, per_round=3)
     loop.start(demo_loop_data["ids"][:3])

@@ -20,7 +20,8 @@ def tiny_root(tmp_path_factory):
 
 def _config(**changes):
     settings = dict(strategies=("random", "entropy"), splits=1, images=2, rounds=2, initial_self_training=0,
-                    self_training=1, self_training_epochs=1, epochs=1, pool_limit=3, baseline_epochs=1, eval_limit=3)
+                    self_training=1, self_training_epochs=1, epochs=1, pool_limit=3, baseline_epochs=1, eval_limit=3,
+                    refresh=False)
     settings.update(changes)
     return ActiveProtocolConfig(**settings)
 
@@ -75,6 +76,26 @@ def test_report_tables_and_figures(study, tmp_path):
     assert reach["entropy"]["0.9"]["saving_vs_random"] == pytest.approx(0.0)
 
 
+def test_refresh_switched_on_when_resuming_adds_a_part_and_a_report_table(study, tiny_root, tmp_path):
+    out, results, _ = study
+    config = json.loads((out / "config.json").read_text())
+    del config["refresh"], config["review_passes"]  # a folder written before these settings existed
+    (out / "config.json").write_text(json.dumps(config))
+    again = run_active_protocol(Dataset.from_folder(tiny_root), out, _config(refresh=True))
+    for strategy in ("random", "entropy"):
+        part = again["splits"][0]["strategies"][strategy]
+        assert part["rounds"] == results["splits"][0]["strategies"][strategy]["rounds"]  # not recomputed
+        refresh = part["refresh"]
+        assert refresh["after_round"] == 2 and 0 <= refresh["evaluation"]["mean"] <= 1
+        assert 0 <= refresh["before"]["validation"] <= 1 and 0 <= refresh["evaluation"]["validation"] <= 1
+        assert refresh["before"]["mean"] == pytest.approx(part["rounds"][-1]["evaluation"]["mean"])
+    assert (out / "parts" / "split0-random-refresh.json").is_file()
+    text = write_active_report(again, tmp_path / "report").read_text()
+    assert "## Retrained from scratch after the last round" in text and "| 0 | entropy |" in text
+    with pytest.raises(InputError, match="refresh: must be true or false"):
+        _config(refresh="yes")
+
+
 def test_protocol_bad_settings():
     with pytest.raises(InputError, match="unknown name"):
         _config(strategies=("oracle",))
@@ -101,7 +122,7 @@ def test_cli_experiment_active_with_review(tiny_root, tmp_path):
     code = main(["experiment", "active", "--dataset", str(tiny_root), "--strategies", "random", "--splits", "1",
                  "--images", "2", "--rounds", "1", "--initial-self-training", "0", "--self-training", "0",
                  "--epochs", "1", "--baseline-epochs", "0", "--reference", "0.9",
-                 "--eval-limit", "2", "--review-passes", "2", "--correction", "fill", "--out", str(out)])
+                 "--eval-limit", "2", "--review-passes", "2", "--correction", "fill", "--refresh", "--out", str(out)])
     assert code == 0
     part = json.loads((out / "results.json").read_text())["splits"][0]["strategies"]["random"]
     (queried,) = part["rounds"][1]["queried"]
@@ -110,6 +131,7 @@ def test_cli_experiment_active_with_review(tiny_root, tmp_path):
     text = (out / "report.md").read_text()
     assert "fills of the prediction's errors (a review: up to 2 passes" in text
     assert "## Accepted masks of the reviewed images" in text
+    assert part["refresh"]["after_round"] == 1 and "## Retrained from scratch after the last round" in text
 
 
 def test_cli_experiment_active(tiny_root, tmp_path, capsys):
@@ -119,8 +141,9 @@ def test_cli_experiment_active(tiny_root, tmp_path, capsys):
     code = main(["experiment", "active", "--dataset", str(tiny_root), "--strategies", "fg_random", "--splits", "1",
                  "--images", "2", "--rounds", "1", "--initial-self-training", "0", "--self-training", "0",
                  "--epochs", "1", "--baseline-epochs", "0", "--reference", "0.9", "--eval-limit", "2", "--out", str(out),
-                 "--synthetic", "1", "--generator-steps", "4", "--generator-refresh-steps", "2"])
+                 "--synthetic", "1", "--generator-steps", "4", "--generator-refresh-steps", "2", "--no-refresh"])
     assert code == 0
+    assert "refresh" not in json.loads((out / "results.json").read_text())["splits"][0]["strategies"]["fg_random"]
     text = (out / "report.md").read_text()
     assert "| fg_random |" in text and "| fg_random+synthetic |" in text
     assert "With and without synthetic samples (equal human effort)" in text and "| fg_random | difference |" in text

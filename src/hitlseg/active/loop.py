@@ -38,6 +38,7 @@ from hitlseg.progress import Progress, report
 
 STATE = "active.json"
 SYNTHESIZER = "synthesizer.pt"
+WARM_MODEL = "model_warm.pt"  # the warm-started model a refresh replaced
 ANNOTATOR_MODES = ("correct", "mark")
 
 
@@ -253,6 +254,7 @@ class ActiveLoop:
         self.rounds: list[dict] = []
         self.cost_records: list[tuple[list[float], float]] = []
         self.synthesizer = None  # the generator of synthetic samples, continued round after round
+        self.refreshed: dict | None = None  # the record of the last retraining from scratch (:meth:`refresh`)
         self.strategy = make_strategy(config.strategy, **config.strategy_options, seed=config.seed)
         if self.folder is not None:
             self._load()
@@ -282,7 +284,11 @@ class ActiveLoop:
             if reviewed:
                 data = np.load(self.folder / "accepted.npz", allow_pickle=False)
                 self.accepted = {i: data[f"a{k}"] for k, i in enumerate(reviewed)}
-            self.model = SegModel.load(self.folder / "model.pt")
+            self.refreshed = state.get("refreshed")
+            # a refresh interrupted after saving its model but before its record: the warm model stands
+            warm = self.folder / WARM_MODEL
+            interrupted = self.refreshed is None and warm.is_file()
+            self.model = SegModel.load(warm if interrupted else self.folder / "model.pt")
             if (self.folder / SYNTHESIZER).is_file():
                 from hitlseg.synthesis import Synthesizer
 
@@ -311,7 +317,7 @@ class ActiveLoop:
             atomic_write(self.folder / "accepted.npz",
                          lambda h: np.savez_compressed(h, **{f"a{k}": self.accepted[i] for k, i in enumerate(reviewed)}))
         state = {"config": self.config.to_dict(), "annotated": ids, "accepted": reviewed, "rounds": self.rounds,
-                 "cost_records": self.cost_records}
+                 "cost_records": self.cost_records, "refreshed": self.refreshed}
         atomic_write(self.folder / STATE, lambda h: h.write(json.dumps(state).encode()))
 
     # -- effort -----------------------------------------------------------------------------------
@@ -331,14 +337,15 @@ class ActiveLoop:
                 "images": len(self.markers), "marked_fraction": pixels / pool_pixels if pool_pixels else 0.0}
 
     # -- training ---------------------------------------------------------------------------------
-    def _train(self, round_index: int, pseudo_ids: Sequence[str], progress: Progress, extra: Sequence = ()):
+    def _train(self, round_index: int, pseudo_ids: Sequence[str], progress: Progress, extra: Sequence = (),
+               fresh: bool = False):
         from hitlseg.pseudo import Schedule, SelfTrainingConfig, default_strokes_config, learn_from_strokes
 
         ids = list(self.markers)
         images = [self.images[i] for i in ids]
         ndim = images[0].ndim - 1
         pool = [self.images[i] for i in pseudo_ids]
-        if round_index == 0 and self.model is None:
+        if fresh or (round_index == 0 and self.model is None):
             config = default_strokes_config(ndim, seed=self.config.seed)
             st = SelfTrainingConfig(iterations=self.config.initial_self_training if pool else 0)
         else:
@@ -347,11 +354,12 @@ class ActiveLoop:
             st = SelfTrainingConfig(iterations=self.config.self_training if pool else 0,
                                     epochs=self.config.self_training_epochs,
                                     schedule=Schedule(beta0=0.75, gamma0=1.0))
-        warm = self.model is not None and st.iterations > 0  # straight to self-training: keep what the pool taught
-        result = learn_from_strokes(images, [self.markers[i] for i in ids], pool, model=self.model,
+        warm = not fresh and self.model is not None and st.iterations > 0  # straight to self-training
+        result = learn_from_strokes(images, [self.markers[i] for i in ids], pool, model=None if fresh else self.model,
                                     n_classes=self.n_classes, config=config, self_training=st,
                                     preprocessing=self.preprocessing, names=ids, pool_names=list(pseudo_ids),
                                     seed=self.config.seed, strokes_stage=not warm, extra=extra,
+                                    expand=False if fresh else None,
                                     accepted=[self.accepted.get(i) for i in ids], progress=progress)
         self.model = result.model
         return result
@@ -509,6 +517,43 @@ class ActiveLoop:
             record["evaluation"] = self.evaluate(self.model)
         self.rounds.append(record)
         record["totals"] = self.totals()
+        self._save()
+        return record
+
+    def refresh(self, progress: Progress = None) -> dict:
+        """Retrain from scratch on every label so far: the round-0 recipe over all annotated images.
+
+        Correction rounds warm-start the model for a quick turn-around (one self-training
+        iteration each); after the last round a fresh sU-Net on the same labels (strokes, the
+        reviewed images' accepted masks, ``initial_self_training`` iterations over
+        ``pool_limit`` unannotated images, strokes expansion off) is better on average: on wbc1's
+        validation images (random, fill corrections, 3 review passes, 10 rounds; 30 images per
+        split) mean Dice 0.928 -> 0.924 on split 0 and 0.907 -> 0.931 on split 1 (mean 0.918 ->
+        0.927; averaging the two models' probabilities gives 0.925). The person's effort is
+        unchanged; it costs about one round-0 training (~9 min on one core for 300 wbc1 images). The warm model is kept in
+        ``model_warm.pt``. Returns the record (also :attr:`refreshed`), ``before`` and
+        ``evaluation`` holding ``evaluate`` of the warm and the new model; a second call
+        without a new round returns the same record.
+        """
+        if not self.rounds:
+            raise InputError("loop: run start() (round 0) first")
+        after = len(self.rounds) - 1
+        if self.refreshed is not None and self.refreshed["after_round"] == after:
+            return self.refreshed
+        started = time.perf_counter()
+        record = {"after_round": after}
+        if self.evaluate is not None:
+            record["before"] = self.evaluate(self.model)
+        if self.folder is not None:
+            self.model.save(self.folder / WARM_MODEL)
+        pseudo_ids = self._pseudo_pool(None, (), after + 1)
+        result = self._train(after + 1, pseudo_ids, progress, fresh=True)
+        record.update({"train_seconds": result.seconds, "pseudo_pool": len(pseudo_ids),
+                       "self_training_iterations": len(result.history) - 1,
+                       "seconds": time.perf_counter() - started})
+        if self.evaluate is not None:
+            record["evaluation"] = self.evaluate(self.model)
+        self.refreshed = record
         self._save()
         return record
 

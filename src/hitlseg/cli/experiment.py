@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 
@@ -109,6 +110,9 @@ def register_active(sub) -> None:
                              "the accepted mask")
     active.add_argument("--correction", choices=("strokes", "fill"), default="strokes",
                         help="how the robot corrects an error region: strokes along it (default) or painting it")
+    active.add_argument("--refresh", action=argparse.BooleanOptionalAction, default=True,
+                        help="after each loop's last round, retrain from scratch on all its labels (about one round-0 "
+                             "training; reported beside the warm-started model; default on)")
     active.add_argument("--baseline-epochs", type=argtypes.non_negative_int, default=30,
                         help="epochs of the all-backprop U-Net reference (0: use --reference)")
     active.add_argument("--reference", type=argtypes.fraction, help="fixed reference Dice when --baseline-epochs 0")
@@ -132,7 +136,7 @@ def run_active(args) -> int:
                                   self_training=args.self_training, epochs=args.epochs, pool_limit=args.pool_limit,
                                   synthetic=args.synthetic, generator_steps=args.generator_steps,
                                   generator_refresh_steps=args.generator_refresh_steps,
-                                  review_passes=args.review_passes, correction=args.correction, baseline_epochs=args.baseline_epochs, reference=args.reference,
+                                  review_passes=args.review_passes, correction=args.correction, refresh=args.refresh, baseline_epochs=args.baseline_epochs, reference=args.reference,
                                   eval_limit=args.eval_limit, seed=args.seed)
     dataset = Dataset.from_folder(args.dataset)
     executor = executor_from_args(args)  # an unreachable scheduler fails here, before any work

@@ -489,6 +489,11 @@ def _check_resumable(out: Path, config, mutable=("splits",)) -> None:
         except ValueError:
             previous = None
         if previous is not None:
+            try:  # settings added since the folder was written take their defaults
+                defaults = type(config)().to_dict()
+            except (TypeError, InputError):  # a config without defaults compares as stored
+                defaults = {}
+            previous = {**{k: v for k, v in defaults.items() if k not in previous}, **previous}
             changed = sorted(k for k in set(settings) | set(previous) if k not in mutable and settings.get(k) != previous.get(k))
             if changed:
                 raise InputError(f"{out}: holds a run with other settings ({', '.join(changed)} differ); "
