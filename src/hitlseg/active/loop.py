@@ -530,8 +530,8 @@ class ActiveLoop:
         validation images (random, fill corrections, 3 review passes, 10 rounds; 30 images per
         split) mean Dice 0.928 -> 0.924 on split 0 and 0.907 -> 0.931 on split 1 (mean 0.918 ->
         0.927; averaging the two models' probabilities gives 0.925). The person's effort is
-        unchanged; it costs about one round-0 training (~9 min on one core for 300 wbc1 images). The warm model is kept in
-        ``model_warm.pt``. Returns the record (also :attr:`refreshed`), ``before`` and
+        unchanged; it costs about one round-0 training (~9 min on one core for 300 wbc1 images).
+        The warm model is kept in ``model_warm.pt``. Returns the record (also :attr:`refreshed`), ``before`` and
         ``evaluation`` holding ``evaluate`` of the warm and the new model; a second call
         without a new round returns the same record.
         """
