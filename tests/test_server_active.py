@@ -195,13 +195,16 @@ def test_review_stores_the_accepted_mask_of_a_marker_version_and_retraining_trai
             return learn(images, markers, pool, names=names, accepted=accepted, **kwargs)
 
         monkeypatch.setattr(hitlseg.pseudo, "learn_from_strokes", spy)
-        job = http.post("/api/active/retrain", json={"model_id": sunet, "epochs": 1})
-        done = wait_job(http, job.json()["id"], timeout=240)
-        assert done["state"] == "done", done["error"]
-        (given,) = seen
-        np.testing.assert_array_equal(given[image_id], mask)  # the reviewed image trains on its accepted mask
-        assert all(a is None for i, a in given.items() if i != image_id)
-        assert done["result"]["params"]["accepted"] == {image_id: 1}
+        retrained = http.post("/api/active/retrain", json={"model_id": sunet, "epochs": 1})
+        fresh = http.post("/api/models/train", json={"kind": "sunet", "epochs": 1, "self_training": 0})
+        for job in (retrained, fresh):  # warm-started in the Improve view, from scratch in the Model view
+            done = wait_job(http, job.json()["id"], timeout=240)
+            assert done["state"] == "done", done["error"]
+            assert done["result"]["params"]["accepted"] == {image_id: 1}
+        assert len(seen) == 2
+        for given in seen:
+            np.testing.assert_array_equal(given[image_id], mask)  # the reviewed image trains on its accepted mask
+            assert all(a is None for i, a in given.items() if i != image_id)
 
         strokes[1, :20] = 1  # new strokes: the review was of version 1 and no longer counts
         assert http.put(f"/api/images/{image_id}/markers", json=marker_body(strokes, 1)).status_code == 200

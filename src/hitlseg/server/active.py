@@ -180,13 +180,7 @@ class ImproveService:
 
     def accepted(self) -> dict[str, dict]:
         """``{image_id: its last review}`` of reviews still valid: made on the image's latest marker version."""
-        latest = self.project.latest_versions()
-        reviews = {}
-        for event in self.project.events(kind=ACCEPTED_EVENT):
-            payload = event["payload"]
-            reviews[payload["image_id"]] = payload
-        return {i: r for i, r in reviews.items() if latest.get(i) == r["version"]
-                and self.project.has_array(ACCEPTED_KIND, r["key"])}
+        return valid_reviews(self.project)
 
     def accepted_mask(self, image_id: str) -> np.ndarray:
         """The accepted mask of ``image_id``'s latest marker version (InputError when it was not reviewed)."""
@@ -252,9 +246,7 @@ class ImproveService:
         def step(name):
             return lambda done, total, message="": report(progress, done, total, f"{name}: {message}".rstrip(": "))
 
-        reviews = self.accepted()
-        accepted = [self.project.get_array(ACCEPTED_KIND, reviews[i]["key"])
-                    if i in reviews and reviews[i]["version"] == versions[i] else None for i in ids]
+        accepted = accepted_masks(self.project, ids, versions)
         result = learn_from_strokes(
             images, markers, pool, model=model, accepted=accepted,
             config=default_strokes_config(images[0].ndim - 1, epochs=epochs, seed=self.seed + len(versions),
@@ -301,3 +293,20 @@ class ImproveService:
 def _accepted_key(image_id: str, version: int) -> str:
     """A file-safe key for the accepted mask of ``image_id`` at marker ``version`` (ids may hold any character)."""
     return f"{hashlib.sha1(image_id.encode()).hexdigest()[:20]}-v{int(version)}"
+
+
+def valid_reviews(project) -> dict[str, dict]:
+    """``{image_id: its last review}`` of the reviews made on the image's latest marker version."""
+    latest = project.latest_versions()
+    reviews = {}
+    for event in project.events(kind=ACCEPTED_EVENT):
+        payload = event["payload"]
+        reviews[payload["image_id"]] = payload
+    return {i: r for i, r in reviews.items() if latest.get(i) == r["version"] and project.has_array(ACCEPTED_KIND, r["key"])}
+
+
+def accepted_masks(project, ids, versions: dict[str, int]) -> list[np.ndarray | None]:
+    """Per id, the accepted mask of the review made on marker ``versions[id]`` (``None``: not reviewed)."""
+    reviews = valid_reviews(project)
+    return [project.get_array(ACCEPTED_KIND, reviews[i]["key"]) if i in reviews and reviews[i]["version"] == versions[i]
+            else None for i in ids]

@@ -11,8 +11,9 @@ Two kinds, both learned from the project's marked images (latest marker versions
     learner (:func:`hitlseg.pseudo.learn_from_strokes`, the one the CLI and experiments use):
     partial labels on the strokes with the normalized-cut regulariser, then ``self_training``
     iterations of confident pseudo-labels over the project's unmarked images (at most
-    ``pool_limit`` of them, evenly spread), the person's strokes always winning. Stored as model
-    kind ``sunet``.
+    ``pool_limit`` of them, evenly spread), the person's strokes always winning; an image reviewed
+    in the Improve view (:mod:`hitlseg.server.active`) learns from its accepted mask while its
+    markers are the reviewed version. Stored as model kind ``sunet``.
 
 When the project has ground-truth masks, each new model is evaluated on held-out images (images
 with a mask that were not marked; at most ``eval_limit`` of them, evenly spread over the project)
@@ -225,9 +226,12 @@ class ModelService:
             else:
                 from hitlseg.pseudo import SelfTrainingConfig, default_strokes_config, learn_from_strokes
 
+                from hitlseg.server.active import accepted_masks
+
                 pool = self.pool(set(ids), skipped, progress)
+                accepted = accepted_masks(self.project, ids, versions)  # reviewed in the Improve view
                 result = learn_from_strokes(
-                    images, markers, pool, encoder=flim.encoder, n_classes=flim.n_classes,
+                    images, markers, pool, encoder=flim.encoder, n_classes=flim.n_classes, accepted=accepted,
                     config=default_strokes_config(images[0].ndim - 1, epochs=epochs, seed=self.seed, device=self.device),
                     self_training=SelfTrainingConfig(iterations=self_training, epochs=max(1, epochs // 5)),
                     preprocessing=preprocessing, names=ids, pool_names=pool.ids, seed=self.seed, device=self.device,
@@ -236,6 +240,7 @@ class ModelService:
                 model.info.update({"project": str(self.project.root), "images": versions, "pseudo_labels": PSEUDO_LABELS})
                 path = model.save(Path(folder) / "model.pt")
                 params.update(epochs=epochs, self_training=self_training, pseudo_labels=PSEUDO_LABELS,
+                              accepted={i: versions[i] for i, a in zip(ids, accepted) if a is not None},
                               iterations=[{"iteration": h["iteration"], "pool_images": h["pool_images"],
                                            "machine_labelled": round(h["machine_labelled"], 4), "loss": round(h["loss"], 5)}
                                           for h in result.history], stopped=result.stopped)
