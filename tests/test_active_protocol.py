@@ -76,6 +76,32 @@ def test_report_tables_and_figures(study, tmp_path):
     assert reach["entropy"]["0.9"]["saving_vs_random"] == pytest.approx(0.0)
 
 
+def _constructed_results(dice: list[float], refreshed: float) -> dict:
+    rounds = [{"round": k, "queried": [f"i{k}"], "evaluation": {"mean": d},
+               "totals": {"seconds": 10.0 * (k + 1), "pixels": 100 * (k + 1), "images": k + 1, "marked_fraction": 0.01}}
+              for k, d in enumerate(dice)]
+    part = {"rounds": rounds, "refresh": {"after_round": len(dice) - 1, "before": {"mean": dice[-1], "validation": 0.8},
+                                          "evaluation": {"mean": refreshed, "validation": 0.9}, "train_seconds": 5.0}}
+    return {"config": {"reference": 1.0, "rounds": len(dice) - 1, "per_round": 1, "images": 1},
+            "dataset": "/data/constructed",
+            "splits": [{"index": 0, "sizes": {"train": 9, "val": 1, "test": 1}, "round0": {"first": ["i0"]},
+                        "strategies": {"random": part}}]}
+
+
+def test_effort_to_reach_counts_the_refreshed_model_at_the_last_rounds_effort(tmp_path):
+    results = _constructed_results([0.80, 0.91, 0.93], refreshed=0.97)
+    warm = effort_to_reach(results)["random"]
+    assert warm["0.9"]["seconds"] == 20.0 and warm["0.95"]["reached"] == "0/1" and warm["0.95"]["seconds"] is None
+    fresh = effort_to_reach(results, with_refresh=True)["random"]
+    assert fresh["0.9"]["seconds"] == 20.0  # an earlier warm round still counts first
+    assert fresh["0.95"] == {**fresh["0.95"], "reached": "1/1", "seconds": 30.0, "images": 3.0}
+    text = write_active_report(results, tmp_path).read_text()
+    assert "Counting the model retrained from scratch" in text
+    assert "| 0 | random | 0.800 | 0.900 | 0.930 | 0.970 | 5 |" in text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["effort_to_reach_with_refresh"]["random"]["0.95"]["reached"] == "1/1"
+
+
 def test_refresh_switched_on_when_resuming_adds_a_part_and_a_report_table(study, tiny_root, tmp_path):
     out, results, _ = study
     config = json.loads((out / "config.json").read_text())

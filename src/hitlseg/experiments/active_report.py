@@ -23,6 +23,9 @@ def curves(results: dict) -> dict:
                 rows["images"].append(r["totals"]["images"])
                 rows["dice"].append((r.get("evaluation") or {}).get("mean", float("nan")))
             rows["marked_fraction"] = part["rounds"][-1]["totals"]["marked_fraction"]
+            refreshed = ((part.get("refresh") or {}).get("evaluation") or {}).get("mean")
+            if refreshed is not None:  # the fresh model after the last round: no extra effort
+                rows["refreshed"] = float(refreshed)
             out.setdefault(strategy, []).append(rows)
     return out
 
@@ -36,10 +39,11 @@ def reference(split: dict, results: dict) -> float | None:
     return float(value) if value is not None else None
 
 
-def effort_to_reach(results: dict) -> dict:
+def effort_to_reach(results: dict, with_refresh: bool = False) -> dict:
     """Per strategy and threshold: per split, the effort at the first round reaching ``threshold x reference``.
 
-    Returns ``{strategy: {"0.9": {"splits": [..seconds or None..], "seconds", "pixels", "images",
+    ``with_refresh`` also counts the model retrained from scratch after the last round
+    (:meth:`hitlseg.active.ActiveLoop.refresh`) as a point at the last round's effort. Returns ``{strategy: {"0.9": {"splits": [..seconds or None..], "seconds", "pixels", "images",
     "reached", "saving_vs_random"}}}``; means are over the splits where the threshold was reached,
     the saving against random over the splits where both reached it.
     """
@@ -52,8 +56,11 @@ def effort_to_reach(results: dict) -> dict:
             hits = []
             for row, ref in zip(rows, refs):
                 hit = None
+                points = list(enumerate(row["dice"]))
+                if with_refresh and "refreshed" in row:
+                    points.append((len(row["dice"]) - 1, row["refreshed"]))
                 if ref is not None:
-                    for k, dice in enumerate(row["dice"]):
+                    for k, dice in points:
                         if dice >= fraction * ref:
                             hit = {"seconds": row["seconds"][k], "pixels": row["pixels"][k], "images": row["images"][k]}
                             break
@@ -139,6 +146,32 @@ def _fmt(value, digits=0, suffix=""):
     return "–" if value is None else f"{value:.{digits}f}{suffix}"
 
 
+def _reach_table(reach: dict) -> list[str]:
+    """Markdown rows of :func:`effort_to_reach`'s table."""
+    lines = ["| strategy | 90%: seconds | images | saving vs random | 95%: seconds | images | saving vs random |",
+             "|---|---|---|---|---|---|---|"]
+    for strategy, cells in reach.items():
+        a, b = cells["0.9"], cells["0.95"]
+        lines.append(f"| {strategy} | {_fmt(a['seconds'])} ({a['reached']}) | {_fmt(a['images'], 1)} | "
+                     f"{_fmt(None if a['saving_vs_random'] is None else 100 * a['saving_vs_random'], 0, '%')} | "
+                     f"{_fmt(b['seconds'])} ({b['reached']}) | {_fmt(b['images'], 1)} | "
+                     f"{_fmt(None if b['saving_vs_random'] is None else 100 * b['saving_vs_random'], 0, '%')} |")
+    return lines
+
+
+def _refresh_row(label: str, strategy: str, records: list[dict]) -> str:
+    """One row of the refresh table: warm and fresh validation and test Dice, training seconds (means of ``records``)."""
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    before = [r.get("before") or {} for r in records]
+    after = [r.get("evaluation") or {} for r in records]
+    return (f"| {label} | {strategy} | {_fmt(mean([b.get('validation') for b in before]), 3)} | "
+            f"{_fmt(mean([a.get('validation') for a in after]), 3)} | {_fmt(mean([b.get('mean') for b in before]), 3)} | "
+            f"{_fmt(mean([a.get('mean') for a in after]), 3)} | {_fmt(mean([r.get('train_seconds') for r in records]))} |")
+
+
 def _review_text(config: dict) -> str:
     passes = int(config.get("review_passes") or 0)
     if not passes:
@@ -185,17 +218,15 @@ def write_active_report(results: dict, out: str | Path, command: str | None = No
             values = [r["dice"][k] for r in rows if k < len(r["dice"])]
             cells.append(f"{np.nanmean(values):.3f}")
         lines.append(f"| {strategy} | " + " | ".join(cells) + f" | {np.mean([r['marked_fraction'] for r in rows]):.3%} |")
-    lines += ["", "## Effort to reach 90% and 95% of full supervision", "",
-              "| strategy | 90%: seconds | images | saving vs random | 95%: seconds | images | saving vs random |",
-              "|---|---|---|---|---|---|---|"]
-    for strategy, cells in reach.items():
-        a, b = cells["0.9"], cells["0.95"]
-        lines.append(f"| {strategy} | {_fmt(a['seconds'])} ({a['reached']}) | {_fmt(a['images'], 1)} | "
-                     f"{_fmt(None if a['saving_vs_random'] is None else 100 * a['saving_vs_random'], 0, '%')} | "
-                     f"{_fmt(b['seconds'])} ({b['reached']}) | {_fmt(b['images'], 1)} | "
-                     f"{_fmt(None if b['saving_vs_random'] is None else 100 * b['saving_vs_random'], 0, '%')} |")
+    lines += ["", "## Effort to reach 90% and 95% of full supervision", ""] + _reach_table(reach)
     lines += ["", "(n/m): splits where the threshold was reached within the rounds; means are over those splits, the "
-              "saving against random over the splits where both reached it.", "",
+              "saving against random over the splits where both reached it.", ""]
+    reach_refreshed = None
+    if any("refreshed" in r for rows in per_strategy.values() for r in rows):
+        reach_refreshed = effort_to_reach(results, with_refresh=True)
+        lines += ["Counting the model retrained from scratch after the last round (at the last round's effort):", ""]
+        lines += _reach_table(reach_refreshed) + [""]
+    lines += [
               "![Dice against seconds](dice_vs_seconds.png)", "", "![Dice against pixels](dice_vs_pixels.png)", ""]
     synthesis = synthesis_comparison(results)
     if synthesis:
@@ -234,10 +265,11 @@ def write_active_report(results: dict, out: str | Path, command: str | None = No
                   "| split | strategy | validation: warm | fresh | test: warm | fresh | training s |",
                   "|---|---|---|---|---|---|---|"]
         for index, strategy, r in refreshed:
-            before, after = r.get("before") or {}, r.get("evaluation") or {}
-            lines.append(f"| {index} | {strategy} | {_fmt(before.get('validation'), 3)} | "
-                         f"{_fmt(after.get('validation'), 3)} | {_fmt(before.get('mean'), 3)} | "
-                         f"{_fmt(after.get('mean'), 3)} | {_fmt(r.get('train_seconds'))} |")
+            lines.append(_refresh_row(str(index), strategy, [r]))
+        strategies = list(dict.fromkeys(k for _, k, _ in refreshed))
+        if len(results["splits"]) > 1:
+            for strategy in strategies:
+                lines.append(_refresh_row("mean", strategy, [r for _, k, r in refreshed if k == strategy]))
         lines.append("")
     lines += ["## Queried images", ""]
     for split in results["splits"]:
@@ -246,7 +278,8 @@ def write_active_report(results: dict, out: str | Path, command: str | None = No
             queried = [", ".join(r["queried"]) for r in part["rounds"][1:]]
             lines.append(f"- split {split['index']}, {strategy}: {'; '.join(queried)}")
     write_text(out / "report.md", "\n".join(lines) + "\n")
-    write_json(out / "summary.json", {"curves": per_strategy, "effort_to_reach": reach, "reference": refs,
+    write_json(out / "summary.json", {"curves": per_strategy, "effort_to_reach": reach,
+                                      "effort_to_reach_with_refresh": reach_refreshed, "reference": refs,
                                       "synthesis": synthesis,
                                       "refresh": [{"split": i, "strategy": k, "before": r.get("before"),
                                                    "evaluation": r.get("evaluation")} for i, k, r in refreshed]})
