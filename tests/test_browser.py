@@ -8,6 +8,7 @@ compact PNGs) to ``docs/screenshots/`` for the README.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -486,6 +487,20 @@ def test_improve_view_corrects_a_prediction_and_retrains(demo, page):
     assert target in api.get(f"/api/models/{rounds[-1]['model_id']}").json()["params"]["images"]
     assert api.get(f"/api/models/{rounds[-1]['model_id']}").json()["params"]["accepted"] == {target: 2}
     page.wait_for_function("document.querySelectorAll('#imp-chart .scatterlayer .trace').length >= 1")
+
+    # retrain from scratch (the button's recipe, shortened here): a fresh model of the same round
+    def shorter(route):
+        route.continue_(post_data=json.dumps({**json.loads(route.request.post_data), "epochs": 1, "self_training": 1}))
+
+    page.route("**/api/active/fresh", shorter)
+    page.click("#imp-fresh")
+    page.wait_for_function("document.querySelector('#imp-model option') && "
+                           "document.querySelector('#imp-model option').textContent.includes('from scratch')",
+                           timeout=TIMEOUT_MS)
+    fresh = api.get("/api/active").json()["rounds"]
+    assert len(fresh) == len(rounds) + 1 and fresh[-1]["fresh"] and fresh[-1]["round"] == 1
+    assert fresh[-1]["parent"] == rounds[-1]["model_id"]
+    assert api.get(f"/api/models/{fresh[-1]['model_id']}").json()["params"]["accepted"] == {target: 2}
 
     # after a reload the view shows the same proposal and rounds
     page.reload()

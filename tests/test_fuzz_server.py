@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 LARGE = os.environ.get("HITLSEG_FUZZ") == "1"
 JOB_ROUTES = {("post", "/api/selection/learn"), ("post", "/api/models/train"), ("post", "/api/active/propose"),
-              ("post", "/api/active/retrain")}
+              ("post", "/api/active/retrain"), ("post", "/api/active/fresh")}
 
 HOSTILE_TEXT = st.one_of(
     st.sampled_from(["", "..", "../../etc/passwd", "%2e%2e%2f", "a/b", "\\", "001\x00", "NaN", "inf", "-1", "0",

@@ -80,6 +80,40 @@ def test_propose_accept_time_retrain_round_trip(http, models, root):
     assert rounds[-1]["effort"]["images"] == 3 and rounds[-1]["effort"]["seconds"] == pytest.approx(12.5)
 
 
+def test_retrain_from_scratch_learns_every_label_with_new_filters_and_keeps_the_round(http, models, monkeypatch):
+    import hitlseg.pseudo
+
+    sunet = models["sunet"]
+    seen, learn = [], hitlseg.pseudo.learn_from_strokes
+
+    def spy(images, markers, pool=(), **kwargs):
+        seen.append(kwargs)
+        return learn(images, markers, pool, **kwargs)
+
+    monkeypatch.setattr(hitlseg.pseudo, "learn_from_strokes", spy)
+    job = http.post("/api/active/fresh", json={"model_id": sunet, "epochs": 1, "self_training": 1})
+    assert job.status_code == 202, job.text
+    done = wait_job(http, job.json()["id"], timeout=240)
+    assert done["state"] == "done", done["error"]
+    new = done["result"]
+    parent = http.get(f"/api/models/{sunet}").json()
+    assert new["params"]["fresh"] is True and new["params"]["parent"] == sunet
+    assert new["params"]["round"] == parent["params"].get("round", 0)  # the same labels: no new round
+    assert new["params"]["self_training"] == 1 and new["params"]["epochs"] == 1
+    (kwargs,) = seen
+    assert kwargs["model"] is None and kwargs["expand"] is False and kwargs["strokes_stage"] is True
+    assert kwargs["self_training"].iterations == 1 and kwargs["config"].epochs == 1
+    assert kwargs["n_classes"] == parent["params"]["n_classes"]
+    rounds = http.get("/api/active").json()["rounds"]
+    assert rounds[-1]["model_id"] == new["id"] and rounds[-1]["fresh"] is True
+    assert not any(r["fresh"] for r in rounds if r["model_id"] == sunet)
+    for body in ({"model_id": sunet, "self_training": 11}, {"model_id": sunet, "epochs": 0}, {"model_id": sunet, "x": 1}):
+        assert http.post("/api/active/fresh", json=body).status_code == 422
+    assert http.post("/api/active/fresh", json={"model_id": 999}).status_code == 404
+    refused = http.post("/api/active/fresh", json={"model_id": models["adaptive"]})
+    assert refused.status_code == 400 and "needs an sU-Net" in refused.json()["error"]
+
+
 @pytest.mark.parametrize("path, body, status, match", [
     ("/api/active/propose", {"model_id": 999}, 404, "not found"),
     ("/api/active/propose", {"model_id": "x"}, 422, None),

@@ -52,6 +52,8 @@ def test_out_of_range_integers_in_paths_and_queries_are_refused_not_500(http, pr
 @pytest.mark.parametrize("path, body", [
     ("/api/active/propose", {"model_id": TOO_BIG}),
     ("/api/active/retrain", {"model_id": TOO_BIG}),
+    ("/api/active/fresh", {"model_id": TOO_BIG}),
+    ("/api/active/fresh", {"model_id": 1, "self_training": TOO_BIG}),
     ("/api/active/accept", {"model_id": TOO_BIG, "image_id": "{image}", "base_version": 0}),
     ("/api/active/accept", {"model_id": 1, "image_id": "{image}", "base_version": TOO_BIG}),
     ("/api/active/time", {"image_id": "{image}", "version": TOO_BIG, "seconds": 3}),

@@ -138,7 +138,7 @@ def test_openapi_lists_every_router(http):
                  "/api/models/{model_id}/predictions/{image_id}.png", "/api/models/{model_id}/predictions/{image_id}/mask",
                  "/api/models/{model_id}/metrics", "/api/jobs", "/api/jobs/{job_id}", "/api/active", "/api/active/propose",
                  "/api/active/uncertainty/{model_id}/{image_id}.png", "/api/active/accept", "/api/active/time",
-                 "/api/active/retrain", "/api/images/{image_id}/live", "/api/weak", "/api/weak/labels/{image_id}",
+                 "/api/active/retrain", "/api/active/fresh", "/api/images/{image_id}/live", "/api/weak", "/api/weak/labels/{image_id}",
                  "/api/weak/train", "/api/weak/classify/{image_id}", "/api/weak/cam/{image_id}.png"):
         assert path in paths, path
     assert {tag for item in schema["paths"].values() for op in item.values() for tag in op.get("tags", [])} == {

@@ -1,5 +1,6 @@
 """The Improve view: the next image to correct (a job), uncertainty heatmaps, starting from the
-prediction, the editor's annotation time, warm-started retraining (a job), quality per round."""
+prediction, the editor's annotation time, warm-started retraining and retraining from scratch (jobs),
+quality per round."""
 
 from __future__ import annotations
 
@@ -43,6 +44,14 @@ class RetrainRequest(BaseModel):
 
     model_id: int = Field(ge=1, le=MAX_INT, description="The sU-Net to continue (warm start)")
     epochs: int = Field(15, ge=1, le=200)
+
+
+class FreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model_id: int = Field(ge=1, le=MAX_INT, description="The sU-Net whose round's labels are learned again")
+    epochs: int = Field(50, ge=1, le=200, description="Epochs on the strokes")
+    self_training: int = Field(5, ge=0, le=10, description="Self-training iterations over the unmarked images")
 
 
 @router.get("", summary="Rounds (quality per model), the person's effort so far, the last proposal, a running job")
@@ -116,5 +125,15 @@ def record_time(body: TimeRequest, s: ServerState = Depends(state)):
 def retrain(body: RetrainRequest, s: ServerState = Depends(state)):
     s.improve.check_retrain(body.model_id)  # 404 / 400 (e.g. an image without object strokes) before any job
     job = s.jobs.submit("retrain", lambda progress: s.improve.retrain(body.model_id, body.epochs, progress),
+                        body.model_dump(), dedupe=False, summary=lambda r: {"model_id": (r or {}).get("id")})
+    return job.to_dict()
+
+
+@router.post("/fresh", status_code=202, summary="Retrain from scratch on every label: new filters, the study loop's "
+                                                "refresh recipe (a job)")
+def retrain_fresh(body: FreshRequest, s: ServerState = Depends(state)):
+    s.improve.check_retrain(body.model_id)
+    job = s.jobs.submit("retrain", lambda progress: s.improve.retrain_fresh(body.model_id, body.epochs,
+                                                                            body.self_training, progress),
                         body.model_dump(), dedupe=False, summary=lambda r: {"model_id": (r or {}).get("id")})
     return job.to_dict()

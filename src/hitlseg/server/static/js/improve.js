@@ -19,14 +19,22 @@ export async function refreshImprove() {
   const nets = app.models.filter((m) => m.kind === "sunet");
   const keep = select.value;
   select.replaceChildren(...nets.slice().reverse().map((m) => el("option", { value: String(m.id),
-    text: `model ${m.id}` + (m.params.round ? ` (round ${m.params.round})` : "") })));
+    text: `model ${m.id}` + roundLabel(m.params) })));
   if (keep && nets.some((m) => String(m.id) === keep)) select.value = keep;
   $("imp-propose").disabled = !nets.length;
-  $("imp-retrain").disabled = !nets.length;
+  $("imp-retrain").disabled = $("imp-fresh").disabled = !nets.length;
   const strategies = $("imp-strategy");
   if (!strategies.options.length) strategies.replaceChildren(...summary.strategies.map((name) => el("option", { text: name })));
   renderProposal(summary.proposal);
   renderImproveChart(summary);
+}
+
+/* " (round 2)", " (round 2, from scratch)" or "" for a first model */
+function roundLabel(params) {
+  const parts = [];
+  if (params.round) parts.push(`round ${params.round}`);
+  if (params.fresh) parts.push("from scratch");
+  return parts.length ? ` (${parts.join(", ")})` : "";
 }
 
 function renderProposal(proposal) {
@@ -70,7 +78,7 @@ function renderImproveChart(summary) {
     `${Math.round(effort.seconds)} s recorded in the editor.`;
   if (!window.Plotly || !rounds.length) return;
   const withDice = rounds.some((r) => r.mean_dice !== null && r.mean_dice !== undefined);
-  const x = rounds.map((r) => `model ${r.model_id}`);
+  const x = rounds.map((r) => `model ${r.model_id}` + (r.fresh ? " (scratch)" : ""));
   const traces = [{ x, y: rounds.map((r) => withDice ? r.mean_dice : r.confidence), name: withDice ? "held-out Dice" : "model confidence",
                     mode: "lines+markers", type: "scatter" },
                   { x, y: rounds.map((r) => (r.effort || {}).seconds ?? null), name: "effort (s)", yaxis: "y2",
@@ -141,11 +149,22 @@ function retrainModel() {
   });
 }
 
+function retrainFresh() {
+  const body = { model_id: Number($("imp-model").value) };
+  return whileDisabled("imp-fresh", async () => {
+    const job = await api("/api/active/fresh", { method: "POST", json: body });
+    const finished = await followJob(job, "Retraining from scratch");
+    $("imp-model").value = "";
+    toast(`Model ${finished.result.id} is ready${roundLabel(finished.result.params)}`);
+    await refreshImprove();
+  });
+}
 
 export function bindImproveControls() {
   $("imp-propose").onclick = () => proposeNext();
   $("imp-accept").onclick = () => acceptPrediction();
   $("imp-edit").onclick = () => { if (improve.imageId) editor.open(improve.imageId).then(() => showView("editor")).catch(fail); };
   $("imp-retrain").onclick = () => retrainModel();
+  $("imp-fresh").onclick = () => retrainFresh();
   $("imp-review").onclick = () => reviewImage();
 }
