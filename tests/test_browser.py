@@ -493,10 +493,13 @@ def test_improve_view_corrects_a_prediction_and_retrains(demo, page):
         route.continue_(post_data=json.dumps({**json.loads(route.request.post_data), "epochs": 1, "self_training": 1}))
 
     page.route("**/api/active/fresh", shorter)
-    page.click("#imp-fresh")
-    page.wait_for_function("document.querySelector('#imp-model option') && "
-                           "document.querySelector('#imp-model option').textContent.includes('from scratch')",
-                           timeout=TIMEOUT_MS)
+    try:
+        page.click("#imp-fresh")
+        page.wait_for_function("document.querySelector('#imp-model option') && "
+                               "document.querySelector('#imp-model option').textContent.includes('from scratch')",
+                               timeout=TIMEOUT_MS)
+    finally:  # the page serves the module's later tests
+        page.unroute("**/api/active/fresh", shorter)
     fresh = api.get("/api/active").json()["rounds"]
     assert len(fresh) == len(rounds) + 1 and fresh[-1]["fresh"] and fresh[-1]["round"] == 1
     assert fresh[-1]["parent"] == rounds[-1]["model_id"]
