@@ -43,7 +43,9 @@ def effort_to_reach(results: dict, with_refresh: bool = False) -> dict:
     """Per strategy and threshold: per split, the effort at the first round reaching ``threshold x reference``.
 
     ``with_refresh`` also counts the model retrained from scratch after the last round
-    (:meth:`hitlseg.active.ActiveLoop.refresh`) as a point at the last round's effort. Returns ``{strategy: {"0.9": {"splits": [..seconds or None..], "seconds", "pixels", "images",
+    (:meth:`hitlseg.active.ActiveLoop.refresh`) as a point at the last round's effort.
+
+    Returns ``{strategy: {"0.9": {"splits": [..seconds or None..], "seconds", "pixels", "images",
     "reached", "saving_vs_random"}}}``; means are over the splits where the threshold was reached,
     the saving against random over the splits where both reached it.
     """
@@ -226,8 +228,7 @@ def write_active_report(results: dict, out: str | Path, command: str | None = No
         reach_refreshed = effort_to_reach(results, with_refresh=True)
         lines += ["Counting the model retrained from scratch after the last round (at the last round's effort):", ""]
         lines += _reach_table(reach_refreshed) + [""]
-    lines += [
-              "![Dice against seconds](dice_vs_seconds.png)", "", "![Dice against pixels](dice_vs_pixels.png)", ""]
+    lines += ["![Dice against seconds](dice_vs_seconds.png)", "", "![Dice against pixels](dice_vs_pixels.png)", ""]
     synthesis = synthesis_comparison(results)
     if synthesis:
         n = max(len(c["rounds"]) for c in synthesis.values())
